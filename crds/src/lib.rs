@@ -1,0 +1,1 @@
+//! sei-crds (see DESIGN.md section 2).

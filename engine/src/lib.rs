@@ -1,0 +1,1 @@
+//! sei-engine (see DESIGN.md section 2).

@@ -1,0 +1,1 @@
+//! sei-observability (see DESIGN.md section 2).

@@ -1,0 +1,1 @@
+//! sei-tasks (see DESIGN.md section 2).

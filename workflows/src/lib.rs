@@ -1,0 +1,1 @@
+//! sei-workflows (see DESIGN.md section 2).
