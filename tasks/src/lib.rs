@@ -1,1 +1,3 @@
 //! sei-tasks (see DESIGN.md section 2).
+
+pub mod sidecar;
