@@ -1,1 +1,88 @@
-//! sei-crds (see DESIGN.md section 2).
+//! Custom resources of the Sei operator, group `sei.io`, version `v1alpha1`.
+//!
+//! - [`SeiNode`] (`snode`): one node in one of five modes, see [`SeiNodeSpec`] and [`Mode`].
+//! - [`SeiNodeDeployment`] (`snd`): a fleet of SeiNodes from a template with an optional genesis ceremony, see
+//!   [`SeiNodeDeploymentSpec`].
+//!
+//! Validation lives in the schema: OpenAPI constraints (lengths, patterns, ranges, enums, defaults) and CEL
+//! rules (`x-kubernetes-validations`) that the apiserver evaluates at admission, so a controller only ever
+//! sees specs that passed them. The CRD manifests are generated from these types ([`generated_files`]) and
+//! committed under `crds/generated/`; a test fails when they drift.
+//!
+//! Also here: well-known label/annotation/finalizer keys ([`labels`]), container ports ([`ports`]),
+//! condition types, reasons and helpers ([`conditions`]) and the plan-history bound ([`plan`]).
+
+pub mod conditions;
+mod deployment;
+pub mod labels;
+mod node;
+pub mod plan;
+pub mod ports;
+mod schema;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use conditions::{Condition, ConditionStatus, Time};
+pub use deployment::{
+    DEFAULT_ACCOUNT_BALANCE, DEFAULT_MAX_CEREMONY_DURATION, DEFAULT_STAKING_AMOUNT, DeletionPolicy,
+    DeploymentEndpoints, GenesisAccount, GenesisCeremonyConfig, GenesisVesting, InternalService,
+    InternalServicePorts, MAX_REPLICAS, NodeEvmEndpoints, NodeSummary, SeiNodeDeployment,
+    SeiNodeDeploymentPhase, SeiNodeDeploymentSpec, SeiNodeDeploymentStatus, SeiNodeTemplate,
+    TemplateMetadata, UpdateStrategy, UpdateStrategyType,
+};
+pub use node::{
+    ArchiveSpec, DEFAULT_OPERATOR_KEY_NAME, DEFAULT_SIDECAR_PORT, DataVolumeImport, DataVolumeSpec,
+    Ec2TagsPeerSource, FullNodeSpec, GENTX_OPERATOR_KEY_NAME, GenesisCeremonyNodeConfig, LabelPeerSource,
+    Mode, NODE_KEY_DATA_KEY, NodeEndpoint, NodeKeySource, OperatorKeyringSecret, OperatorKeyringSource,
+    PeerSource, ReplayerSpec, ResultExportConfig, S3SnapshotSource, SIGNING_KEY_DATA_KEY, SecretKeyRef,
+    SecretRef, SeedSpec, SeiNode, SeiNodePhase, SeiNodeSpec, SeiNodeStatus, ShadowResultConfig,
+    SidecarConfig, SigningKeySource, SnapshotGenerationConfig, SnapshotPublish, SnapshotSource,
+    StateSyncSource, StatefulSetRef, StaticPeerSource, TendermintSnapshotGeneration, ValidatorSpec,
+};
+pub use plan::{PLAN_HISTORY_LIMIT, Plan, PlanSummary};
+
+/// API group of every resource here.
+pub const GROUP: &str = "sei.io";
+/// API version of every resource here.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of every resource here.
+pub const API_VERSION: &str = "sei.io/v1alpha1";
+
+/// Errors of the helpers in this crate.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// No mode field is set (admission rejects this; only a spec built in code can get here).
+    #[error("no mode is set: exactly one of fullNode, archive, replayer, validator or seed is required")]
+    NoMode,
+    /// More than one mode field is set (admission rejects this; only a spec built in code can get here).
+    #[error(
+        "several modes are set ({0:?}): exactly one of fullNode, archive, replayer, validator or seed is allowed"
+    )]
+    SeveralModes(Vec<Mode>),
+}
+
+/// Every CRD of this crate, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![SeiNode::crd(), SeiNodeDeployment::crd()]
+}
+
+/// The CRD manifests to commit under `crds/generated/`: `(file name, YAML text)`, one file per CRD, named
+/// `<plural>.<group>.yaml`.
+pub fn generated_files() -> Vec<(&'static str, String)> {
+    [
+        ("seinodes.sei.io.yaml", SeiNode::crd()),
+        ("seinodedeployments.sei.io.yaml", SeiNodeDeployment::crd()),
+    ]
+    .into_iter()
+    .map(|(name, crd)| (name, format!("{GENERATED_HEADER}{}", to_yaml(&crd))))
+    .collect()
+}
+
+/// First line of every generated file.
+pub const GENERATED_HEADER: &str = "# Generated from the sei-crds types by `cargo xtask crd`; do not edit.\n";
+
+#[allow(clippy::expect_used)] // a CRD has only string keys and finite numbers: serializing it cannot fail
+fn to_yaml(crd: &CustomResourceDefinition) -> String {
+    serde_yaml::to_string(crd).expect("a CustomResourceDefinition serializes to YAML")
+}
