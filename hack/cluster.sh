@@ -56,7 +56,7 @@ curl_api() {
 
 health() {
   case "$1" in
-    etcd) curl -fsS --max-time 3 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"' ;;
+    etcd) curl -fsS --max-time 3 "http://127.0.0.1:$ETCD_PORT/health" 2>/dev/null | grep -q '"health":"true"' ;;
     kube-apiserver) [ "$(curl_api /readyz 2>/dev/null)" = ok ] ;;
     kube-controller-manager) [ "$(curl -fsSk --max-time 3 "https://127.0.0.1:$KCM_PORT/healthz" 2>/dev/null)" = ok ] ;;
     kube-scheduler) [ "$(curl -fsSk --max-time 3 "https://127.0.0.1:$SCHED_PORT/healthz" 2>/dev/null)" = ok ] ;;
