@@ -1,5 +1,8 @@
 //! The sample resources in `examples/` deserialize into the typed API and cover every mode.
 
+// An integration-test crate: helpers outside `#[test]` functions fail the test by panicking too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 

@@ -1,5 +1,8 @@
 //! The committed CRD manifests under `crds/generated/` match what the types generate.
 
+// An integration-test crate: helpers outside `#[test]` functions fail the test by panicking too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 fn generated_dir() -> PathBuf {

@@ -1,6 +1,9 @@
 //! The generated schemas are structural and carry what `kubectl explain`, printers and the apiserver's CEL
 //! cost checks need.
 
+// An integration-test crate: helpers outside `#[test]` functions fail the test by panicking too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use serde_json::Value;
 
 fn crd_json(kind: &str) -> Value {
