@@ -319,3 +319,5 @@ where
         }
     }
 }
+
+pub mod sim;
