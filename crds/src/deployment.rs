@@ -222,7 +222,11 @@ pub struct GenesisCeremonyConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::ceremony_duration")]
     #[x_kube(
-        validation = Rule::new("duration(self) >= duration('1m') && duration(self) <= duration('24h')")
+        // The pattern guard keeps a malformed value to the schema's own pattern error.
+        validation = Rule::new(
+            "!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$') \
+             || (duration(self) >= duration('1m') && duration(self) <= duration('24h'))"
+        )
             .message("genesis.maxCeremonyDuration must be between 1m and 24h")
     )]
     pub max_ceremony_duration: Option<Duration>,

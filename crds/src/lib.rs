@@ -20,7 +20,9 @@ pub mod plan;
 pub mod ports;
 mod schema;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 pub use conditions::{Condition, ConditionStatus, Time};
@@ -62,21 +64,56 @@ pub enum Error {
     SeveralModes(Vec<Mode>),
 }
 
-/// Every CRD of this crate, in a stable order.
+/// Every CRD of this crate, in a stable order: what `crds/generated/` holds and what an installer should apply.
+///
+/// Prefer this over `SeiNode::crd()`: it also unwraps the line breaks that doc comments put into field
+/// descriptions, so `kubectl explain` reflows them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![SeiNode::crd(), SeiNodeDeployment::crd()]
+    let mut crds = vec![SeiNode::crd(), SeiNodeDeployment::crd()];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                unwrap_descriptions(schema);
+            }
+        }
+    }
+    crds
+}
+
+/// Joins the lines of each paragraph of every description (doc comments are wrapped at 110 columns).
+fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
+    if let Some(text) = schema.description.as_mut() {
+        *text = text
+            .split("\n\n")
+            .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        unwrap_descriptions(child);
+    }
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => unwrap_descriptions(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(unwrap_descriptions),
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
+        unwrap_descriptions(extra);
+    }
 }
 
 /// The CRD manifests to commit under `crds/generated/`: `(file name, YAML text)`, one file per CRD, named
 /// `<plural>.<group>.yaml`.
 pub fn generated_files() -> Vec<(&'static str, String)> {
-    [
-        ("seinodes.sei.io.yaml", SeiNode::crd()),
-        ("seinodedeployments.sei.io.yaml", SeiNodeDeployment::crd()),
-    ]
-    .into_iter()
-    .map(|(name, crd)| (name, format!("{GENERATED_HEADER}{}", to_yaml(&crd))))
-    .collect()
+    ["seinodes.sei.io.yaml", "seinodedeployments.sei.io.yaml"]
+        .into_iter()
+        .zip(crds())
+        .map(|(name, crd)| (name, format!("{GENERATED_HEADER}{}", to_yaml(&crd))))
+        .collect()
 }
 
 /// First line of every generated file.

@@ -138,23 +138,28 @@ pub struct SeiNodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_volume: Option<DataVolumeSpec>,
 
-    /// Mode: a chain-following full node (also serves RPC).
+    /// Mode: a chain-following full node that also serves RPC. Starts from `snapshot` (S3 or state sync) or
+    /// block-syncs from genesis; may produce snapshots (`snapshotGeneration`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_node: Option<FullNodeSpec>,
 
-    /// Mode: an archive node (no pruning, block sync from genesis).
+    /// Mode: an archive node that keeps every block and state (no pruning) and block-syncs from genesis; may
+    /// produce snapshots (`snapshotGeneration`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveSpec>,
 
-    /// Mode: an ephemeral node that replays blocks from a snapshot. Requires `peers`.
+    /// Mode: an ephemeral node that restores `snapshot.s3.targetHeight` and replays blocks from it, optionally
+    /// comparing results (`resultExport`). Requires `peers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayer: Option<ReplayerSpec>,
 
-    /// Mode: a consensus validator.
+    /// Mode: a consensus validator. An existing validator brings `signingKey` and `nodeKey` together (plus an
+    /// optional `operatorKeyring`), each in its own Secret; without them the node generates fresh keys (a
+    /// SeiNodeDeployment genesis ceremony sets `genesisCeremony` instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validator: Option<ValidatorSpec>,
 
-    /// Mode: a seed node (P2P and PEX only).
+    /// Mode: a seed node that only serves P2P peer exchange (PEX), with a stable identity from `nodeKey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<SeedSpec>,
 
@@ -533,12 +538,9 @@ impl Default for SidecarConfig {
     }
 }
 
-/// The node's data volume.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(
-    validation = Rule::new("!has(oldSelf.import) || has(self.import)")
-        .message("dataVolume.import cannot be unset once configured")
-)]
+/// The node's data volume. Once `import` is set it cannot be unset (checked on the spec, so that removing the
+/// whole `dataVolume` is caught too).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeSpec {
     /// Import an existing PVC (never deleted by the operator) instead of creating `data-<node>`.
