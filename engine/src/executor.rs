@@ -1,0 +1,793 @@
+//! The pure executor: [`advance`] applies what the operator observed, then decides what to do
+//! next, returning [`Effect`]s for the operator to perform.
+//!
+//! # Protocol
+//! 1. The operator calls `advance(&mut plan, &observations, now)`; the first call on a new plan
+//!    passes no observations.
+//! 2. It performs the effects: `StartTask` (submit under the idempotency key), `PollTask` (ask
+//!    for the status of that key), `CancelTask`; and for each it records an [`Observation`] of
+//!    the same task name and attempt ([`Observation::of`]).
+//! 3. It calls `advance` again with those observations, and repeats while the plan changes
+//!    (compare the plan before and after, or stop when a round produced only `Running`
+//!    observations); then it writes the plan to status once, and requeues at the `RequeueAt`
+//!    effect, which an `Active` plan always returns.
+//! 4. `PlanFinished` is returned once, on the call that finishes the plan; later calls on a
+//!    finished plan return nothing.
+//!
+//! # Observations and the transition table
+//! An observation applies only to the run's current attempt (a different `attempt` is stale
+//! and ignored), then [`transition`] decides by the run's [`Lifecycle`] and the [`EventKind`].
+//! Every pair of the table has a unit test (`tests::transitions`), and a table test fails when
+//! one is missing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::plan::{
+    ErrorClass, MAX_ERROR_MESSAGE_BYTES, MAX_OUTPUT_BYTES, Plan, PlanPhase, PlannedTask, Stop, StopCause, TaskError,
+    TaskRun, TaskState, idempotency_key, split_run_name, truncate,
+};
+use crate::reference::{Ref, has_reference, lookup, rewrite};
+use crate::time::{Duration, Timestamp};
+
+/// What the operator saw when it performed an effect for one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    /// Run name: `task` or `task[item]` (as in [`TaskRef::task`]).
+    pub task: String,
+    /// The attempt the observation is about (as in [`TaskRef::attempt`]).
+    pub attempt: u32,
+    /// What was seen.
+    pub event: Event,
+}
+
+impl Observation {
+    /// An observation of `event` for run `task`, attempt `attempt`.
+    pub fn new(task: impl Into<String>, attempt: u32, event: Event) -> Self {
+        Self { task: task.into(), attempt, event }
+    }
+
+    /// An observation of `event` about the run an effect referred to.
+    pub fn of(task: &TaskRef, event: Event) -> Self {
+        Self::new(task.task.clone(), task.attempt, event)
+    }
+}
+
+/// What happened to a run, as seen by the operator.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The start was accepted (submitted, or a controller-side task began).
+    StartAccepted,
+    /// The start was refused; consumes the attempt.
+    StartRejected(TaskError),
+    /// The task is still running (poll result).
+    Running,
+    /// The task finished successfully with these outputs (may be empty).
+    Completed(Map<String, Value>),
+    /// The task failed; consumes the attempt.
+    Failed(TaskError),
+    /// The executor does not know the task (sidecar 404): for an issued start it was never
+    /// received (start again under the same key); for a running task it was lost.
+    NotFound,
+    /// The task was cancelled by its executor.
+    Cancelled,
+}
+
+impl Event {
+    /// The kind of this event, for the transition table.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::StartAccepted => EventKind::StartAccepted,
+            Self::StartRejected(_) => EventKind::StartRejected,
+            Self::Running => EventKind::Running,
+            Self::Completed(_) => EventKind::Completed,
+            Self::Failed(_) => EventKind::Failed,
+            Self::NotFound => EventKind::NotFound,
+            Self::Cancelled => EventKind::Cancelled,
+        }
+    }
+}
+
+/// [`Event`] without its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    StartAccepted,
+    StartRejected,
+    Running,
+    Completed,
+    Failed,
+    NotFound,
+    Cancelled,
+}
+
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [Self; 7] = [
+        Self::StartAccepted,
+        Self::StartRejected,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::NotFound,
+        Self::Cancelled,
+    ];
+}
+
+/// Where a run is in its life, derived from the journal ([`TaskRun::lifecycle`]): the six
+/// journal states, with `Pending` split into `Pending` (nothing in flight: never started, or
+/// waiting for a retry) and `Starting` (a start was issued, `startedAt` is set, and it has not
+/// been acknowledged yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lifecycle {
+    Pending,
+    Starting,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl Lifecycle {
+    /// Every lifecycle stage.
+    pub const ALL: [Self; 7] = [
+        Self::Pending,
+        Self::Starting,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Skipped,
+        Self::Cancelled,
+    ];
+
+    /// Starting or Running: an attempt is in flight and counts against `maxParallel`.
+    pub const fn in_flight(self) -> bool {
+        matches!(self, Self::Starting | Self::Running)
+    }
+}
+
+impl TaskRun {
+    /// The run's [`Lifecycle`] stage.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match self.state {
+            TaskState::Pending if self.started_at.is_some() => Lifecycle::Starting,
+            TaskState::Pending => Lifecycle::Pending,
+            TaskState::Running => Lifecycle::Running,
+            TaskState::Succeeded => Lifecycle::Succeeded,
+            TaskState::Failed => Lifecycle::Failed,
+            TaskState::Skipped => Lifecycle::Skipped,
+            TaskState::Cancelled => Lifecycle::Cancelled,
+        }
+    }
+}
+
+/// What an observation does to a run of the current attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing changes (duplicate, stale or contradictory news).
+    Ignore,
+    /// The start was acknowledged: Starting -> Running.
+    Accept,
+    /// -> Succeeded, keeping the outputs (if they fit in 4 KiB; else the attempt fails).
+    Succeed,
+    /// The attempt failed with the observed error: retry later (Pending with `nextAttemptAt`)
+    /// or, when the budget, the error class, the deadline or a stop forbid it, -> Failed.
+    FailAttempt,
+    /// A running task vanished: the attempt fails with class `Transient`.
+    Lost,
+    /// The start never arrived: back to Pending, the same attempt starts again (same key).
+    Reissue,
+    /// -> Cancelled; a normal task cancelled by its executor stops the plan (ends Failed).
+    Cancel,
+}
+
+/// The transition table: what `event` does to a run in stage `lifecycle` (same attempt).
+pub const fn transition(lifecycle: Lifecycle, event: EventKind) -> Transition {
+    use EventKind as E;
+    use Lifecycle as L;
+    match (lifecycle, event) {
+        (L::Starting, E::StartAccepted | E::Running) => Transition::Accept,
+        (L::Starting | L::Running, E::Completed) => Transition::Succeed,
+        (L::Starting, E::StartRejected) | (L::Starting | L::Running, E::Failed) => Transition::FailAttempt,
+        (L::Starting, E::NotFound) => Transition::Reissue,
+        (L::Running, E::NotFound) => Transition::Lost,
+        (L::Starting | L::Running, E::Cancelled) => Transition::Cancel,
+        (L::Running, E::StartAccepted | E::StartRejected | E::Running)
+        | (L::Pending | L::Succeeded | L::Failed | L::Skipped | L::Cancelled, _) => Transition::Ignore,
+    }
+}
+
+/// Identifies one attempt of one run in an effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRef {
+    /// Run name: `task` or `task[item]`.
+    pub task: String,
+    /// Task type (registry key).
+    pub task_type: String,
+    /// The object the task acts on, if any.
+    pub target: Option<String>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Idempotency key of this attempt: submit and poll under it.
+    pub key: Uuid,
+}
+
+/// Something the operator must do, returned by [`advance`] in this order: cancels, starts,
+/// polls, `PlanFinished`, `RequeueAt`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Start (submit) an attempt. `params` are fully resolved (items and outputs substituted).
+    /// Starting the same key twice must be harmless (the sidecar deduplicates by id).
+    StartTask { task: TaskRef, params: Value, timeout: Option<Duration> },
+    /// Ask for the status of an attempt in flight and report it as an observation.
+    PollTask(TaskRef),
+    /// Best-effort cancel of an attempt (timeout or deadline); the journal already records the
+    /// outcome, so no observation is needed.
+    CancelTask(TaskRef),
+    /// The plan just finished. `effect` is the definition's `onSuccess` (phase Succeeded) or
+    /// `onFailure` (Failed or Cancelled), carried through untouched.
+    PlanFinished { phase: PlanPhase, message: Option<String>, failed_task: Option<String>, effect: Option<Value> },
+    /// Call `advance` again no later than this (next poll, retry, timeout or deadline).
+    RequeueAt(Timestamp),
+}
+
+const MAIN: usize = 0;
+const FINALLY: usize = 1;
+
+/// Derived lookup structures over a plan's task graph, cached in the plan (never serialised).
+/// Comparison and debug output ignore it: it is a pure function of the plan's structure.
+#[derive(Clone, Default)]
+pub(crate) struct Index(Option<Arc<Graph>>);
+
+impl PartialEq for Index {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Index")
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Dep {
+    task: usize,
+    /// Both tasks expanded over the same list: run `i` waits for run `i` only.
+    paired: bool,
+}
+
+#[derive(Debug)]
+struct Graph {
+    shape: [usize; 2],
+    deps: [Vec<Vec<Dep>>; 2],
+    names: HashMap<String, (usize, usize)>,
+}
+
+impl Graph {
+    fn build(plan: &Plan) -> Self {
+        let mut names = HashMap::with_capacity(plan.tasks.len() + plan.finally.len());
+        for (s, section) in [&plan.tasks, &plan.finally].into_iter().enumerate() {
+            for (t, task) in section.iter().enumerate() {
+                names.insert(task.name.clone(), (s, t));
+            }
+        }
+        let deps_of = |section: &[PlannedTask], s: usize| -> Vec<Vec<Dep>> {
+            section
+                .iter()
+                .map(|task| {
+                    task.depends_on
+                        .iter()
+                        .filter_map(|dep| match names.get(dep) {
+                            Some(&(ds, dt)) if ds == s => {
+                                let other = &section[dt];
+                                let paired = task.for_each.is_some()
+                                    && task.for_each == other.for_each
+                                    && task.runs.len() == other.runs.len();
+                                Some(Dep { task: dt, paired })
+                            }
+                            _ => {
+                                tracing::warn!(task = %task.name, dependency = %dep, "Ignoring unknown dependency in journal");
+                                None
+                            }
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        Self {
+            shape: [plan.tasks.len(), plan.finally.len()],
+            deps: [deps_of(&plan.tasks, MAIN), deps_of(&plan.finally, FINALLY)],
+            names,
+        }
+    }
+}
+
+fn graph(plan: &mut Plan) -> Arc<Graph> {
+    let shape = [plan.tasks.len(), plan.finally.len()];
+    match &plan.index.0 {
+        Some(graph) if graph.shape == shape => Arc::clone(graph),
+        _ => {
+            let graph = Arc::new(Graph::build(plan));
+            plan.index = Index(Some(Arc::clone(&graph)));
+            graph
+        }
+    }
+}
+
+fn section(plan: &Plan, s: usize) -> &[PlannedTask] {
+    if s == MAIN { &plan.tasks } else { &plan.finally }
+}
+
+fn section_mut(plan: &mut Plan, s: usize) -> &mut [PlannedTask] {
+    if s == MAIN { &mut plan.tasks } else { &mut plan.finally }
+}
+
+/// A position of a run: (section, task, run).
+type Pos = (usize, usize, usize);
+
+#[derive(Default)]
+struct Out {
+    cancels: Vec<Effect>,
+    starts: Vec<Effect>,
+    started: Vec<Pos>,
+    finished: Option<Effect>,
+}
+
+/// Advances `plan` at time `now`: applies `observations`, then starts, skips, retries, times
+/// out, cancels and finishes what is due, and returns the effects to perform.
+///
+/// # Guarantees
+/// - Pure: no clock, no I/O, no randomness; the result depends only on its arguments.
+/// - Idempotent: calling it again with the same observations and `now` leaves the plan unchanged
+///   (it may repeat `PollTask` and `RequeueAt` effects, never a `StartTask` for a new attempt).
+/// - A run starts only when all its dependencies are Succeeded or Skipped, and never while
+///   `maxParallel` runs are in flight.
+/// - Normal tasks are all terminal after a call with `now >= deadline`.
+/// - An `Active` plan always gets a `RequeueAt`; a finished one gets no effects at all.
+pub fn advance(plan: &mut Plan, observations: &[Observation], now: Timestamp) -> Vec<Effect> {
+    plan.migrate();
+    if plan.phase.is_terminal() {
+        return Vec::new();
+    }
+    let graph = graph(plan);
+    let mut out = Out::default();
+    for observation in observations {
+        apply(plan, &graph, observation, now);
+    }
+    decide(plan, &graph, now, &mut out);
+    effects(plan, now, out)
+}
+
+fn apply(plan: &mut Plan, graph: &Graph, observation: &Observation, now: Timestamp) {
+    let (name, item) = split_run_name(&observation.task);
+    let Some(&(s, t)) = graph.names.get(name) else {
+        tracing::debug!(task = %observation.task, "Ignoring observation of an unknown task");
+        return;
+    };
+    let Some(r) = section(plan, s)[t].runs.iter().position(|run| run.item.as_deref() == item) else {
+        tracing::debug!(task = %observation.task, "Ignoring observation of an unknown item");
+        return;
+    };
+    let run = &section(plan, s)[t].runs[r];
+    if observation.attempt == 0 || run.attempt != observation.attempt {
+        tracing::debug!(task = %observation.task, attempt = observation.attempt, "Ignoring stale observation");
+        return;
+    }
+    match transition(run.lifecycle(), observation.event.kind()) {
+        Transition::Ignore => {}
+        Transition::Accept => section_mut(plan, s)[t].runs[r].state = TaskState::Running,
+        Transition::Succeed => {
+            let outputs = match &observation.event {
+                Event::Completed(outputs) if !outputs.is_empty() => Some(outputs),
+                _ => None,
+            };
+            let size = outputs.map_or(0, |o| serde_json::to_string(o).map_or(usize::MAX, |s| s.len()));
+            if size > MAX_OUTPUT_BYTES {
+                let message = format!("outputs are {size} bytes, more than the {MAX_OUTPUT_BYTES} allowed in the journal");
+                fail_attempt(plan, (s, t, r), TaskError::new(ErrorClass::Terminal, message), now);
+            } else {
+                let run = &mut section_mut(plan, s)[t].runs[r];
+                run.state = TaskState::Succeeded;
+                run.finished_at = Some(now);
+                run.outputs = outputs.map(|o| Value::Object(o.clone()));
+                tracing::info!(task = %observation.task, attempt = observation.attempt, "Task succeeded");
+            }
+        }
+        Transition::FailAttempt => {
+            let error = match &observation.event {
+                Event::Failed(error) | Event::StartRejected(error) => error.clone(),
+                _ => TaskError::new(ErrorClass::Transient, "attempt failed"),
+            };
+            fail_attempt(plan, (s, t, r), error, now);
+        }
+        Transition::Lost => {
+            let error = TaskError::new(ErrorClass::Transient, "the task's executor no longer knows it (lost)");
+            fail_attempt(plan, (s, t, r), error, now);
+        }
+        Transition::Reissue => {
+            let run = &mut section_mut(plan, s)[t].runs[r];
+            run.started_at = None;
+            run.attempt -= 1;
+        }
+        Transition::Cancel => {
+            let run = &mut section_mut(plan, s)[t].runs[r];
+            run.state = TaskState::Cancelled;
+            run.finished_at = Some(now);
+            run.reason = Some("cancelled by its executor".into());
+            if s == MAIN {
+                let message = format!("task `{}` was cancelled by its executor", observation.task);
+                request_stop(plan, StopCause::TaskFailed, message);
+            }
+            plan.failed_task.get_or_insert_with(|| observation.task.clone());
+        }
+    }
+}
+
+fn request_stop(plan: &mut Plan, cause: StopCause, message: String) {
+    if plan.stop.is_none() {
+        plan.stop = Some(Stop { cause, message: truncate(message, MAX_ERROR_MESSAGE_BYTES) });
+    }
+}
+
+/// The attempt in flight at `pos` failed: schedule a retry or fail the run.
+fn fail_attempt(plan: &mut Plan, (s, t, r): Pos, error: TaskError, now: Timestamp) {
+    let task = &section(plan, s)[t];
+    let name = task.run_name(r);
+    let attempt = task.runs[r].attempt;
+    let policy = task.retry_policy();
+    let mut next = None;
+    let mut error = error;
+    if !(s == MAIN && plan.stop.is_some()) && policy.allows_retry(attempt, error.class) {
+        let at = now.saturating_add(policy.delay(plan.id, &name, attempt));
+        match plan.deadline {
+            Some(deadline) if s == MAIN && at >= deadline => {
+                let message = format!("{} (not retried: the next attempt would start after the plan deadline)", error.message);
+                error = TaskError::new(error.class, message);
+            }
+            _ => next = Some(at),
+        }
+    }
+    let run = &mut section_mut(plan, s)[t].runs[r];
+    run.started_at = None;
+    if let Some(at) = next {
+        tracing::info!(task = %name, attempt, error.class = %error.class, retry_at = %at, "Task attempt failed; will retry");
+        run.state = TaskState::Pending;
+        run.next_attempt_at = Some(at);
+        run.error = Some(error);
+        return;
+    }
+    tracing::info!(task = %name, attempt, error.class = %error.class, "Task failed");
+    run.state = TaskState::Failed;
+    run.finished_at = Some(now);
+    run.next_attempt_at = None;
+    let stop_message = format!("task `{name}` failed: {error}");
+    run.error = Some(error);
+    if s == MAIN {
+        request_stop(plan, StopCause::TaskFailed, stop_message);
+    }
+    plan.failed_task.get_or_insert(name);
+}
+
+fn all_terminal(tasks: &[PlannedTask]) -> bool {
+    tasks.iter().all(|task| task.runs.iter().all(|run| run.state.is_terminal()))
+}
+
+fn task_ref(plan: &Plan, (s, t, r): Pos) -> TaskRef {
+    let task = &section(plan, s)[t];
+    let name = task.run_name(r);
+    let attempt = task.runs[r].attempt;
+    TaskRef {
+        key: idempotency_key(plan.id, &name, attempt),
+        task: name,
+        task_type: task.task_type.clone(),
+        target: task.run_target(r),
+        attempt,
+    }
+}
+
+fn decide(plan: &mut Plan, graph: &Graph, now: Timestamp, out: &mut Out) {
+    if let Some(deadline) = plan.deadline
+        && now >= deadline
+        && !all_terminal(&plan.tasks)
+    {
+        request_stop(plan, StopCause::DeadlineExceeded, format!("plan deadline {deadline} exceeded"));
+        for t in 0..plan.tasks.len() {
+            for r in 0..plan.tasks[t].runs.len() {
+                let lifecycle = plan.tasks[t].runs[r].lifecycle();
+                if lifecycle.in_flight() {
+                    out.cancels.push(Effect::CancelTask(task_ref(plan, (MAIN, t, r))));
+                }
+                let run = &mut plan.tasks[t].runs[r];
+                if !run.state.is_terminal() {
+                    run.state = TaskState::Cancelled;
+                    run.finished_at = Some(now);
+                    run.next_attempt_at = None;
+                    run.reason = Some("plan deadline exceeded".into());
+                }
+            }
+        }
+    }
+    for s in [MAIN, FINALLY] {
+        for t in 0..section(plan, s).len() {
+            let Some(timeout) = section(plan, s)[t].timeout else { continue };
+            for r in 0..section(plan, s)[t].runs.len() {
+                let run = &section(plan, s)[t].runs[r];
+                let Some(started) = run.started_at.filter(|_| run.lifecycle().in_flight()) else { continue };
+                if now >= started.saturating_add(timeout) {
+                    out.cancels.push(Effect::CancelTask(task_ref(plan, (s, t, r))));
+                    let message = format!("attempt {} exceeded its timeout of {timeout}", run.attempt);
+                    fail_attempt(plan, (s, t, r), TaskError::new(ErrorClass::Timeout, message), now);
+                }
+            }
+        }
+    }
+    loop {
+        let changed = schedule(plan, graph, now, out);
+        if all_terminal(&plan.tasks) && all_terminal(&plan.finally) {
+            finish(plan, now, out);
+            return;
+        }
+        if !changed {
+            return;
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Deps {
+    Ready,
+    Waiting,
+    Blocked(usize),
+}
+
+/// Per task of a section: (all runs satisfy dependents, some run is Failed or Cancelled).
+fn summarise(tasks: &[PlannedTask]) -> Vec<(bool, bool)> {
+    tasks
+        .iter()
+        .map(|task| {
+            let mut all = true;
+            let mut blocked = false;
+            for run in &task.runs {
+                all &= run.state.satisfies_dependents();
+                blocked |= matches!(run.state, TaskState::Failed | TaskState::Cancelled);
+            }
+            (all, blocked)
+        })
+        .collect()
+}
+
+fn deps_status(tasks: &[PlannedTask], summary: &[(bool, bool)], deps: &[Dep], r: usize) -> Deps {
+    let mut waiting = false;
+    for dep in deps {
+        if dep.paired {
+            match tasks[dep.task].runs[r].state {
+                TaskState::Succeeded | TaskState::Skipped => {}
+                TaskState::Failed | TaskState::Cancelled => return Deps::Blocked(dep.task),
+                TaskState::Pending | TaskState::Running => waiting = true,
+            }
+        } else {
+            let (all, blocked) = summary[dep.task];
+            if blocked {
+                return Deps::Blocked(dep.task);
+            }
+            waiting |= !all;
+        }
+    }
+    if waiting { Deps::Waiting } else { Deps::Ready }
+}
+
+/// One scheduling pass: cancels runs that can no longer start, skips and starts ready runs.
+/// Returns whether anything changed.
+fn schedule(plan: &mut Plan, graph: &Graph, now: Timestamp, out: &mut Out) -> bool {
+    let mut changed = false;
+    let cap = plan.max_parallel.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    let mut in_flight = plan.runs().filter(|view| view.run.lifecycle().in_flight()).count();
+    let main_done = all_terminal(&plan.tasks);
+    for s in [MAIN, FINALLY] {
+        if s == FINALLY && !main_done {
+            break;
+        }
+        let summary = summarise(section(plan, s));
+        let stop = if s == MAIN { plan.stop.as_ref().map(|stop| format!("not started: {}", stop.message)) } else { None };
+        for t in 0..section(plan, s).len() {
+            for r in 0..section(plan, s)[t].runs.len() {
+                let run = &section(plan, s)[t].runs[r];
+                if run.lifecycle() != Lifecycle::Pending {
+                    continue;
+                }
+                let deps = deps_status(section(plan, s), &summary, &graph.deps[s][t], r);
+                let reason = match (&stop, deps) {
+                    (Some(reason), _) => Some(reason.clone()),
+                    (None, Deps::Blocked(dep)) => {
+                        Some(format!("not started: dependency `{}` did not succeed", section(plan, s)[dep].name))
+                    }
+                    _ => None,
+                };
+                if let Some(reason) = reason {
+                    let run = &mut section_mut(plan, s)[t].runs[r];
+                    run.state = TaskState::Cancelled;
+                    run.finished_at = Some(now);
+                    run.next_attempt_at = None;
+                    run.reason = Some(truncate(reason, MAX_ERROR_MESSAGE_BYTES));
+                    changed = true;
+                    continue;
+                }
+                if deps != Deps::Ready || run.next_attempt_at.is_some_and(|at| at > now) {
+                    continue;
+                }
+                if run.skip {
+                    let run = &mut section_mut(plan, s)[t].runs[r];
+                    run.state = TaskState::Skipped;
+                    run.finished_at = Some(now);
+                    changed = true;
+                    continue;
+                }
+                if in_flight >= cap {
+                    continue;
+                }
+                if start(plan, graph, (s, t, r), now, out) {
+                    in_flight += 1;
+                }
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+/// Starts the next attempt of the run at `pos`. Returns whether it is now in flight (false when
+/// its params could not be resolved, which fails the attempt with class `Invalid`).
+fn start(plan: &mut Plan, graph: &Graph, pos: Pos, now: Timestamp, out: &mut Out) -> bool {
+    let (s, t, r) = pos;
+    {
+        let run = &mut section_mut(plan, s)[t].runs[r];
+        run.attempt += 1;
+        run.started_at = Some(now);
+        run.next_attempt_at = None;
+    }
+    match resolve_params(plan, graph, pos) {
+        Ok(params) => {
+            let task = task_ref(plan, pos);
+            tracing::info!(task = %task.task, attempt = task.attempt, task.kind = %task.task_type, "Task started");
+            out.starts.push(Effect::StartTask { task, params, timeout: section(plan, s)[t].timeout });
+            out.started.push(pos);
+            true
+        }
+        Err(message) => {
+            fail_attempt(plan, pos, TaskError::new(ErrorClass::Invalid, message), now);
+            false
+        }
+    }
+}
+
+/// The run's params with `${ item }` and output references substituted.
+fn resolve_params(plan: &Plan, graph: &Graph, (s, t, r): Pos) -> Result<Value, String> {
+    let tasks = section(plan, s);
+    let task = &tasks[t];
+    let mut params = task.params.clone();
+    if !contains_reference(&params) {
+        return Ok(params);
+    }
+    let item = task.runs[r].item.as_deref();
+    let mut resolve = |reference: &Ref<'_>| -> Result<Option<Value>, String> {
+        match reference {
+            Ref::Item => item.map(|i| Some(Value::String(i.to_owned()))).ok_or_else(|| "no item for `${ item }`".into()),
+            Ref::Param { name, .. } => Err(format!("workflow param `{name}` was not substituted at compile time")),
+            Ref::Output { task: upstream, all, key, path } => {
+                let Some(&(us, ut)) = graph.names.get(*upstream).filter(|(us, _)| *us == s) else {
+                    return Err(format!("no task `{upstream}` in this stage"));
+                };
+                debug_assert_eq!(us, s);
+                let up = &tasks[ut];
+                let read = |run: &TaskRun| -> Result<Value, String> {
+                    match run.state {
+                        TaskState::Skipped => Ok(Value::Null),
+                        TaskState::Succeeded => {
+                            let outputs = run.outputs.as_ref().unwrap_or(&Value::Null);
+                            outputs
+                                .get(*key)
+                                .and_then(|value| lookup(value, path))
+                                .cloned()
+                                .ok_or_else(|| format!("task `{upstream}` finished without output `{key}`"))
+                        }
+                        other => Err(format!("task `{upstream}` is {other:?}, not Succeeded")),
+                    }
+                };
+                if *all {
+                    return up.runs.iter().map(read).collect::<Result<Vec<_>, _>>().map(|v| Some(Value::Array(v)));
+                }
+                let index = if up.for_each.is_some() { r } else { 0 };
+                let run = up.runs.get(index).ok_or_else(|| format!("task `{upstream}` has no run {index}"))?;
+                read(run).map(Some)
+            }
+        }
+    };
+    rewrite(&mut params, &mut String::new(), &mut resolve).map_err(|(pointer, message)| {
+        format!("cannot resolve params{pointer}: {message}")
+    })?;
+    Ok(params)
+}
+
+fn contains_reference(value: &Value) -> bool {
+    match value {
+        Value::String(s) => has_reference(s),
+        Value::Array(items) => items.iter().any(contains_reference),
+        Value::Object(map) => map.values().any(contains_reference),
+        _ => false,
+    }
+}
+
+fn finish(plan: &mut Plan, now: Timestamp, out: &mut Out) {
+    let mut phase = plan.stop.as_ref().map_or(PlanPhase::Succeeded, |stop| stop.cause.phase());
+    let mut message = plan.stop.as_ref().map(|stop| stop.message.clone());
+    let failed_finally = plan
+        .runs()
+        .find(|v| v.finally && matches!(v.run.state, TaskState::Failed | TaskState::Cancelled))
+        .map(|view| view.name());
+    if phase == PlanPhase::Succeeded
+        && let Some(name) = failed_finally
+    {
+        message = Some(format!("finally task `{name}` did not succeed"));
+        plan.failed_task.get_or_insert(name);
+        phase = PlanPhase::Failed;
+    }
+    plan.phase = phase;
+    plan.finished_at = Some(now);
+    plan.message.clone_from(&message);
+    tracing::info!(workflow = %plan.workflow, plan.id = %plan.id, phase = ?phase, "Plan finished");
+    let effect = if phase == PlanPhase::Succeeded { plan.on_success.clone() } else { plan.on_failure.clone() };
+    out.finished = Some(Effect::PlanFinished { phase, message, failed_task: plan.failed_task.clone(), effect });
+}
+
+fn effects(plan: &Plan, now: Timestamp, mut out: Out) -> Vec<Effect> {
+    let mut effects = std::mem::take(&mut out.cancels);
+    effects.append(&mut out.starts);
+    if let Some(finished) = out.finished {
+        effects.push(finished);
+        return effects;
+    }
+    out.started.sort_unstable();
+    let poll_at = now.saturating_add(plan.poll_interval());
+    let main_done = all_terminal(&plan.tasks);
+    let mut requeue: Option<Timestamp> = None;
+    let mut earliest = |at: Timestamp| requeue = Some(requeue.map_or(at, |current| current.min(at)));
+    for s in [MAIN, FINALLY] {
+        let retries_allowed = if s == MAIN { plan.stop.is_none() } else { main_done };
+        for (t, task) in section(plan, s).iter().enumerate() {
+            for (r, run) in task.runs.iter().enumerate() {
+                match run.lifecycle() {
+                    Lifecycle::Starting | Lifecycle::Running => {
+                        earliest(poll_at);
+                        if let (Some(timeout), Some(started)) = (task.timeout, run.started_at) {
+                            earliest(started.saturating_add(timeout));
+                        }
+                        if out.started.binary_search(&(s, t, r)).is_err() {
+                            effects.push(Effect::PollTask(task_ref(plan, (s, t, r))));
+                        }
+                    }
+                    Lifecycle::Pending if retries_allowed => {
+                        if let Some(at) = run.next_attempt_at.filter(|at| *at > now) {
+                            earliest(at);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if let Some(deadline) = plan.deadline.filter(|_| !main_done) {
+        earliest(deadline);
+    }
+    let at = requeue.unwrap_or(poll_at).max(now.saturating_add(Duration::from_millis(1)));
+    effects.push(Effect::RequeueAt(at));
+    effects
+}
+
+#[cfg(test)]
+mod tests;

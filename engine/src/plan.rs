@@ -1,0 +1,698 @@
+//! The plan journal: everything needed to keep a workflow running across reconciles and restarts,
+//! shaped to live in a resource's `.status.plan` (serde camelCase + a structural JSON schema).
+//!
+//! A plan is self-sufficient: it keeps each task's type, dependencies, params, retry policy and
+//! timeout, but never the definition it was compiled from (only its name, version and digest).
+//!
+//! To stay small (a 100-validator genesis plan must be well under 64 KiB), a task declared with
+//! `forEach` is stored once as a [`PlannedTask`] holding one [`TaskRun`] per item, defaults are not
+//! written, and idempotency keys are derived ([`idempotency_key`]) rather than stored.
+
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::retry::RetryPolicy;
+use crate::time::{Duration, Timestamp};
+
+/// The journal format written by this version of the engine. Older journals are upgraded on read
+/// by [`Plan::migrate`]; newer ones are refused by deserialisation (an older operator must never
+/// advance a journal whose meaning it does not know).
+pub const SCHEMA_VERSION: u32 = 2;
+/// Bytes kept of an error message (longer ones are cut on a character boundary, ending in `…`).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// Bytes allowed for a task's outputs, measured as compact JSON. Larger outputs fail the attempt
+/// with class [`ErrorClass::Terminal`]: outputs belong in ConfigMaps/Secrets, the journal keeps
+/// references.
+pub const MAX_OUTPUT_BYTES: usize = 4096;
+/// How often in-flight tasks are polled when a definition does not say (`pollInterval`).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a task attempt failed; decides whether the attempt is retried (`retryOn`).
+///
+/// - `Transient`: might work if tried again (connection refused, 5xx, a lost task).
+/// - `Terminal`: will fail again the same way (4xx on submit, a genesis hash mismatch).
+/// - `Timeout`: the attempt exceeded the task's `timeout`.
+/// - `Conflict`: an optimistic-concurrency conflict (HTTP 409); retried only when listed.
+/// - `Invalid`: the plan itself is wrong at run time (an output reference that a finished task
+///   did not produce); raised by the engine, never retried by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub enum ErrorClass {
+    Transient,
+    Terminal,
+    Timeout,
+    Conflict,
+    Invalid,
+}
+
+impl ErrorClass {
+    /// Every class, in declaration order.
+    pub const ALL: [Self; 5] = [Self::Transient, Self::Terminal, Self::Timeout, Self::Conflict, Self::Invalid];
+
+    /// The class name as written in YAML and JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "Transient",
+            Self::Terminal => "Terminal",
+            Self::Timeout => "Timeout",
+            Self::Conflict => "Conflict",
+            Self::Invalid => "Invalid",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The last error of a task: a class and a message of at most [`MAX_ERROR_MESSAGE_BYTES`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskError {
+    /// What kind of failure this was.
+    pub class: ErrorClass,
+    /// Human-readable detail, cut to 1 KiB.
+    pub message: String,
+}
+
+impl TaskError {
+    /// An error whose message is cut to [`MAX_ERROR_MESSAGE_BYTES`].
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self { class, message: truncate(message.into(), MAX_ERROR_MESSAGE_BYTES) }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.class, self.message)
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut with `…`.
+pub(crate) fn truncate(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
+/// The journal state of one task run.
+///
+/// `Pending` covers three situations told apart by other fields (see [`crate::Lifecycle`]):
+/// never started (`attempt == 0`), waiting for a retry (`nextAttemptAt` set), and start issued but
+/// not yet acknowledged (`startedAt` set).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum TaskState {
+    #[default]
+    Pending,
+    Running,
+    /// Journals of schema v1 called this state `Complete`.
+    #[serde(alias = "Complete")]
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl TaskState {
+    /// Every state, in declaration order.
+    pub const ALL: [Self; 6] =
+        [Self::Pending, Self::Running, Self::Succeeded, Self::Failed, Self::Skipped, Self::Cancelled];
+
+    /// Succeeded, Failed, Skipped or Cancelled: nothing will change this run any more.
+    pub const fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled)
+    }
+
+    /// Succeeded or Skipped: dependents may run.
+    pub const fn satisfies_dependents(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Skipped)
+    }
+
+    #[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+    fn is_pending(&self) -> bool {
+        *self == Self::Pending
+    }
+}
+
+/// The phase of a plan. `Active` until every task (finally tasks included) is terminal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum PlanPhase {
+    #[default]
+    Active,
+    /// Journals of schema v1 called this phase `Complete`.
+    #[serde(alias = "Complete")]
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl PlanPhase {
+    /// Whether the plan has finished.
+    pub const fn is_terminal(self) -> bool {
+        !matches!(self, Self::Active)
+    }
+}
+
+/// What the operator does when the workflow's trigger fires again while this plan is active:
+/// `Queue` (default) lets the plan finish and re-evaluates the trigger afterwards; `Supersede`
+/// calls [`Plan::supersede`] so the plan stops at its next safe point and a fresh plan is
+/// compiled; `Reject` keeps the plan and reports the drift as rejected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum DriftPolicy {
+    #[default]
+    Queue,
+    Supersede,
+    Reject,
+}
+
+impl DriftPolicy {
+    #[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+    fn is_default(&self) -> bool {
+        *self == Self::Queue
+    }
+}
+
+/// Why the normal tasks of a plan stopped early. `TaskFailed` and `DeadlineExceeded` end the plan
+/// `Failed`; `Cancelled` and `Superseded` end it `Cancelled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum StopCause {
+    TaskFailed,
+    DeadlineExceeded,
+    Cancelled,
+    Superseded,
+}
+
+impl StopCause {
+    /// The phase a plan stopped for this cause ends in.
+    pub const fn phase(self) -> PlanPhase {
+        match self {
+            Self::TaskFailed | Self::DeadlineExceeded => PlanPhase::Failed,
+            Self::Cancelled | Self::Superseded => PlanPhase::Cancelled,
+        }
+    }
+}
+
+/// A recorded stop: no new normal task starts once this is set; in-flight ones finish (or, for a
+/// deadline, are cancelled) and `finally` tasks run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Stop {
+    /// What stopped the plan.
+    pub cause: StopCause,
+    /// Human-readable reason, cut to 1 KiB.
+    pub message: String,
+}
+
+/// One execution slot of a task: the task itself, or one item of a `forEach` task.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRun {
+    /// The `forEach` item this run is for; absent for a task without `forEach`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// Journal state; absent means `Pending`.
+    #[serde(default, skip_serializing_if = "TaskState::is_pending")]
+    pub state: TaskState,
+    /// Number of the current (or last) attempt, from 1; 0 = never started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+    /// Earliest time of the next attempt while waiting for a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+    /// When the start of the current attempt was issued (cleared when the attempt fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When the run reached a terminal state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The error of the last failed attempt (kept after a later success, for diagnosis).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_task_error")]
+    pub error: Option<TaskError>,
+    /// Outputs reported by the task when it succeeded (at most 4 KiB of JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub outputs: Option<Value>,
+    /// Why the run was (or will be) Skipped (its `when` guard), or why it was Cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The run's `when` guard was false: once its dependencies are satisfied it is recorded
+    /// Skipped instead of starting. Waiting for the dependencies keeps the order of the DAG: a
+    /// task after a skipped one still runs after the skipped task's own dependencies.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip: bool,
+    /// Deprecated, schema v1 only: attempts that had failed before the current one. Read by
+    /// [`Plan::migrate`] and never written.
+    #[serde(rename = "retries", default, skip_serializing)]
+    pub(crate) legacy_retries: Option<u32>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn de_task_error<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<TaskError>, D::Error> {
+    /// Schema v1 stored the last error as a bare string.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Legacy(String),
+        Current { class: ErrorClass, message: String },
+    }
+    Ok(Option::<Repr>::deserialize(deserializer)?.map(|repr| match repr {
+        Repr::Legacy(message) => TaskError::new(ErrorClass::Terminal, message),
+        Repr::Current { class, message } => TaskError::new(class, message),
+    }))
+}
+
+/// A task of the plan: its definition-derived fields plus one [`TaskRun`] per execution slot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedTask {
+    /// Task name, unique in the plan.
+    pub name: String,
+    /// Task type, a key of the task type registry.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// The workflow param whose list this task was expanded over; runs are named `name[item]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
+    /// The object the task acts on; may contain `${ item }`. Absent on a `forEach` task means
+    /// "the item itself".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Names of tasks of the same stage (normal or finally) this one waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Params with workflow params already substituted; `${ item }` and
+    /// `${ tasks.<name>.outputs.<key> }` are resolved when a run starts.
+    #[serde(default = "empty_object", skip_serializing_if = "is_empty_object")]
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub params: Value,
+    /// Retry policy; absent = [`RetryPolicy::default`] (a single attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Per-attempt timeout; absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// One run per `forEach` item (or exactly one run). May be empty for an empty list.
+    #[serde(default)]
+    pub runs: Vec<TaskRun>,
+}
+
+pub(crate) fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+fn is_empty_object(value: &Value) -> bool {
+    value.as_object().is_some_and(Map::is_empty)
+}
+
+impl PlannedTask {
+    /// The name of run `index`: `name` or `name[item]`.
+    pub fn run_name(&self, index: usize) -> String {
+        match self.runs.get(index).and_then(|run| run.item.as_deref()) {
+            Some(item) => format!("{}[{item}]", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// The target of run `index`: the `target` template with `${ item }` substituted, or the item.
+    pub fn run_target(&self, index: usize) -> Option<String> {
+        let item = self.runs.get(index).and_then(|run| run.item.as_deref());
+        match (&self.target, item) {
+            (Some(target), Some(item)) => Some(crate::reference::substitute_item(target, item)),
+            (Some(target), None) => Some(target.clone()),
+            (None, item) => item.map(str::to_owned),
+        }
+    }
+
+    /// The retry policy in force (the stored one or the default).
+    pub fn retry_policy(&self) -> std::borrow::Cow<'_, RetryPolicy> {
+        match &self.retry {
+            Some(policy) => std::borrow::Cow::Borrowed(policy),
+            None => std::borrow::Cow::Owned(RetryPolicy::default()),
+        }
+    }
+}
+
+/// JSON schema of an opaque object: `type: object` + `x-kubernetes-preserve-unknown-fields`.
+pub(crate) fn preserve_unknown_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// The idempotency key of `attempt` of run `task` in plan `plan_id`:
+/// UUIDv5 in the namespace `plan_id` over the bytes of `"<task>/<attempt>"`.
+///
+/// It is the id a task is submitted under (the sidecar's task id), so a start that is issued
+/// twice for the same attempt is deduplicated downstream, and a retry (a new attempt) is a new
+/// submission. It is derived, never stored.
+pub fn idempotency_key(plan_id: Uuid, task: &str, attempt: u32) -> Uuid {
+    Uuid::new_v5(&plan_id, format!("{task}/{attempt}").as_bytes())
+}
+
+fn legacy_schema_version() -> u32 {
+    1
+}
+
+fn de_schema_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let version = u32::deserialize(deserializer)?;
+    if version > SCHEMA_VERSION {
+        return Err(serde::de::Error::custom(format!(
+            "plan journal schemaVersion {version} is newer than this engine supports ({SCHEMA_VERSION})"
+        )));
+    }
+    Ok(version)
+}
+
+/// A compiled, checkpointed workflow run (the `.status.plan` journal).
+///
+/// Fields are public for reading (status rendering, the CLI, metrics). Mutate a plan only through
+/// [`crate::advance`], [`Plan::cancel`] and [`Plan::supersede`]: the executor caches a derived
+/// index of the task graph, which assumes names and dependencies never change after compiling.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Journal format version ([`SCHEMA_VERSION`]); absent in schema v1 journals.
+    #[serde(default = "legacy_schema_version", deserialize_with = "de_schema_version")]
+    pub schema_version: u32,
+    /// Random plan id chosen by the caller at compile time; namespace of the idempotency keys.
+    pub id: Uuid,
+    /// Workflow (definition) name.
+    pub workflow: String,
+    /// Workflow version as declared; empty when the definition declares none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// `sha256:<hex>` of the definition's canonical JSON.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+    /// Plan phase.
+    #[serde(default)]
+    pub phase: PlanPhase,
+    /// When the plan was compiled (schema v1: `createdAt`).
+    #[serde(alias = "createdAt")]
+    pub started_at: Timestamp,
+    /// When the plan reached a terminal phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Normal tasks must finish by this instant; absent = no deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    /// W3C `traceparent` of the plan's root span (schema v1: `traceContext`).
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "traceContext")]
+    pub traceparent: Option<String>,
+    /// Most task runs in flight at once; absent = unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// Poll interval for in-flight tasks; absent = [`DEFAULT_POLL_INTERVAL`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<Duration>,
+    /// Policy for a trigger firing while this plan is active.
+    #[serde(default, skip_serializing_if = "DriftPolicy::is_default")]
+    pub on_drift: DriftPolicy,
+    /// Opaque effect handed back in [`crate::Effect::PlanFinished`] when the plan succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub on_success: Option<Value>,
+    /// Opaque effect handed back when the plan fails or is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub on_failure: Option<Value>,
+    /// Set once normal tasks must stop starting; the first cause wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    /// Name of the first run that failed (`task` or `task[item]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_task: Option<String>,
+    /// Outcome message of a finished plan that did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Normal tasks, in declaration order.
+    pub tasks: Vec<PlannedTask>,
+    /// Tasks that run after every normal task is terminal, whatever the outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finally: Vec<PlannedTask>,
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) index: crate::executor::Index,
+}
+
+/// A read-only view of one run, as yielded by [`Plan::runs`].
+#[derive(Clone, Copy, Debug)]
+pub struct RunView<'a> {
+    /// The task the run belongs to.
+    pub task: &'a PlannedTask,
+    /// The run.
+    pub run: &'a TaskRun,
+    /// Index of the run in `task.runs`.
+    pub index: usize,
+    /// Whether the task is a `finally` task.
+    pub finally: bool,
+}
+
+impl RunView<'_> {
+    /// `task` or `task[item]`.
+    pub fn name(&self) -> String {
+        self.task.run_name(self.index)
+    }
+}
+
+impl Plan {
+    /// Deserialises a JSON journal and upgrades it to [`SCHEMA_VERSION`].
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        let mut plan: Self = serde_json::from_str(text)?;
+        plan.migrate();
+        Ok(plan)
+    }
+
+    /// Upgrades an older journal in place to [`SCHEMA_VERSION`]; a no-op on a current one.
+    /// [`crate::advance`] calls it first, so callers rarely need to.
+    ///
+    /// # Migrations
+    /// - v1 → v2: a run's `retries` (failed attempts before the current one) becomes `attempt`
+    ///   (number of the current or last attempt): `retries + 1` once the current attempt has
+    ///   started, `retries` otherwise. The renames `createdAt` → `startedAt`,
+    ///   `traceContext` → `traceparent`, `Complete` → `Succeeded` and a bare-string `error` are
+    ///   handled by deserialisation.
+    pub fn migrate(&mut self) {
+        if self.schema_version >= SCHEMA_VERSION {
+            return;
+        }
+        if self.schema_version <= 1 {
+            for run in self.tasks.iter_mut().chain(self.finally.iter_mut()).flat_map(|t| t.runs.iter_mut()) {
+                if let Some(retries) = run.legacy_retries.take() {
+                    let started = run.started_at.is_some()
+                        || matches!(run.state, TaskState::Running | TaskState::Succeeded | TaskState::Failed);
+                    run.attempt = retries + u32::from(started);
+                }
+            }
+        }
+        self.schema_version = SCHEMA_VERSION;
+    }
+
+    /// Whether the plan has finished (its phase is terminal).
+    pub fn is_finished(&self) -> bool {
+        self.phase.is_terminal()
+    }
+
+    /// The idempotency key of `attempt` of run `task` in this plan (see [`idempotency_key`]).
+    pub fn idempotency_key(&self, task: &str, attempt: u32) -> Uuid {
+        idempotency_key(self.id, task, attempt)
+    }
+
+    /// The poll interval in force.
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL)
+    }
+
+    /// Every run, normal tasks first, in declaration and item order.
+    pub fn runs(&self) -> impl Iterator<Item = RunView<'_>> {
+        let normal = self.tasks.iter().map(|task| (task, false));
+        let finally = self.finally.iter().map(|task| (task, true));
+        normal.chain(finally).flat_map(|(task, finally)| {
+            task.runs.iter().enumerate().map(move |(index, run)| RunView { task, run, index, finally })
+        })
+    }
+
+    /// The run named `name` (`task` or `task[item]`).
+    pub fn run(&self, name: &str) -> Option<RunView<'_>> {
+        let (task_name, item) = split_run_name(name);
+        let (task, finally) = self
+            .tasks
+            .iter()
+            .map(|t| (t, false))
+            .chain(self.finally.iter().map(|t| (t, true)))
+            .find(|(t, _)| t.name == task_name)?;
+        let index = task.runs.iter().position(|run| run.item.as_deref() == item)?;
+        Some(RunView { task, run: &task.runs[index], index, finally })
+    }
+
+    /// Asks the plan to stop at its next safe point and end `Cancelled`: no new normal task
+    /// starts, in-flight ones finish, `finally` tasks run. Returns whether the request was
+    /// recorded (false if the plan already finished or is already stopping).
+    pub fn cancel(&mut self, reason: impl Into<String>) -> bool {
+        self.request_stop(StopCause::Cancelled, reason.into())
+    }
+
+    /// Like [`Plan::cancel`], recording that a newer plan replaces this one (`onDrift: Supersede`).
+    pub fn supersede(&mut self, reason: impl Into<String>) -> bool {
+        self.request_stop(StopCause::Superseded, reason.into())
+    }
+
+    fn request_stop(&mut self, cause: StopCause, message: String) -> bool {
+        if self.phase.is_terminal() || self.stop.is_some() {
+            return false;
+        }
+        self.stop = Some(Stop { cause, message: truncate(message, MAX_ERROR_MESSAGE_BYTES) });
+        true
+    }
+
+    /// A compact record of this plan for the bounded history kept in status.
+    pub fn summary(&self) -> PlanSummary {
+        let error = self.failed_task.as_deref().and_then(|name| self.run(name)).and_then(|v| v.run.error.clone());
+        PlanSummary {
+            id: self.id,
+            workflow: self.workflow.clone(),
+            version: self.version.clone(),
+            phase: self.phase,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            failed_task: self.failed_task.clone(),
+            error,
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// Splits `task[item]` into (`task`, `Some(item)`); a plain name gives (`name`, `None`).
+pub(crate) fn split_run_name(name: &str) -> (&str, Option<&str>) {
+    if let Some(stripped) = name.strip_suffix(']')
+        && let Some(open) = stripped.find('[')
+    {
+        return (&stripped[..open], Some(&stripped[open + 1..]));
+    }
+    (name, None)
+}
+
+/// A finished plan, as kept in the bounded history in status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    /// Plan id.
+    pub id: Uuid,
+    /// Workflow name.
+    pub workflow: String,
+    /// Workflow version; empty when none was declared.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// Phase at the time of summarising (terminal for a finished plan).
+    pub phase: PlanPhase,
+    /// When the plan was compiled.
+    pub started_at: Timestamp,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The first run that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_task: Option<String>,
+    /// That run's last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    /// Outcome message (why the plan failed or was cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Appends `summary` to `history`, newest last, keeping at most `limit` entries (oldest dropped).
+///
+/// # Guarantees
+/// Idempotent: an entry with the same plan id is replaced, not duplicated, so a reconcile that is
+/// retried after a failed status write does not grow the history.
+pub fn push_history(history: &mut Vec<PlanSummary>, summary: PlanSummary, limit: usize) {
+    history.retain(|entry| entry.id != summary.id);
+    history.push(summary);
+    if history.len() > limit {
+        let excess = history.len() - limit;
+        history.drain(..excess);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(id: u128) -> PlanSummary {
+        PlanSummary {
+            id: Uuid::from_u128(id),
+            workflow: "w".into(),
+            version: String::new(),
+            phase: PlanPhase::Succeeded,
+            started_at: Timestamp::from_unix_millis(0),
+            finished_at: None,
+            failed_task: None,
+            error: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn history_is_bounded_newest_last_and_deduplicated() {
+        let mut history = Vec::new();
+        for id in 1..=5 {
+            push_history(&mut history, summary(id), 3);
+        }
+        push_history(&mut history, summary(5), 3);
+        let ids: Vec<u128> = history.iter().map(|s| s.id.as_u128()).collect();
+        assert_eq!(ids, [3, 4, 5]);
+        push_history(&mut history, summary(6), 0);
+        assert!(history.is_empty());
+    }
+
+    #[test]
+    fn error_messages_are_cut_to_one_kib_on_a_char_boundary() {
+        let long = "é".repeat(2000);
+        let error = TaskError::new(ErrorClass::Transient, long);
+        assert!(error.message.len() <= MAX_ERROR_MESSAGE_BYTES);
+        assert!(error.message.ends_with('…'));
+        assert_eq!(TaskError::new(ErrorClass::Terminal, "short").message, "short");
+    }
+
+    #[test]
+    fn idempotency_keys_are_uuid_v5_of_plan_task_and_attempt() {
+        let plan = Uuid::from_u128(42);
+        let key = idempotency_key(plan, "config", 1);
+        assert_eq!(key.get_version_num(), 5);
+        assert_eq!(key, Uuid::new_v5(&plan, b"config/1"));
+        assert_ne!(key, idempotency_key(plan, "config", 2));
+        assert_ne!(key, idempotency_key(Uuid::from_u128(43), "config", 1));
+    }
+
+    #[test]
+    fn run_names_split_into_task_and_item() {
+        assert_eq!(split_run_name("gentx[node-1]"), ("gentx", Some("node-1")));
+        assert_eq!(split_run_name("config"), ("config", None));
+    }
+
+    #[test]
+    fn newer_journals_are_refused() {
+        let json = r#"{"schemaVersion": 99, "id": "00000000-0000-0000-0000-000000000001",
+            "workflow": "w", "startedAt": "2026-01-01T00:00:00Z", "tasks": []}"#;
+        let err = Plan::from_json(json).unwrap_err().to_string();
+        assert!(err.contains("newer than this engine supports"), "{err}");
+    }
+}
