@@ -452,8 +452,8 @@ pub struct NodeClient {
 impl NodeClient {
     /// The same node, with every call carrying this W3C `traceparent` header (`None` removes it).
     #[must_use]
-    pub fn with_traceparent(mut self, traceparent: Option<impl Into<String>>) -> Self {
-        self.traceparent = traceparent.map(Into::into);
+    pub fn with_traceparent(mut self, traceparent: Option<&str>) -> Self {
+        self.traceparent = traceparent.map(str::to_owned);
         self
     }
 

@@ -1,6 +1,6 @@
 //! `sidecar-sim`: many virtual Sei sidecars on 127.0.0.1 (see `sei_tests::sim` and `--help`).
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -154,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if args.listen.ip() != Ipv4Addr::LOCALHOST {
         bail!("--listen {}: the simulator only binds 127.0.0.1", args.listen);
