@@ -348,12 +348,11 @@ pub struct SeiNodeDeploymentStatus {
 
     /// The active plan (genesis ceremony, rollout); absent in the steady state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::preserve_unknown_object")]
     pub plan: Option<Plan>,
 
     /// Summaries of the last finished plans, newest last (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "crate::schema::plan_history")]
+    #[schemars(length(max = 10))]
     pub plan_history: Vec<PlanSummary>,
 
     /// Hash of the genesis file the ceremony assembled.

@@ -67,7 +67,7 @@ pub enum Error {
 /// Every CRD of this crate, in a stable order: what `crds/generated/` holds and what an installer should apply.
 ///
 /// Prefer this over `SeiNode::crd()`: it also unwraps the line breaks that doc comments put into field
-/// descriptions, so `kubectl explain` reflows them.
+/// descriptions (so `kubectl explain` reflows them) and drops formats the apiserver does not know.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![SeiNode::crd(), SeiNodeDeployment::crd()];
     for crd in &mut crds {
@@ -77,15 +77,20 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
                 .as_mut()
                 .and_then(|s| s.open_api_v3_schema.as_mut())
             {
-                unwrap_descriptions(schema);
+                tidy_schema(schema);
             }
         }
     }
     crds
 }
 
-/// Joins the lines of each paragraph of every description (doc comments are wrapped at 110 columns).
-fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
+/// Joins the lines of each paragraph of every description (doc comments are wrapped at 110 columns) and drops
+/// the `uint*` formats schemars emits for unsigned integers (the apiserver warns about unknown formats; the
+/// `minimum: 0` next to them stays).
+fn tidy_schema(schema: &mut JSONSchemaProps) {
+    if schema.format.as_deref().is_some_and(|f| f.starts_with("uint")) {
+        schema.format = None;
+    }
     if let Some(text) = schema.description.as_mut() {
         *text = text
             .split("\n\n")
@@ -94,15 +99,15 @@ fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
             .join("\n\n");
     }
     for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
-        unwrap_descriptions(child);
+        tidy_schema(child);
     }
     match schema.items.as_mut() {
-        Some(JSONSchemaPropsOrArray::Schema(item)) => unwrap_descriptions(item),
-        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(unwrap_descriptions),
+        Some(JSONSchemaPropsOrArray::Schema(item)) => tidy_schema(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(tidy_schema),
         None => {}
     }
     if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
-        unwrap_descriptions(extra);
+        tidy_schema(extra);
     }
 }
 

@@ -851,12 +851,11 @@ pub struct SeiNodeStatus {
 
     /// The active plan (workflow journal); absent in the steady state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::preserve_unknown_object")]
     pub plan: Option<Plan>,
 
     /// Summaries of the last finished plans, newest last (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "crate::schema::plan_history")]
+    #[schemars(length(max = 10))]
     pub plan_history: Vec<PlanSummary>,
 
     /// Resolved peers as `<node id>@<host>:<port>`, sorted and de-duplicated.

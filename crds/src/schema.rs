@@ -25,26 +25,6 @@ pub(crate) const HOST_PORT: &str = r"^[^\s:/,]+:[0-9]{1,5}$";
 /// An operator key name inside the keyring.
 pub(crate) const KEY_NAME: &str = "^[a-zA-Z0-9_-]+$";
 
-/// An object whose content the apiserver keeps verbatim (`x-kubernetes-preserve-unknown-fields`).
-pub(crate) fn preserve_unknown_object(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
-}
-
-/// A list of at most `PLAN_HISTORY_LIMIT` opaque objects.
-pub(crate) fn plan_history(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "array",
-        "maxItems": crate::PLAN_HISTORY_LIMIT,
-        "items": {
-            "type": "object",
-            "x-kubernetes-preserve-unknown-fields": true,
-        },
-    })
-}
-
 /// A map from dotted keys to arbitrary JSON values.
 pub(crate) fn json_value_map(_: &mut SchemaGenerator) -> Schema {
     json_schema!({

@@ -82,7 +82,7 @@ fn schemas_use_no_constructs_that_kubernetes_rejects() {
 }
 
 #[test]
-fn opaque_journal_fields_preserve_unknown_fields() {
+fn journal_params_and_outputs_preserve_unknown_fields_and_nothing_else_does() {
     for kind in KINDS {
         let all = nodes(kind);
         let get = |p: &str| {
@@ -91,23 +91,45 @@ fn opaque_journal_fields_preserve_unknown_fields() {
                 .map(|(_, n)| n.clone())
                 .unwrap()
         };
-        assert!(preserves_unknown(&get(".status.plan")), "{kind}: status.plan");
-        assert!(
-            preserves_unknown(&get(".status.planHistory[]")),
-            "{kind}: status.planHistory[]"
+        assert_eq!(
+            get(".status.plan")["type"],
+            "object",
+            "{kind}: status.plan is the typed journal"
         );
         assert_eq!(
             get(".status.planHistory")["maxItems"],
             10,
             "{kind}: planHistory is bounded"
         );
-        // Nothing else in the spec is opaque except genesis overrides.
-        for (path, node) in &all {
-            if preserves_unknown(node) {
-                assert!(
-                    path.starts_with(".status.plan") || path == ".spec.genesis.overrides{}",
-                    "{kind} {path}: unexpected preserve-unknown-fields"
-                );
+        let opaque: Vec<&str> = all
+            .iter()
+            .filter(|(_, n)| preserves_unknown(n))
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert!(
+            opaque.iter().any(|p| p.ends_with(".params")),
+            "{kind}: task params are opaque: {opaque:?}"
+        );
+        assert!(
+            opaque.iter().any(|p| p.ends_with(".outputs")),
+            "{kind}: task outputs are opaque: {opaque:?}"
+        );
+        for path in opaque {
+            assert!(
+                path.starts_with(".status.plan.") || path == ".spec.genesis.overrides{}",
+                "{kind} {path}: unexpected preserve-unknown-fields"
+            );
+        }
+    }
+}
+
+#[test]
+fn schemas_only_use_formats_the_apiserver_knows() {
+    const KNOWN: [&str; 6] = ["int32", "int64", "double", "float", "date-time", "uuid"];
+    for kind in KINDS {
+        for (path, node) in nodes(kind) {
+            if let Some(format) = node.get("format").and_then(Value::as_str) {
+                assert!(KNOWN.contains(&format), "{kind} {path}: format {format}");
             }
         }
     }
