@@ -108,6 +108,7 @@ pub(crate) fn truncate(mut text: String, max: usize) -> String {
 
 /// The journal state of one task run.
 ///
+/// `Succeeded` was called `Complete` in schema v1 journals (still accepted on read).
 /// `Pending` covers three situations told apart by other fields (see [`crate::Lifecycle`]):
 /// never started (`attempt == 0`), waiting for a retry (`nextAttemptAt` set), and start issued but
 /// not yet acknowledged (`startedAt` set).
@@ -116,7 +117,8 @@ pub enum TaskState {
     #[default]
     Pending,
     Running,
-    /// Journals of schema v1 called this state `Complete`.
+    // Schema v1 journals called this state `Complete`. (A plain comment: a doc comment on a
+    // variant would turn the schema into a `oneOf`, which Kubernetes rejects.)
     #[serde(alias = "Complete")]
     Succeeded,
     Failed,
@@ -146,11 +148,12 @@ impl TaskState {
 }
 
 /// The phase of a plan. `Active` until every task (finally tasks included) is terminal.
+/// `Succeeded` was called `Complete` in schema v1 journals (still accepted on read).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum PlanPhase {
     #[default]
     Active,
-    /// Journals of schema v1 called this phase `Complete`.
+    // Schema v1 journals called this phase `Complete` (see `TaskState::Succeeded`).
     #[serde(alias = "Complete")]
     Succeeded,
     Failed,
@@ -484,9 +487,9 @@ impl Plan {
     /// [`crate::advance`] calls it first, so callers rarely need to.
     ///
     /// # Migrations
-    /// - v1 → v2: a run's `retries` (failed attempts before the current one) becomes `attempt`
-    ///   (number of the current or last attempt): `retries + 1` once the current attempt has
-    ///   started, `retries` otherwise. The renames `createdAt` → `startedAt`,
+    /// - v1 → v2: v1 runs had no `attempt`, only `retries` (attempts that failed before the
+    ///   current one, omitted when 0). It becomes `attempt` (number of the current or last
+    ///   attempt): `retries + 1` once the current attempt has started, `retries` otherwise. The renames `createdAt` → `startedAt`,
     ///   `traceContext` → `traceparent`, `Complete` → `Succeeded` and a bare-string `error` are
     ///   handled by deserialisation.
     pub fn migrate(&mut self) {
@@ -495,11 +498,10 @@ impl Plan {
         }
         if self.schema_version <= 1 {
             for run in self.tasks.iter_mut().chain(self.finally.iter_mut()).flat_map(|t| t.runs.iter_mut()) {
-                if let Some(retries) = run.legacy_retries.take() {
-                    let started = run.started_at.is_some()
-                        || matches!(run.state, TaskState::Running | TaskState::Succeeded | TaskState::Failed);
-                    run.attempt = retries + u32::from(started);
-                }
+                let retries = run.legacy_retries.take().unwrap_or(0);
+                let started = run.started_at.is_some()
+                    || matches!(run.state, TaskState::Running | TaskState::Succeeded | TaskState::Failed);
+                run.attempt = retries + u32::from(started);
             }
         }
         self.schema_version = SCHEMA_VERSION;

@@ -14,22 +14,54 @@ use uuid::Uuid;
 use crate::plan::ErrorClass;
 use crate::time::Duration;
 
-/// How a task retries. Stored in the plan only when it differs from [`RetryPolicy::default`].
+/// How a task retries. Stored in the plan only when it differs from [`RetryPolicy::default`],
+/// and then only the fields that differ (absent fields take their default on read).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct RetryPolicy {
     /// Attempts allowed in total, first included (1 = never retry).
+    #[serde(skip_serializing_if = "defaults::max_attempts")]
     pub max_attempts: u32,
     /// Base delay before the second attempt.
+    #[serde(skip_serializing_if = "defaults::initial")]
     pub initial: Duration,
     /// Multiplier applied to the base delay after every failed attempt (at least 1).
+    #[serde(skip_serializing_if = "defaults::factor")]
     pub factor: f64,
     /// Cap on the base delay.
+    #[serde(skip_serializing_if = "defaults::max")]
     pub max: Duration,
     /// Fraction of the base delay that is randomised (0 = none, 1 = full jitter).
+    #[serde(skip_serializing_if = "defaults::jitter")]
     pub jitter: f64,
     /// Error classes that consume an attempt and retry; any other class fails the task at once.
+    #[serde(skip_serializing_if = "defaults::retry_on")]
     pub retry_on: Vec<ErrorClass>,
+}
+
+/// `skip_serializing_if` predicates: whether a field holds its default value.
+#[allow(clippy::trivially_copy_pass_by_ref, clippy::float_cmp, reason = "serde passes references; defaults are exact")]
+mod defaults {
+    use super::{DEFAULT_RETRY_ON, Duration, ErrorClass, RetryPolicy};
+
+    pub(super) fn max_attempts(v: &u32) -> bool {
+        *v == RetryPolicy::default().max_attempts
+    }
+    pub(super) fn initial(v: &Duration) -> bool {
+        *v == RetryPolicy::default().initial
+    }
+    pub(super) fn factor(v: &f64) -> bool {
+        *v == RetryPolicy::default().factor
+    }
+    pub(super) fn max(v: &Duration) -> bool {
+        *v == RetryPolicy::default().max
+    }
+    pub(super) fn jitter(v: &f64) -> bool {
+        *v == RetryPolicy::default().jitter
+    }
+    pub(super) fn retry_on(v: &[ErrorClass]) -> bool {
+        v == DEFAULT_RETRY_ON
+    }
 }
 
 impl Default for RetryPolicy {
