@@ -102,7 +102,8 @@ async fn statefulset_with_pvc_gets_a_ready_pod() {
     );
 }
 
-#[tokio::test]
+// The simple span processor blocks on export; tonic needs another worker to drive the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_spans_reach_jaeger_with_parent_link() {
     let Some((env, _client)) = sei_tests::cluster().await else {
         return;

@@ -77,6 +77,17 @@ fn test(args: &[String]) -> Result<(), String> {
     result
 }
 
+fn crd() -> Result<(), String> {
+    let dir = root().join("crds").join("generated");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    for (file, yaml) in sei_crds::generated_files() {
+        let path = dir.join(file);
+        std::fs::write(&path, yaml).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn demo() -> Result<(), String> {
     cluster(&["up".to_owned()])?;
     let env = root().join(".cluster").join("env");
@@ -94,6 +105,7 @@ fn main() -> ExitCode {
         Some("cluster") => cluster(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
+        Some("crd") => crd(),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
