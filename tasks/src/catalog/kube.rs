@@ -1,0 +1,762 @@
+//! Kubernetes-side tasks: they act on the API server directly. Each `start` is idempotent (server-side
+//! apply, create-if-absent, checks), and `poll` does the same work again, so a crash between any two steps
+//! only repeats harmless requests. Reference sections 2.9 and 4.
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use schemars::JsonSchema;
+use sei_crds::SeiNode;
+use sei_crds::conditions::{self, ConditionStatus, reasons};
+use sei_engine::ErrorClass;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::catalog::sidecar::NoParams;
+use crate::resources;
+use crate::task::{Context, Invocation, Outcome, Task, schema_of};
+
+/// Field manager of every server-side apply by the node controller.
+pub const FIELD_MANAGER: &str = "seinode-controller";
+
+/// What a failed API call means for the task: not found, transient (retry at the next poll without
+/// consuming an attempt), or a terminal rejection.
+fn api_error(action: &str, e: &kube::Error) -> Outcome {
+    match e {
+        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
+            Outcome::terminal(format!("{action}: {} ({})", status.message, status.code))
+        }
+        _ => Outcome::Unavailable(format!("{action}: {e}")),
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// The SeiNode the task acts on: the plan's owner when it is that node, else read from the API.
+async fn load_node(cx: &Context, inv: &Invocation) -> Result<SeiNode, Outcome> {
+    if inv.owner_kind == "SeiNode" && inv.target() == inv.owner {
+        return serde_json::from_value((*inv.owner_object).clone())
+            .map_err(|e| Outcome::terminal(format!("the SeiNode does not deserialise: {e}")));
+    }
+    let api: Api<SeiNode> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    match api.get_opt(inv.target()).await {
+        Ok(Some(node)) => Ok(node),
+        Ok(None) => Err(Outcome::terminal(format!(
+            "SeiNode {}/{} does not exist",
+            inv.namespace,
+            inv.target()
+        ))),
+        Err(e) => Err(api_error("reading the SeiNode", &e)),
+    }
+}
+
+/// Records a condition on the owner when the task acts on its owner.
+fn condition(
+    inv: &Invocation,
+    node: &SeiNode,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: String,
+) {
+    if inv.owner_kind == "SeiNode" && inv.target() == inv.owner {
+        let now = conditions::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let generation = node.metadata.generation;
+        inv.status.set_condition(conditions::new_condition(
+            type_, status, reason, message, generation, now,
+        ));
+    }
+}
+
+macro_rules! boxed {
+    ($body:expr) => {
+        Box::pin(async move { $body })
+    };
+}
+
+/// Implements `Task` for a type whose start and poll are the same idempotent check-and-act.
+macro_rules! idempotent_task {
+    ($ty:ty, $name:literal, $params:ty, $run:ident) => {
+        impl Task for $ty {
+            fn task_type(&self) -> &'static str {
+                $name
+            }
+            fn params_schema(&self) -> Value {
+                schema_of::<$params>()
+            }
+            fn start<'a>(&'a self, cx: &'a Context, inv: &'a Invocation) -> BoxFuture<'a, Outcome> {
+                boxed!($run(cx, inv).await)
+            }
+            fn poll<'a>(&'a self, cx: &'a Context, inv: &'a Invocation) -> BoxFuture<'a, Outcome> {
+                boxed!($run(cx, inv).await)
+            }
+        }
+    };
+}
+
+/// `ensure-data-pvc`: create the node's data PVC, or validate an imported one (reference 4.3).
+pub struct EnsureDataPvc;
+idempotent_task!(EnsureDataPvc, "ensure-data-pvc", NoParams, ensure_data_pvc);
+
+async fn ensure_data_pvc(cx: &Context, inv: &Invocation) -> Outcome {
+    let node = match load_node(cx, inv).await {
+        Ok(n) => n,
+        Err(o) => return o,
+    };
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    if let Some(name) = node.spec.imported_pvc() {
+        return validate_imported_pvc(cx, inv, &node, &api, name).await;
+    }
+    let desired = match resources::data_pvc(&node, &cx.platform) {
+        Ok(p) => p,
+        Err(e) => return Outcome::terminal(e.to_string()),
+    };
+    let name = desired.name_any();
+    match api.get_opt(&name).await {
+        Ok(Some(existing)) => owned_by(&existing, &node, &name),
+        Ok(None) => match api.create(&PostParams::default(), &desired).await {
+            Ok(_) => Outcome::done(),
+            // Created by a concurrent attempt: check ownership at the next poll.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                Outcome::Unavailable(format!("PVC {name} appeared meanwhile"))
+            }
+            Err(e) => api_error("creating the data PVC", &e),
+        },
+        Err(e) => api_error("reading the data PVC", &e),
+    }
+}
+
+fn owned_by<K: Resource>(obj: &K, node: &SeiNode, name: &str) -> Outcome {
+    let uid = node.metadata.uid.as_deref();
+    if obj
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+    {
+        Outcome::done()
+    } else {
+        Outcome::terminal(format!(
+            "PVC {name} exists and is not owned by this SeiNode: set spec.dataVolume.import.pvcName to adopt it, or delete it"
+        ))
+    }
+}
+
+fn parse_quantity_bytes(q: &Quantity) -> Option<u128> {
+    resources::quantity::parse(&q.0)
+        .ok()
+        .map(resources::quantity::Parsed::ceil)
+}
+
+async fn validate_imported_pvc(
+    cx: &Context,
+    inv: &Invocation,
+    node: &SeiNode,
+    api: &Api<PersistentVolumeClaim>,
+    name: &str,
+) -> Outcome {
+    let set = |status: ConditionStatus, reason: &str, message: String| {
+        condition(inv, node, conditions::IMPORT_PVC_READY, status, reason, message);
+    };
+    let waiting = |message: String| {
+        set(ConditionStatus::False, reasons::NOT_READY, message.clone());
+        Outcome::Unavailable(message)
+    };
+    let invalid = |message: String| {
+        set(ConditionStatus::False, "Invalid", message.clone());
+        Outcome::terminal(message)
+    };
+    let pvc = match api.get_opt(name).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return waiting(format!("imported PVC {name} does not exist yet")),
+        Err(e) => return api_error("reading the imported PVC", &e),
+    };
+    if pvc.metadata.deletion_timestamp.is_some() {
+        return waiting(format!("imported PVC {name} is being deleted"));
+    }
+    let status = pvc.status.clone().unwrap_or_default();
+    let spec = pvc.spec.clone().unwrap_or_default();
+    match status.phase.as_deref() {
+        Some("Lost") => return invalid(format!("imported PVC {name} is Lost")),
+        Some("Bound") => {}
+        other => {
+            return waiting(format!(
+                "imported PVC {name} is {} (waiting for Bound)",
+                other.unwrap_or("unbound")
+            ));
+        }
+    }
+    let modes = spec.access_modes.clone().unwrap_or_default();
+    if !modes
+        .iter()
+        .any(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
+    {
+        return invalid(format!(
+            "imported PVC {name} has access modes {modes:?}, needs ReadWriteOnce or ReadWriteOncePod"
+        ));
+    }
+    let Some(capacity) = status.capacity.as_ref().and_then(|c| c.get("storage")).cloned() else {
+        return waiting(format!("imported PVC {name} reports no capacity yet"));
+    };
+    let Some(volume) = spec.volume_name.filter(|v| !v.is_empty()) else {
+        return waiting(format!("imported PVC {name} is Bound without a volume name yet"));
+    };
+    let mode = match node.spec.mode() {
+        Ok(m) => m,
+        Err(e) => return Outcome::terminal(e.to_string()),
+    };
+    let minimum = cx.platform.storage.size_for(mode);
+    if let (Some(have), Some(need)) = (parse_quantity_bytes(&capacity), parse_quantity_bytes(minimum))
+        && have < need
+    {
+        return invalid(format!(
+            "imported PVC {name} has {} but the {mode:?} mode needs at least {}",
+            capacity.0, minimum.0
+        ));
+    }
+    let pvs: Api<PersistentVolume> = Api::all(cx.client.clone());
+    let pv = match pvs.get_opt(&volume).await {
+        Ok(Some(pv)) => pv,
+        Ok(None) => {
+            return waiting(format!(
+                "volume {volume} of imported PVC {name} does not exist yet"
+            ));
+        }
+        Err(e) => return api_error("reading the imported PVC's volume", &e),
+    };
+    if pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed") {
+        return invalid(format!("volume {volume} of imported PVC {name} is Failed"));
+    }
+    let pv_capacity = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"));
+    if let Some(pv_capacity) = pv_capacity
+        && parse_quantity_bytes(pv_capacity) != parse_quantity_bytes(&capacity)
+    {
+        return invalid(format!(
+            "volume {volume} has capacity {} but imported PVC {name} reports {}",
+            pv_capacity.0, capacity.0
+        ));
+    }
+    set(
+        ConditionStatus::True,
+        "Validated",
+        format!("imported PVC {name} is Bound to {volume}"),
+    );
+    Outcome::done()
+}
+
+/// `apply-statefulset`: server-side apply of the node's StatefulSet, replacing an impostor (same name,
+/// another UID than the one recorded in status) first.
+pub struct ApplyStatefulSet;
+idempotent_task!(ApplyStatefulSet, "apply-statefulset", NoParams, apply_statefulset);
+
+async fn apply_statefulset(cx: &Context, inv: &Invocation) -> Outcome {
+    let node = match load_node(cx, inv).await {
+        Ok(n) => n,
+        Err(o) => return o,
+    };
+    let desired = match resources::statefulset(&node, &cx.platform) {
+        Ok(s) => s,
+        Err(e) => return Outcome::terminal(e.to_string()),
+    };
+    let name = desired.name_any();
+    let api: Api<StatefulSet> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    let tracked = node.status.as_ref().and_then(|s| s.stateful_set.as_ref());
+    if let Some(tracked) = tracked {
+        match api.get_opt(&name).await {
+            Ok(Some(existing)) if existing.metadata.uid.as_deref() != Some(tracked.uid.as_str()) => {
+                if let Err(e) = api.delete(&name, &DeleteParams::background()).await
+                    && !is_not_found(&e)
+                {
+                    return api_error("deleting an impostor StatefulSet", &e);
+                }
+                inv.status.set_field("statefulSet", Value::Null);
+                return Outcome::Unavailable(format!(
+                    "StatefulSet {name} had UID {:?}, not the recorded {}: deleted, it is applied again at the next poll",
+                    existing.metadata.uid, tracked.uid
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return api_error("reading the StatefulSet", &e),
+        }
+    }
+    match api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+    {
+        Ok(applied) => {
+            let uid = applied.metadata.uid.unwrap_or_default();
+            inv.status
+                .set_field("statefulSet", json!({"name": name, "uid": uid}));
+            Outcome::done()
+        }
+        Err(e) => api_error("applying the StatefulSet", &e),
+    }
+}
+
+/// `apply-service`: server-side apply of the node's headless Service.
+pub struct ApplyService;
+idempotent_task!(ApplyService, "apply-service", NoParams, apply_service);
+
+async fn apply_service(cx: &Context, inv: &Invocation) -> Outcome {
+    let node = match load_node(cx, inv).await {
+        Ok(n) => n,
+        Err(o) => return o,
+    };
+    let desired = match resources::headless_service(&node, &cx.platform) {
+        Ok(s) => s,
+        Err(e) => return Outcome::terminal(e.to_string()),
+    };
+    let api: Api<Service> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    match api
+        .patch(
+            &desired.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+    {
+        Ok(_) => Outcome::done(),
+        Err(e) => api_error("applying the Service", &e),
+    }
+}
+
+/// `replace-pod`: delete the node's pod when it runs an older StatefulSet revision (OnDelete updates).
+/// Readiness-blind: the new pod's progress is observed by `observe-image`.
+pub struct ReplacePod;
+idempotent_task!(ReplacePod, "replace-pod", NoParams, replace_pod);
+
+async fn replace_pod(cx: &Context, inv: &Invocation) -> Outcome {
+    let sts_api: Api<StatefulSet> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    let sts = match sts_api.get_opt(inv.target()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Outcome::Unavailable(format!("StatefulSet {} does not exist yet", inv.target())),
+        Err(e) => return api_error("reading the StatefulSet", &e),
+    };
+    let status = sts.status.clone().unwrap_or_default();
+    if status.observed_generation.unwrap_or(0) < sts.metadata.generation.unwrap_or(0) {
+        return Outcome::Unavailable("the StatefulSet controller has not observed the new spec yet".into());
+    }
+    let Some(update) = status.update_revision.filter(|r| !r.is_empty()) else {
+        return Outcome::Unavailable("the StatefulSet has no update revision yet".into());
+    };
+    if status.current_revision.as_deref() == Some(update.as_str()) {
+        return Outcome::done();
+    }
+    let spec = sts.spec.clone().unwrap_or_default();
+    if spec.replicas.unwrap_or(1) > 1 || spec.selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty) {
+        return Outcome::terminal(
+            "refusing to replace pods of a StatefulSet with several replicas or no selector",
+        );
+    }
+    let selector = spec
+        .selector
+        .match_labels
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    let list = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(l) => l,
+        Err(e) => return api_error("listing the node's pods", &e),
+    };
+    let sts_uid = sts.metadata.uid.unwrap_or_default();
+    for pod in list {
+        let owned = pod
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "StatefulSet" && o.uid == sts_uid);
+        let revision = pod
+            .labels()
+            .get("controller-revision-hash")
+            .cloned()
+            .unwrap_or_default();
+        if !owned || revision == update || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Err(e) = pods.delete(&pod.name_any(), &DeleteParams::default()).await
+            && !is_not_found(&e)
+        {
+            return api_error("deleting the outdated pod", &e);
+        }
+    }
+    Outcome::done()
+}
+
+/// Params of `observe-image`: the images the plan rolled out (a snapshot taken when the plan was built).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObserveImageParams {
+    /// The seid image.
+    pub image: String,
+    /// The sidecar image.
+    pub sidecar_image: String,
+}
+
+/// `observe-image`: wait until the StatefulSet's rollout is observed, then record `status.currentImage`
+/// and `status.currentSidecarImage`.
+pub struct ObserveImage;
+idempotent_task!(ObserveImage, "observe-image", ObserveImageParams, observe_image);
+
+async fn observe_image(cx: &Context, inv: &Invocation) -> Outcome {
+    let params: ObserveImageParams = match inv.params() {
+        Ok(p) => p,
+        Err(o) => return o,
+    };
+    let api: Api<StatefulSet> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    let sts = match api.get_opt(inv.target()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Outcome::Unavailable(format!("StatefulSet {} does not exist yet", inv.target())),
+        Err(e) => return api_error("reading the StatefulSet", &e),
+    };
+    let status = sts.status.clone().unwrap_or_default();
+    let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let observed = status.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0);
+    let rolled = status.updated_replicas.unwrap_or(0) >= replicas
+        && status.current_revision.is_some()
+        && status.current_revision == status.update_revision;
+    if !(observed && rolled) {
+        return Outcome::Running;
+    }
+    inv.status
+        .set_field("currentImage", Value::String(params.image.clone()));
+    inv.status
+        .set_field("currentSidecarImage", Value::String(params.sidecar_image.clone()));
+    Outcome::Done(serde_json::Map::from_iter([(
+        "image".to_owned(),
+        Value::String(params.image),
+    )]))
+}
+
+/// Which key Secret a `validate-*` task checks.
+#[derive(Clone, Copy)]
+enum KeyKind {
+    Signing,
+    Node,
+}
+
+/// `validate-signing-key`: the signing-key Secret holds a well-formed `priv_validator_key.json`.
+pub struct ValidateSigningKey;
+/// `validate-node-key`: the node-key Secret holds a well-formed `node_key.json`.
+pub struct ValidateNodeKey;
+idempotent_task!(
+    ValidateSigningKey,
+    "validate-signing-key",
+    NoParams,
+    validate_signing_key
+);
+idempotent_task!(ValidateNodeKey, "validate-node-key", NoParams, validate_node_key);
+
+async fn validate_signing_key(cx: &Context, inv: &Invocation) -> Outcome {
+    validate_key(cx, inv, KeyKind::Signing).await
+}
+
+async fn validate_node_key(cx: &Context, inv: &Invocation) -> Outcome {
+    validate_key(cx, inv, KeyKind::Node).await
+}
+
+/// Checks of a key file's JSON: `Err(what is wrong)`.
+fn check_key_json(kind: KeyKind, data: &[u8]) -> Result<(), String> {
+    let v: Value = serde_json::from_slice(data).map_err(|e| format!("is not valid JSON: {e}"))?;
+    let present = |pointer: &str| {
+        v.pointer(pointer)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    let required: &[&str] = match kind {
+        KeyKind::Signing => &[
+            "/address",
+            "/pub_key/type",
+            "/pub_key/value",
+            "/priv_key/type",
+            "/priv_key/value",
+        ],
+        KeyKind::Node => &["/priv_key/type", "/priv_key/value"],
+    };
+    match required.iter().find(|p| !present(p)) {
+        Some(missing) => Err(format!(
+            "lacks {}",
+            missing.trim_start_matches('/').replace('/', ".")
+        )),
+        None => Ok(()),
+    }
+}
+
+async fn validate_key(cx: &Context, inv: &Invocation, kind: KeyKind) -> Outcome {
+    let node = match load_node(cx, inv).await {
+        Ok(n) => n,
+        Err(o) => return o,
+    };
+    let (secret_name, data_key, condition_type) = match kind {
+        KeyKind::Signing => (
+            node.spec.signing_key_secret(),
+            sei_crds::SIGNING_KEY_DATA_KEY,
+            conditions::SIGNING_KEY_READY,
+        ),
+        KeyKind::Node => (
+            node.spec.node_key_secret(),
+            sei_crds::NODE_KEY_DATA_KEY,
+            conditions::NODE_KEY_READY,
+        ),
+    };
+    let Some(secret_name) = secret_name.map(|s| s.secret_name.as_str()) else {
+        return Outcome::terminal(format!("the SeiNode declares no Secret for {data_key}"));
+    };
+    let set = |status: ConditionStatus, reason: &str, message: String| {
+        condition(inv, &node, condition_type, status, reason, message);
+    };
+    let api: Api<Secret> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    let secret = match api.get_opt(secret_name).await {
+        Ok(Some(s)) if s.metadata.deletion_timestamp.is_none() => s,
+        Ok(_) => {
+            let message = format!("Secret {secret_name} does not exist (or is being deleted)");
+            set(ConditionStatus::False, reasons::NOT_READY, message.clone());
+            return Outcome::Unavailable(message);
+        }
+        Err(e) => return api_error("reading the key Secret", &e),
+    };
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(data_key))
+        .map(|b| b.0.as_slice())
+        .unwrap_or_default();
+    let result = if data.is_empty() {
+        Err(format!("has no {data_key}"))
+    } else {
+        check_key_json(kind, data).map_err(|e| format!("{data_key} {e}"))
+    };
+    match result {
+        Ok(()) => {
+            set(
+                ConditionStatus::True,
+                "Validated",
+                format!("Secret {secret_name} holds a valid {data_key}"),
+            );
+            Outcome::done()
+        }
+        Err(problem) => {
+            let message = format!("Secret {secret_name} {problem}");
+            set(ConditionStatus::False, "Invalid", message.clone());
+            Outcome::failed(ErrorClass::Terminal, message)
+        }
+    }
+}
+
+/// What is wrong with a keyring Secret's data, if anything.
+fn check_keyring(
+    data: &BTreeMap<String, k8s_openapi::ByteString>,
+    key_name: &str,
+    secret_name: &str,
+) -> Option<String> {
+    let non_empty = |suffix: &str| data.iter().any(|(k, v)| k.ends_with(suffix) && !v.0.is_empty());
+    if !non_empty(".info") {
+        Some(format!(
+            "keyring Secret {secret_name} has no non-empty *.info entry"
+        ))
+    } else if !non_empty(".address") {
+        Some(format!(
+            "keyring Secret {secret_name} has no non-empty *.address entry"
+        ))
+    } else if data
+        .get(&format!("{key_name}.info"))
+        .is_none_or(|v| v.0.is_empty())
+    {
+        Some(format!("keyring Secret {secret_name} has no {key_name}.info"))
+    } else {
+        None
+    }
+}
+
+/// `validate-operator-keyring`: the keyring Secret has `*.info` and `*.address` entries (and the named
+/// key), and the passphrase Secret has a non-empty passphrase. Never decrypts.
+pub struct ValidateOperatorKeyring;
+idempotent_task!(
+    ValidateOperatorKeyring,
+    "validate-operator-keyring",
+    NoParams,
+    validate_operator_keyring
+);
+
+async fn validate_operator_keyring(cx: &Context, inv: &Invocation) -> Outcome {
+    let node = match load_node(cx, inv).await {
+        Ok(n) => n,
+        Err(o) => return o,
+    };
+    let Some(keyring) = node.spec.operator_keyring_secret() else {
+        return Outcome::terminal("the SeiNode declares no operator keyring Secret");
+    };
+    let set = |status: ConditionStatus, reason: &str, message: String| {
+        condition(
+            inv,
+            &node,
+            conditions::OPERATOR_KEYRING_READY,
+            status,
+            reason,
+            message,
+        );
+    };
+    let api: Api<Secret> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    let read = |name: String| {
+        let api = api.clone();
+        async move {
+            api.get_opt(&name)
+                .await
+                .map(|s| s.filter(|s| s.metadata.deletion_timestamp.is_none()))
+        }
+    };
+    let secret = match read(keyring.secret_name.clone()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let message = format!(
+                "keyring Secret {} does not exist (or is being deleted)",
+                keyring.secret_name
+            );
+            set(ConditionStatus::False, reasons::NOT_READY, message.clone());
+            return Outcome::Unavailable(message);
+        }
+        Err(e) => return api_error("reading the keyring Secret", &e),
+    };
+    let data = secret.data.unwrap_or_default();
+    let problem = check_keyring(&data, node.spec.operator_key_name(), &keyring.secret_name);
+    if let Some(message) = problem {
+        set(ConditionStatus::False, "Invalid", message.clone());
+        return Outcome::terminal(message);
+    }
+    let pass = &keyring.passphrase_secret_ref;
+    if !pass.secret_name.is_empty() {
+        let secret = match read(pass.secret_name.clone()).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                let message = format!(
+                    "passphrase Secret {} does not exist (or is being deleted)",
+                    pass.secret_name
+                );
+                set(ConditionStatus::False, reasons::NOT_READY, message.clone());
+                return Outcome::Unavailable(message);
+            }
+            Err(e) => return api_error("reading the passphrase Secret", &e),
+        };
+        if secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&pass.key))
+            .is_none_or(|v| v.0.is_empty())
+        {
+            let message = format!(
+                "passphrase Secret {} has no non-empty {}",
+                pass.secret_name, pass.key
+            );
+            set(ConditionStatus::False, "Invalid", message.clone());
+            return Outcome::terminal(message);
+        }
+    }
+    set(
+        ConditionStatus::True,
+        "Validated",
+        format!("keyring Secret {} is well-formed", keyring.secret_name),
+    );
+    Outcome::done()
+}
+
+/// Every Kubernetes-side node task.
+pub(crate) fn register(r: crate::task::Registry) -> crate::task::Registry {
+    r.with(EnsureDataPvc)
+        .with(ApplyStatefulSet)
+        .with(ApplyService)
+        .with(ReplacePod)
+        .with(ObserveImage)
+        .with(ValidateSigningKey)
+        .with(ValidateNodeKey)
+        .with(ValidateOperatorKeyring)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_key_json_needs_address_and_both_keys() {
+        let good =
+            br#"{"address":"A","pub_key":{"type":"t","value":"v"},"priv_key":{"type":"t","value":"v"}}"#;
+        assert_eq!(check_key_json(KeyKind::Signing, good), Ok(()));
+        let no_priv = br#"{"address":"A","pub_key":{"type":"t","value":"v"}}"#;
+        assert_eq!(
+            check_key_json(KeyKind::Signing, no_priv),
+            Err("lacks priv_key.type".into())
+        );
+        assert!(
+            check_key_json(KeyKind::Signing, b"{not json")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+    }
+
+    #[test]
+    fn node_key_json_needs_only_the_private_key() {
+        assert_eq!(
+            check_key_json(KeyKind::Node, br#"{"priv_key":{"type":"t","value":"v"}}"#),
+            Ok(())
+        );
+        assert_eq!(
+            check_key_json(KeyKind::Node, br#"{"priv_key":{"type":"t","value":""}}"#),
+            Err("lacks priv_key.value".into())
+        );
+    }
+
+    #[test]
+    fn keyring_needs_info_address_and_the_named_key() {
+        let data = |keys: &[&str]| -> BTreeMap<String, k8s_openapi::ByteString> {
+            keys.iter()
+                .map(|k| ((*k).to_owned(), k8s_openapi::ByteString(b"x".to_vec())))
+                .collect()
+        };
+        assert_eq!(
+            check_keyring(&data(&["node_admin.info", "abc.address"]), "node_admin", "kr"),
+            None
+        );
+        assert!(
+            check_keyring(&data(&["abc.address"]), "node_admin", "kr")
+                .unwrap()
+                .contains("*.info")
+        );
+        assert!(
+            check_keyring(&data(&["x.info"]), "node_admin", "kr")
+                .unwrap()
+                .contains("*.address")
+        );
+        let other = check_keyring(&data(&["other.info", "abc.address"]), "node_admin", "kr").unwrap();
+        assert!(other.contains("node_admin.info"), "{other}");
+    }
+
+    #[test]
+    fn api_rejections_are_terminal_and_other_errors_transient() {
+        let status = |code| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "m".into(),
+                ..kube::core::Status::default()
+            }))
+        };
+        assert!(
+            matches!(api_error("x", &status(422)), Outcome::Failed(e) if e.class == ErrorClass::Terminal)
+        );
+        assert!(matches!(api_error("x", &status(500)), Outcome::Unavailable(_)));
+        assert!(matches!(api_error("x", &status(409)), Outcome::Unavailable(_)));
+    }
+}

@@ -1,0 +1,14 @@
+//! The task catalogue: every task type the built-in workflows use.
+
+pub mod kube;
+pub mod sidecar;
+
+use crate::task::Registry;
+
+/// A registry holding every task type of the catalogue.
+#[must_use]
+pub fn registry() -> Registry {
+    let r = Registry::new();
+    let r = sidecar::register(r);
+    kube::register(r)
+}
