@@ -281,6 +281,8 @@ fn volumes(t: &Target<'_>, cfg: &PlatformConfig) -> Vec<Volume> {
     out
 }
 
+/// A volume mount. Containers list `home` before `data`: the data volume is mounted inside home, and a runtime
+/// that mounts in list order must not shadow it.
 fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.to_owned(),
@@ -409,7 +411,7 @@ fn seid_init(t: &Target<'_>) -> Container {
         command: Some(vec!["/bin/sh".to_owned(), "-c".to_owned()]),
         args: Some(vec![script]),
         env: Some(env_vars),
-        volume_mounts: Some(vec![mount(VOL_DATA, DATA_DIR), mount(VOL_HOME, HOME_DIR)]),
+        volume_mounts: Some(vec![mount(VOL_HOME, HOME_DIR), mount(VOL_DATA, DATA_DIR)]),
         security_context: Some(seid_security_context()),
         ..Container::default()
     }
@@ -563,7 +565,7 @@ fn seid(t: &Target<'_>, cfg: &PlatformConfig, sidecar_port: u16) -> Result<Conta
         env_vars.extend(keyring_env(t));
     }
 
-    let mut mounts = vec![mount(VOL_DATA, DATA_DIR), mount(VOL_HOME, HOME_DIR)];
+    let mut mounts = vec![mount(VOL_HOME, HOME_DIR), mount(VOL_DATA, DATA_DIR)];
     let key_file = |volume: &str, key: &str| VolumeMount {
         sub_path: Some(key.to_owned()),
         ..read_only(mount(volume, &format!("{DATA_DIR}/config/{key}")))
