@@ -1,7 +1,8 @@
 //! Pure resource generators: the Kubernetes objects of one SeiNode (reference section 4).
 //!
-//! Each generator is a pure function of the [`SeiNode`] and the [`PlatformConfig`]: no API calls, no clock, no
-//! environment. The apply tasks server-side-apply what they return.
+//! Each generator is a pure function of the [`SeiNode`] and the
+//! [`PlatformConfig`](crate::platform::PlatformConfig): no API calls, no clock, no environment. The apply tasks
+//! server-side-apply what they return.
 //!
 //! | generator | object |
 //! |---|---|
