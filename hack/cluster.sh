@@ -281,6 +281,10 @@ cmd_up() {
   start_one kube-controller-manager 60
   start_one kube-scheduler 60
   register_node_and_storage
+  # Room for many nodes' requests (upstream defaults ask for up to 64 CPUs / 512Gi per pod): kwok's
+  # node-initialize stage keeps capacity that is already set.
+  kubectl_local patch node "$NODE_NAME" --subresource=status --type=merge -p \
+    '{"status":{"capacity":{"cpu":"100000","memory":"1000Ti","pods":"10000"},"allocatable":{"cpu":"100000","memory":"1000Ti","pods":"10000"}}}' >/dev/null
   start_one kwok 60
   start_one jaeger 60
   log "cluster up in $((SECONDS - t1))s; env file: $D/env"

@@ -427,9 +427,9 @@ async fn observe_image(cx: &Context, inv: &Invocation) -> Outcome {
     let status = sts.status.clone().unwrap_or_default();
     let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let observed = status.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0);
-    let rolled = status.updated_replicas.unwrap_or(0) >= replicas
-        && status.current_revision.is_some()
-        && status.current_revision == status.update_revision;
+    // With the OnDelete strategy the StatefulSet controller never advances `currentRevision`: the rollout
+    // is done when every replica runs the update revision.
+    let rolled = status.updated_replicas.unwrap_or(0) >= replicas && status.update_revision.is_some();
     if !(observed && rolled) {
         return Outcome::Running;
     }

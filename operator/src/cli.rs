@@ -1,0 +1,92 @@
+//! Command-line interface. Every flag of `run` is also an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// The Sei node operator: runs SeiNodes and SeiNodeDeployments on Kubernetes through declarative,
+/// checkpointed workflows.
+#[derive(Debug, Parser)]
+#[command(name = "sei-operator", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controllers.
+    ///
+    /// Platform settings (images, scheduling, storage, sidecar access) come from SEI_* environment variables,
+    /// optionally layered over the YAML file named by SEI_CONTROLLER_CONFIG; all problems are reported at
+    /// once at startup.
+    Run(RunArgs),
+    /// Inspect workflow definitions.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+}
+
+/// `workflow` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// List the built-in workflows (and those of --dir), in trigger priority order.
+    List {
+        /// A directory of extra workflow YAML files.
+        #[arg(long, env = "SEI_WORKFLOWS_DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Validate workflow files: YAML shape, CEL syntax, task types, params schemas, the DAG.
+    Validate {
+        /// The files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `run` flags.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Kubeconfig file; in-cluster configuration when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (all namespaces when absent).
+    #[arg(long, env = "SEI_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Objects reconciled at once, per controller.
+    #[arg(long, env = "SEI_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Elect a leader through a Lease, so that only one replica reconciles.
+    #[arg(long, env = "SEI_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "SEI_LEASE_NAME", default_value = "sei-operator-leader")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: --namespace, else the pod's namespace, else `default`).
+    #[arg(long, env = "SEI_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// A lease not renewed for this long is taken over by a standby.
+    #[arg(long, env = "SEI_LEASE_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease (default: hostname-pid).
+    #[arg(long, env = "SEI_IDENTITY")]
+    pub identity: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "SEI_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "SEI_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format: text or json.
+    #[arg(long, env = "SEI_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// OTLP/gRPC endpoint for traces (none: no export).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// A directory of extra workflow YAML files, loaded after the built-in ones.
+    #[arg(long, env = "SEI_WORKFLOWS_DIR")]
+    pub workflows_dir: Option<PathBuf>,
+}

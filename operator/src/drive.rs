@@ -1,0 +1,226 @@
+//! Drives an active plan within one reconcile: `advance` (pure) -> perform the effects (I/O) -> feed the
+//! observations back, while that makes immediate progress. Holds no task logic: every effect goes to the
+//! task type named in it, through the registry.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use sei_engine::{Effect, Observation, Plan, PlanPhase, TaskError, TaskRef, Timestamp};
+use sei_observability::trace_context::{TraceParent, derive_span_id};
+use sei_tasks::task::{Context as TaskContext, Invocation, Outcome, Registry, StatusSink};
+use serde_json::Value;
+
+use crate::clock::now;
+
+/// Rounds of advance -> perform within one reconcile, at most (a safety bound; progress normally stops
+/// after a few rounds, when every in-flight task answered "still running").
+const MAX_ROUNDS: usize = 64;
+
+/// The object a plan belongs to.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    /// Its kind (`SeiNode`, `SeiNodeDeployment`).
+    pub kind: &'static str,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The object as read at the start of the reconcile.
+    pub object: Arc<Value>,
+}
+
+/// What driving a plan gave.
+#[derive(Debug, Default)]
+pub struct Driven {
+    /// When to call `advance` again (absent once the plan finished).
+    pub requeue_at: Option<Timestamp>,
+    /// Set on the reconcile that finished the plan: (phase, message, failed task, onSuccess/onFailure effect).
+    pub finished: Option<Finished>,
+    /// Task attempts started in this reconcile.
+    pub started: Vec<TaskRef>,
+}
+
+/// How a plan ended.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    /// The final phase.
+    pub phase: PlanPhase,
+    /// Why, when not Succeeded.
+    pub message: Option<String>,
+    /// The run that failed first, if any.
+    pub failed_task: Option<String>,
+    /// The definition's onSuccess / onFailure effect.
+    pub effect: Option<Value>,
+}
+
+/// The `traceparent` an attempt carries: the plan's trace, the attempt's deterministic span id.
+fn attempt_traceparent(plan: &Plan, task: &TaskRef) -> Option<String> {
+    let root = plan.traceparent.as_deref().and_then(TraceParent::parse)?;
+    Some(
+        root.with_span(derive_span_id(plan.id, &task.task, task.attempt))
+            .to_string(),
+    )
+}
+
+fn invocation(owner: &Owner, plan: &Plan, task: &TaskRef, params: Value, sink: &StatusSink) -> Invocation {
+    Invocation {
+        namespace: owner.namespace.clone(),
+        owner_kind: owner.kind.to_owned(),
+        owner: owner.name.clone(),
+        traceparent: attempt_traceparent(plan, task),
+        task: task.clone(),
+        params,
+        status: sink.clone(),
+        owner_object: Arc::clone(&owner.object),
+    }
+}
+
+enum Call {
+    Start(TaskRef, Value),
+    Poll(TaskRef, Value),
+    Cancel(TaskRef, Value),
+}
+
+/// The params of the run an effect refers to, for polls and cancels (starts carry resolved ones).
+fn run_params(plan: &Plan, task: &TaskRef) -> Value {
+    let base = task.task.split('[').next().unwrap_or(&task.task);
+    plan.tasks
+        .iter()
+        .chain(&plan.finally)
+        .find(|t| t.name == base)
+        .map_or(Value::Null, |t| t.params.clone())
+}
+
+async fn perform(
+    cx: &TaskContext,
+    registry: &Registry,
+    owner: &Owner,
+    plan: &Plan,
+    sink: &StatusSink,
+    call: Call,
+) -> Option<Observation> {
+    let (task, params, poll) = match &call {
+        Call::Start(t, p) => (t, p.clone(), false),
+        Call::Poll(t, p) | Call::Cancel(t, p) => (t, p.clone(), true),
+    };
+    let Some(implementation) = registry.get(&task.task_type) else {
+        // The compiler refuses unknown types; a journal from another operator version may still name one.
+        let error = TaskError::new(
+            sei_engine::ErrorClass::Invalid,
+            format!("unknown task type {}", task.task_type),
+        );
+        let event = if poll {
+            sei_engine::Event::Failed(error)
+        } else {
+            sei_engine::Event::StartRejected(error)
+        };
+        return Some(Observation::of(task, event));
+    };
+    let inv = invocation(owner, plan, task, params, sink);
+    let outcome = match call {
+        Call::Start(..) => implementation.start(cx, &inv).await,
+        Call::Poll(..) => implementation.poll(cx, &inv).await,
+        Call::Cancel(..) => {
+            implementation.cancel(cx, &inv).await;
+            return None;
+        }
+    };
+    if let Outcome::Unavailable(why) = &outcome {
+        tracing::debug!(task = %task.task, attempt = task.attempt, reason = %why, "Task not reachable; will poll again");
+    }
+    outcome.into_event(poll).map(|event| Observation::of(task, event))
+}
+
+/// Advances `plan` as far as it goes now. The caller persists the plan (one status write) afterwards.
+pub async fn drive(
+    cx: &TaskContext,
+    registry: &Registry,
+    owner: &Owner,
+    plan: &mut Plan,
+    sink: &StatusSink,
+) -> Driven {
+    let mut driven = Driven::default();
+    let mut observations: Vec<Observation> = Vec::new();
+    // Attempts already started or polled in this reconcile: polling them again right away learns nothing.
+    let mut touched: HashSet<(String, u32)> = HashSet::new();
+    for _ in 0..MAX_ROUNDS {
+        let effects = sei_engine::advance(plan, &observations, now());
+        observations.clear();
+        let mut calls = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::StartTask { task, params, .. } => {
+                    touched.insert((task.task.clone(), task.attempt));
+                    driven.started.push(task.clone());
+                    calls.push(Call::Start(task, params));
+                }
+                Effect::PollTask(task) => {
+                    if touched.insert((task.task.clone(), task.attempt)) {
+                        let params = run_params(plan, &task);
+                        calls.push(Call::Poll(task, params));
+                    }
+                }
+                Effect::CancelTask(task) => {
+                    let params = run_params(plan, &task);
+                    calls.push(Call::Cancel(task, params));
+                }
+                Effect::PlanFinished {
+                    phase,
+                    message,
+                    failed_task,
+                    effect,
+                } => {
+                    driven.finished = Some(Finished {
+                        phase,
+                        message,
+                        failed_task,
+                        effect,
+                    });
+                }
+                Effect::RequeueAt(at) => driven.requeue_at = Some(at),
+            }
+        }
+        if calls.is_empty() {
+            break;
+        }
+        let snapshot = plan.clone();
+        let results = join_all(
+            calls
+                .into_iter()
+                .map(|call| perform(cx, registry, owner, &snapshot, sink, call)),
+        )
+        .await;
+        observations.extend(results.into_iter().flatten());
+        if observations.is_empty() {
+            break;
+        }
+    }
+    if !observations.is_empty() {
+        // Record what the last round learned (its effects are due at the next requeue).
+        let effects = sei_engine::advance(plan, &observations, now());
+        for effect in effects {
+            match effect {
+                Effect::RequeueAt(at) => driven.requeue_at = Some(at),
+                Effect::PlanFinished {
+                    phase,
+                    message,
+                    failed_task,
+                    effect,
+                } => {
+                    driven.finished = Some(Finished {
+                        phase,
+                        message,
+                        failed_task,
+                        effect,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    if driven.finished.is_some() {
+        driven.requeue_at = None;
+    }
+    driven
+}

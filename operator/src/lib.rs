@@ -1,0 +1,14 @@
+//! The Sei node operator. The binary's `run` command wires these together: a kube-runtime controller per
+//! custom resource, each reconcile mapping drift to a workflow (`sei-workflows`), driving its plan with the
+//! engine (`sei-engine`) and the task catalogue (`sei-tasks`), and writing status once.
+
+pub mod cli;
+pub mod clock;
+pub mod context;
+pub mod drive;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod node;
+pub mod run;

@@ -1,0 +1,486 @@
+//! The SeiNode controller. One reconcile (DESIGN.md section 3):
+//!
+//! 1. finalizer: on deletion, delete the data PVC unless it was imported, then release the object;
+//! 2. reflexes that are not workflows: `spec.paused` (the StatefulSet is applied with 0 replicas through the
+//!    `apply-statefulset` task and no plan advances), the sidecar health probe on Running nodes
+//!    (`SidecarReady`), the always-present conditions;
+//! 3. with an active plan: drive it (`drive`); when it finishes, apply its onSuccess/onFailure effect
+//!    (phase, conditions), summarise it into `planHistory` and clear it;
+//!    without one: the first workflow whose trigger holds is instantiated and persisted; no task runs on
+//!    the reconcile that created the plan;
+//! 4. exactly one status write, guarded by the resourceVersion read at the start (409: requeue at once), and
+//!    none when nothing changed;
+//! 5. requeue at the engine's next due time, else a steady-state resync.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use sei_crds::conditions::{self, ConditionStatus, reasons};
+use sei_crds::{SeiNode, SeiNodePhase, SeiNodeStatus};
+use sei_engine::{PlanPhase, TaskRef};
+use sei_observability::trace_context::TraceParent;
+use sei_tasks::task::{Invocation, Outcome, StatusSink, StatusUpdates};
+use sei_workflows::{Bindings, node_binding, node_facts};
+use serde_json::{Value, json};
+
+use crate::clock::{now, now_time, until};
+use crate::context::Context;
+use crate::drive::{Owner, drive};
+use crate::error::Error;
+
+/// Kind name used for owners and CEL targets.
+pub const KIND: &str = "SeiNode";
+/// Resync of a node with nothing due (sidecar health probe, drift that no watch reports).
+const RESYNC: Duration = Duration::from_secs(30);
+/// How long the sidecar health probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Workflows whose active plan sets `NodeUpdateInProgress` True.
+const UPDATE_WORKFLOWS: &[&str] = &["node-update"];
+
+/// Entry point for the kube-runtime controller.
+pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = node.namespace().unwrap_or_default();
+    let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let span = tracing::info_span!("reconcile", k8s.namespace.name = %ns, k8s.resource.name = %node.name_any(), k8s.resource.kind = KIND);
+    let _enter = span.enter();
+    drop(_enter);
+    finalizer(&api, sei_crds::labels::SEINODE_FINALIZER, node, |event| async {
+        match event {
+            FinalizerEvent::Apply(node) => apply(node, &ctx).await,
+            FinalizerEvent::Cleanup(node) => cleanup(node, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Policy for failed reconciles: conflicts retry at once, the rest back off.
+pub fn error_policy(_node: Arc<SeiNode>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error(error.category());
+    tracing::warn!(error = error as &dyn std::error::Error, "Reconcile failed");
+    match error {
+        Error::Conflict => Action::requeue(Duration::from_millis(10)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
+    let ns = node.namespace().unwrap_or_default();
+    if node.spec.imported_pvc().is_none() {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        let name = sei_tasks::resources::data_pvc_name(&node);
+        match pvcs.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => tracing::info!(pvc = %name, "Deleted the data PVC"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::Kube(e)),
+        }
+    }
+    ctx.event(
+        &*node,
+        EventType::Normal,
+        "Deleted",
+        "Delete",
+        Some("Released the SeiNode".into()),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Derived facts for CEL (`node`): mode, config mode, effective sidecar image, snapshot source.
+fn facts(node: &SeiNode, ctx: &Context) -> Value {
+    let mut f = BTreeMap::new();
+    if let Ok(mode) = node.spec.mode() {
+        f.insert(node_facts::MODE, json!(mode.field_name()));
+        f.insert(node_facts::CONFIG_MODE, json!(mode.config_mode()));
+    }
+    let sidecar = node
+        .spec
+        .sidecar_image()
+        .map_or_else(|| ctx.platform.images.sidecar.clone(), str::to_owned);
+    f.insert(node_facts::SIDECAR_IMAGE, json!(sidecar));
+    if let Some(snapshot) = node.spec.snapshot_source() {
+        f.insert(
+            node_facts::SNAPSHOT,
+            serde_json::to_value(snapshot).unwrap_or(Value::Null),
+        );
+    }
+    node_binding(f)
+}
+
+fn set_phase(status: &mut SeiNodeStatus, phase: SeiNodePhase) {
+    if status.phase != Some(phase) {
+        status.phase = Some(phase);
+        status.phase_transition_time = Some(now_time());
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> conditions::Condition {
+    conditions::new_condition(type_, status, reason, message, generation, now_time())
+}
+
+/// Conditions that are always present (reference 1.1.4, the subset that applies).
+fn default_conditions(status: &mut SeiNodeStatus, node: &SeiNode, generation: Option<i64>) {
+    let has = |s: &SeiNodeStatus, t: &str| s.condition(t).is_some();
+    if !has(status, conditions::NODE_UPDATE_IN_PROGRESS) {
+        status.set_condition(condition(
+            conditions::NODE_UPDATE_IN_PROGRESS,
+            ConditionStatus::False,
+            reasons::NOT_STARTED,
+            "no update has run",
+            generation,
+        ));
+    }
+    if !has(status, conditions::SIDECAR_READY) {
+        status.set_condition(condition(
+            conditions::SIDECAR_READY,
+            ConditionStatus::Unknown,
+            "NotProbed",
+            "the sidecar is probed once the node is Running",
+            generation,
+        ));
+    }
+    let paused = node.spec.paused;
+    status.set_condition(condition(
+        conditions::PAUSED,
+        ConditionStatus::from(paused),
+        if paused {
+            reasons::PAUSED
+        } else {
+            reasons::NOT_PAUSED
+        },
+        if paused {
+            "spec.paused is true: the StatefulSet has 0 replicas and no plan advances"
+        } else {
+            ""
+        },
+        generation,
+    ));
+}
+
+/// Applies what tasks recorded (conditions, top-level fields) to the typed status.
+fn apply_updates(status: &mut SeiNodeStatus, updates: StatusUpdates) -> Result<(), Error> {
+    for mut c in updates.conditions {
+        c.last_transition_time = now_time();
+        status.set_condition(c);
+    }
+    if updates.fields.is_empty() {
+        return Ok(());
+    }
+    let mut json = serde_json::to_value(&*status).map_err(Error::Serialize)?;
+    if let Value::Object(map) = &mut json {
+        for (k, v) in updates.fields {
+            if v.is_null() {
+                map.remove(&k);
+            } else {
+                map.insert(k, v);
+            }
+        }
+    }
+    *status = serde_json::from_value(json).map_err(Error::Serialize)?;
+    Ok(())
+}
+
+/// Applies a finished plan's onSuccess / onFailure effect: `phase` and `conditions`.
+fn apply_effect(
+    status: &mut SeiNodeStatus,
+    effect: Option<&Value>,
+    generation: Option<i64>,
+    plan_message: Option<&str>,
+) {
+    let Some(effect) = effect else { return };
+    if let Some(phase) = effect
+        .get("phase")
+        .and_then(|p| serde_json::from_value::<SeiNodePhase>(p.clone()).ok())
+    {
+        set_phase(status, phase);
+    }
+    for c in effect
+        .get("conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
+        let message = c
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| plan_message.unwrap_or_default().to_owned(), str::to_owned);
+        let cs = match field("status") {
+            "True" => ConditionStatus::True,
+            "False" => ConditionStatus::False,
+            _ => ConditionStatus::Unknown,
+        };
+        status.set_condition(condition(field("type"), cs, field("reason"), message, generation));
+    }
+}
+
+async fn probe_sidecar(node: &SeiNode, ctx: &Context, status: &mut SeiNodeStatus, generation: Option<i64>) {
+    let ns = node.namespace().unwrap_or_default();
+    let client = ctx.tasks.sidecar.node(&ns, &node.name_any());
+    let (cs, reason, message) = match tokio::time::timeout(PROBE_TIMEOUT, client.healthz()).await {
+        Ok(Ok(true)) => (
+            ConditionStatus::True,
+            reasons::READY,
+            "the sidecar's healthz answers 200".to_owned(),
+        ),
+        Ok(Ok(false)) => (
+            ConditionStatus::False,
+            reasons::NOT_READY,
+            "the sidecar's healthz answers 503".to_owned(),
+        ),
+        Ok(Err(e)) => (
+            ConditionStatus::Unknown,
+            reasons::UNREACHABLE,
+            format!("the sidecar is unreachable: {e}"),
+        ),
+        Err(_) => (
+            ConditionStatus::Unknown,
+            reasons::UNREACHABLE,
+            "the sidecar's healthz did not answer within 2s".to_owned(),
+        ),
+    };
+    status.set_condition(condition(
+        conditions::SIDECAR_READY,
+        cs,
+        reason,
+        message,
+        generation,
+    ));
+}
+
+/// `spec.paused` and its reversal: apply the StatefulSet (0 or 1 replicas) through the task catalogue.
+async fn apply_pause_state(
+    node: &SeiNode,
+    ctx: &Context,
+    owner: &Owner,
+    sink: &StatusSink,
+) -> Option<String> {
+    let task = ctx.registry.get("apply-statefulset")?;
+    let inv = Invocation {
+        namespace: owner.namespace.clone(),
+        owner_kind: KIND.to_owned(),
+        owner: owner.name.clone(),
+        task: TaskRef {
+            task: "pause".into(),
+            task_type: "apply-statefulset".into(),
+            target: None,
+            attempt: 1,
+            key: uuid::Uuid::nil(),
+        },
+        params: json!({}),
+        traceparent: None,
+        status: sink.clone(),
+        owner_object: Arc::clone(&owner.object),
+    };
+    match task.start(&ctx.tasks, &inv).await {
+        Outcome::Done(_) => None,
+        other => Some(format!(
+            "applying the StatefulSet for spec.paused={}: {other:?}",
+            node.spec.paused
+        )),
+    }
+}
+
+#[allow(clippy::too_many_lines)] // one reconcile, read top to bottom; each step is commented
+async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
+    let ns = node.namespace().unwrap_or_default();
+    let name = node.name_any();
+    let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let generation = node.metadata.generation;
+    let before = node.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    let object = Arc::new(serde_json::to_value(&*node).map_err(Error::Serialize)?);
+    let owner = Owner {
+        kind: KIND,
+        namespace: ns.clone(),
+        name: name.clone(),
+        object,
+    };
+    let sink = StatusSink::default();
+    let mut requeue = RESYNC;
+    let mut events: Vec<(EventType, &'static str, String)> = Vec::new();
+
+    // (2) reflexes
+    status.observed_generation = generation;
+    default_conditions(&mut status, &node, generation);
+    let was_paused = before
+        .condition(conditions::PAUSED)
+        .is_some_and(|c| c.status == "True");
+    if node.spec.paused || was_paused {
+        if let Some(problem) = apply_pause_state(&node, ctx, &owner, &sink).await {
+            tracing::warn!(%problem, "Pause state not applied yet");
+            requeue = Duration::from_secs(2);
+        } else if node.spec.paused != was_paused {
+            let what = if node.spec.paused { "Paused" } else { "Resumed" };
+            events.push((
+                EventType::Normal,
+                what,
+                format!("StatefulSet {name} scaled for spec.paused={}", node.spec.paused),
+            ));
+        }
+    }
+    if status.phase == Some(SeiNodePhase::Running) && !node.spec.paused {
+        probe_sidecar(&node, ctx, &mut status, generation).await;
+    }
+
+    // (3) plans
+    match status.plan.take() {
+        // Frozen: the plan keeps its journal untouched until the node is unpaused.
+        Some(plan) if node.spec.paused => status.plan = Some(plan),
+        // A finished plan left by an older operator version: keep its summary.
+        Some(plan) if plan.phase.is_terminal() => {
+            sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
+            requeue = Duration::from_millis(10);
+        }
+        Some(mut plan) => {
+            let driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
+            ctx.metrics.tasks_started(&plan.workflow, &driven.started);
+            for t in driven.started.iter().filter(|t| t.attempt > 1) {
+                events.push((
+                    EventType::Warning,
+                    "TaskRetried",
+                    format!("task {} attempt {} started", t.task, t.attempt),
+                ));
+            }
+            if let Some(finished) = driven.finished {
+                let message = finished.message.clone().unwrap_or_default();
+                apply_effect(
+                    &mut status,
+                    finished.effect.as_ref(),
+                    generation,
+                    finished.message.as_deref(),
+                );
+                if finished.phase != PlanPhase::Succeeded && plan.workflow == "node-init" {
+                    set_phase(&mut status, SeiNodePhase::Failed);
+                }
+                let (kind, reason) = match finished.phase {
+                    PlanPhase::Succeeded => (EventType::Normal, "PlanSucceeded"),
+                    _ => (EventType::Warning, "PlanFailed"),
+                };
+                events.push((
+                    kind,
+                    reason,
+                    format!(
+                        "plan {} ({}) {:?} {message}",
+                        plan.id, plan.workflow, finished.phase
+                    ),
+                ));
+                ctx.metrics.plan_finished(&plan);
+                sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
+                requeue = Duration::from_millis(10);
+            } else {
+                if let Some(at) = driven.requeue_at {
+                    requeue = until(at);
+                }
+                status.plan = Some(plan);
+            }
+        }
+        None if node.spec.paused => {}
+        None => {
+            let bindings = Bindings::new(&owner.object, &facts(&node, ctx)).map_err(Error::Cel)?;
+            if let Some(workflow) = ctx.catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
+                let plan_id = uuid::Uuid::new_v4();
+                let traceparent = TraceParent::for_plan(plan_id).to_string();
+                match workflow.instantiate(&bindings, plan_id, now(), Some(traceparent), &ctx.registry) {
+                    Ok(plan) => {
+                        if matches!(status.phase, None | Some(SeiNodePhase::Pending)) {
+                            set_phase(&mut status, SeiNodePhase::Initializing);
+                        }
+                        events.push((
+                            EventType::Normal,
+                            "PlanCreated",
+                            format!("plan {plan_id} ({}) created", workflow.name()),
+                        ));
+                        ctx.metrics.plan_created(workflow.name());
+                        status.plan = Some(plan);
+                        // Persist first; the next reconcile (woken by this status write) runs the first tasks.
+                        requeue = Duration::from_millis(10);
+                    }
+                    Err(e) => {
+                        events.push((EventType::Warning, "PlanInvalid", e.to_string()));
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "Workflow could not be instantiated"
+                        );
+                        requeue = Duration::from_secs(30);
+                    }
+                }
+            }
+        }
+    }
+    let updating = status
+        .plan
+        .as_ref()
+        .is_some_and(|p| UPDATE_WORKFLOWS.contains(&p.workflow.as_str()));
+    if updating {
+        status.set_condition(condition(
+            conditions::NODE_UPDATE_IN_PROGRESS,
+            ConditionStatus::True,
+            reasons::UPDATE_STARTED,
+            "the node-update plan is running",
+            generation,
+        ));
+    }
+    apply_updates(&mut status, sink.take())?;
+
+    // (4) one status write, only when something changed
+    if status != before {
+        let mut desired = (*node).clone();
+        desired.status = Some(status.clone());
+        ctx.metrics.status_write(KIND);
+        match api.replace_status(&name, &PostParams::default(), &desired).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),
+            Err(e) => return Err(Error::Kube(e)),
+        }
+        if status.phase != before.phase
+            && let Some(phase) = status.phase
+        {
+            events.push((
+                EventType::Normal,
+                "PhaseChanged",
+                format!("phase is now {}", phase.as_str()),
+            ));
+        }
+    }
+    for (kind, reason, note) in events {
+        ctx.event(&*node, kind, reason, "Reconcile", Some(note)).await;
+    }
+    Ok(Action::requeue(requeue.max(Duration::from_millis(10))))
+}
+
+impl Context {
+    /// Publishes a Kubernetes Event about `obj` (best effort).
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: Option<String>,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note,
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::debug!(error = &e as &dyn std::error::Error, "Publishing an event failed");
+        }
+    }
+}

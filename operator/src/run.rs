@@ -1,0 +1,380 @@
+//! The `run` and `workflow` commands.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, controller, watcher};
+use sei_crds::SeiNode;
+use sei_observability::{LogFormat, TelemetryConfig};
+use sei_tasks::platform::PlatformConfig;
+use sei_tasks::task::{Context as TaskContext, Registry};
+use sei_workflows::{Catalog, Workflow};
+use tokio::sync::watch;
+
+use crate::cli::{RunArgs, WorkflowCommand};
+use crate::context::Context;
+use crate::http::Readiness;
+use crate::leader::Elector;
+use crate::metrics::Metrics;
+
+/// The built-in workflows, then every `*.yaml` of `dir` (sorted by name).
+pub fn load_catalog(dir: Option<&Path>) -> anyhow::Result<Catalog> {
+    let mut catalog = Catalog::builtin()?;
+    if let Some(dir) = dir {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading workflow directory {}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            catalog.add(Workflow::from_yaml(&file.display().to_string(), &text)?)?;
+        }
+    }
+    Ok(catalog)
+}
+
+/// Checks what can be checked without an object: every task type is registered.
+pub fn validate_catalog(catalog: &Catalog, registry: &Registry) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    for w in catalog.iter() {
+        let def = w.definition();
+        for t in def.spec.tasks.iter().chain(&def.spec.finally) {
+            if registry.get(&t.task_type).is_none() {
+                problems.push(format!(
+                    "{}: workflow `{}`: tasks[{}].type: unknown task type `{}` (known: {})",
+                    def.source,
+                    def.name,
+                    t.name,
+                    t.task_type,
+                    registry.task_types().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", problems.join("\n"))
+    }
+}
+
+/// `workflow list|validate`.
+pub fn workflow(cmd: WorkflowCommand) -> anyhow::Result<()> {
+    let registry = sei_tasks::catalog::registry();
+    match cmd {
+        WorkflowCommand::List { dir } => {
+            let catalog = load_catalog(dir.as_deref())?;
+            validate_catalog(&catalog, &registry)?;
+            for w in catalog.iter() {
+                let def = w.definition();
+                println!(
+                    "{:<20} target={:<18} tasks={:<3} trigger={}",
+                    def.name,
+                    def.spec.target,
+                    def.spec.tasks.len() + def.spec.finally.len(),
+                    def.spec
+                        .trigger
+                        .as_deref()
+                        .unwrap_or("(none: run by name)")
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            Ok(())
+        }
+        WorkflowCommand::Validate { files } => {
+            let mut failed = false;
+            for file in files {
+                let result = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))
+                    .and_then(|text| Ok(Workflow::from_yaml(&file.display().to_string(), &text)?))
+                    .and_then(|w| {
+                        let mut c = Catalog::default();
+                        c.add(w)?;
+                        validate_catalog(&c, &registry)
+                    });
+                match result {
+                    Ok(()) => println!("{}: ok", file.display()),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("{e:#}");
+                    }
+                }
+            }
+            if failed {
+                bail!("some workflow files are invalid")
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn client(args: &RunArgs) -> anyhow::Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::incluster().context("no --kubeconfig and not running in a cluster")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in ["seinodes.sei.io", "seinodedeployments.sei.io"] {
+        if api.get_opt(name).await.context("checking the CRDs")?.is_none() {
+            bail!("CRD {name} is not installed: kubectl apply -f crds/generated/");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
+/// `run`: the controllers, behind leader election, until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let log_format = match args.log_format.as_str() {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => bail!("--log-format must be text or json, not {other:?}"),
+    };
+    let _telemetry = sei_observability::init(&TelemetryConfig {
+        service_name: "sei-operator".into(),
+        otlp_endpoint: args.otlp_endpoint.clone(),
+        log_format,
+        filter: args.log.clone(),
+    })?;
+    let platform = match PlatformConfig::from_env() {
+        Ok(p) => Arc::new(p),
+        Err(errors) => bail!("invalid platform configuration:\n{errors}"),
+    };
+    let registry = sei_tasks::catalog::registry();
+    let catalog = load_catalog(args.workflows_dir.as_deref())?;
+    validate_catalog(&catalog, &registry)?;
+    let client = client(&args).await?;
+    check_crds(&client).await?;
+    let sidecar = sei_tasks::sidecar::Client::new(platform.sidecar_client_config())?;
+
+    let metrics = Arc::new(Metrics::default());
+    let ready = Readiness::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = {
+        let rx = stop_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+    tokio::spawn(crate::http::serve(
+        args.http_addr,
+        Arc::clone(&metrics),
+        ready.clone(),
+        stopped(),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("Shutting down: finishing in-flight reconciles");
+        let _ = stop_tx.send(true);
+    });
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let lease_ns = args
+        .lease_namespace
+        .clone()
+        .or_else(|| args.namespace.clone())
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let elector = Elector::new(
+        client.clone(),
+        &lease_ns,
+        &args.lease_name,
+        &identity,
+        args.lease_duration,
+    );
+    ready.set(true);
+    if args.leader_elect {
+        tracing::info!(identity = %elector.identity(), lease = %args.lease_name, namespace = %lease_ns, "Waiting for leadership");
+        loop {
+            if *stop_rx.borrow() {
+                return Ok(());
+            }
+            match elector.try_acquire_or_renew().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "Lease check failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(elector.renew) => {}
+                () = stopped() => return Ok(()),
+            }
+        }
+        tracing::info!(identity = %elector.identity(), "Became the leader");
+        // Renew in the background; losing the lease stops the controllers (a standby has taken over).
+        let renewing = elector.clone();
+        let stop = stop_rx.clone();
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let lost_tx = Arc::clone(&lost);
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                tokio::time::sleep(renewing.renew).await;
+                if *stop.borrow() {
+                    return;
+                }
+                match renewing.try_acquire_or_renew().await {
+                    Ok(true) => failures = 0,
+                    Ok(false) => {
+                        tracing::error!("Lost the lease to another replica; stopping");
+                        lost_tx.notify_one();
+                        return;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            failures,
+                            "Renewing the lease failed"
+                        );
+                        if renewing.renew * (failures + 1) >= renewing.duration {
+                            lost_tx.notify_one();
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let result = controllers(
+            &args,
+            client.clone(),
+            platform,
+            sidecar,
+            registry,
+            catalog,
+            metrics,
+            {
+                let stopped = stopped();
+                async move {
+                    tokio::select! {
+                        () = stopped => {}
+                        () = lost.notified() => {}
+                    }
+                }
+            },
+        )
+        .await;
+        elector.release().await;
+        result
+    } else {
+        controllers(
+            &args,
+            client,
+            platform,
+            sidecar,
+            registry,
+            catalog,
+            metrics,
+            stopped(),
+        )
+        .await
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the wiring of `run`, called twice
+async fn controllers(
+    args: &RunArgs,
+    client: kube::Client,
+    platform: Arc<PlatformConfig>,
+    sidecar: sei_tasks::sidecar::Client,
+    registry: Registry,
+    catalog: Catalog,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let reporter = Reporter {
+        controller: "sei-operator".into(),
+        instance: args.identity.clone(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        tasks: TaskContext {
+            client: client.clone(),
+            sidecar,
+            platform: Arc::clone(&platform),
+        },
+        registry,
+        catalog,
+        platform,
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+    });
+    let (nodes, sts, svc, pvc) = match &args.namespace {
+        Some(ns) => (
+            Api::<SeiNode>::namespaced(client.clone(), ns),
+            Api::<StatefulSet>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    let wc = watcher::Config::default();
+    tracing::info!(
+        namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        "Starting the SeiNode controller"
+    );
+    Controller::new(nodes, wc.clone())
+        .owns(sts, wc.clone())
+        .owns(svc, wc.clone())
+        .owns(pvc, wc)
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(crate::node::reconcile, crate::node::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
+            }
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    tracing::info!("Controllers stopped");
+    Ok(())
+}
