@@ -313,6 +313,9 @@ stop_one() {
 cmd_down() {
   local i
   [ -d "$D" ] || { log "no cluster state at $D"; return 0; }
+  # Started by the demo (hack/demo.sh), if it ran.
+  stop_one sei-operator
+  stop_one sidecar-sim
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     stop_one "${COMPONENTS[$i]}"
   done

@@ -89,14 +89,7 @@ fn crd() -> Result<(), String> {
 }
 
 fn demo() -> Result<(), String> {
-    cluster(&["up".to_owned()])?;
-    let env = root().join(".cluster").join("env");
-    println!(
-        "\nThe local cluster is up.\n\n  source {env}\n  kubectl get nodes\n  curl -s $JAEGER_QUERY_URL/api/services\n\n\
-         Stop it with: cargo xtask cluster down",
-        env = env.display()
-    );
-    Ok(())
+    run(&mut Command::new(root().join("hack").join("demo.sh")))
 }
 
 fn main() -> ExitCode {
