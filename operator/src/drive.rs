@@ -142,7 +142,9 @@ pub async fn drive(
 ) -> Driven {
     let mut driven = Driven::default();
     let mut observations: Vec<Observation> = Vec::new();
-    // Attempts already started or polled in this reconcile: polling them again right away learns nothing.
+    // Attempts already polled in this reconcile: polling them again right away learns nothing. An attempt
+    // started in this reconcile is polled once right after (a fast task then finishes within the same
+    // reconcile, saving a status write and a requeue per task).
     let mut touched: HashSet<(String, u32)> = HashSet::new();
     for _ in 0..MAX_ROUNDS {
         let effects = sei_engine::advance(plan, &observations, now());
@@ -151,7 +153,6 @@ pub async fn drive(
         for effect in effects {
             match effect {
                 Effect::StartTask { task, params, .. } => {
-                    touched.insert((task.task.clone(), task.attempt));
                     driven.started.push(task.clone());
                     calls.push(Call::Start(task, params));
                 }

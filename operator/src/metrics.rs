@@ -20,6 +20,7 @@ struct Inner {
     task_starts: BTreeMap<(String, String), u64>,
     task_retries: BTreeMap<(String, String), u64>,
     status_writes: BTreeMap<String, u64>,
+    api_requests: BTreeMap<&'static str, u64>,
     reconcile_errors: BTreeMap<String, u64>,
 }
 
@@ -67,6 +68,11 @@ impl Metrics {
     /// A status write was sent.
     pub fn status_write(&self, kind: &str) {
         self.with(|m| *m.status_writes.entry(kind.to_owned()).or_default() += 1);
+    }
+
+    /// A request to the API server was sent (counted by a client layer).
+    pub fn api_request(&self, verb: &'static str) {
+        self.with(|m| *m.api_requests.entry(verb).or_default() += 1);
     }
 
     /// A reconcile failed.
@@ -146,6 +152,37 @@ impl Metrics {
         for (c, n) in &m.reconcile_errors {
             let _ = writeln!(out, "sei_reconcile_errors_total{{class=\"{c}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP sei_kube_requests_total Requests sent to the API server, by verb.\n# TYPE sei_kube_requests_total counter"
+        );
+        for (v, n) in &m.api_requests {
+            let _ = writeln!(out, "sei_kube_requests_total{{verb=\"{v}\"}} {n}");
+        }
         out
+    }
+}
+
+/// The Kubernetes verb of a request: method, plus `watch`/`list`/`get` told apart by the query and path.
+#[must_use]
+pub fn verb<B>(req: &http::Request<B>) -> &'static str {
+    let query = req.uri().query().unwrap_or_default();
+    match *req.method() {
+        http::Method::GET if query.contains("watch=true") || query.contains("watch=1") => "watch",
+        http::Method::GET => {
+            // A collection path ends with the plural resource name; an object path has a name after it.
+            // Heuristic: list calls carry a query (limit, labelSelector, resourceVersion) or end in a plural.
+            if query.contains("labelSelector") || query.contains("limit=") || query.contains("fieldSelector")
+            {
+                "list"
+            } else {
+                "get"
+            }
+        }
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
     }
 }

@@ -124,7 +124,7 @@ pub fn workflow(cmd: WorkflowCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn client(args: &RunArgs) -> anyhow::Result<kube::Client> {
+async fn client(args: &RunArgs, metrics: &Arc<Metrics>) -> anyhow::Result<kube::Client> {
     let config = match &args.kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
@@ -133,7 +133,14 @@ async fn client(args: &RunArgs) -> anyhow::Result<kube::Client> {
         }
         None => kube::Config::incluster().context("no --kubeconfig and not running in a cluster")?,
     };
-    Ok(kube::Client::try_from(config)?)
+    let counted = Arc::clone(metrics);
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        counted.api_request(crate::metrics::verb(&req));
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&layer)
+        .build())
 }
 
 async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
@@ -181,11 +188,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let registry = sei_tasks::catalog::registry();
     let catalog = load_catalog(args.workflows_dir.as_deref())?;
     validate_catalog(&catalog, &registry)?;
-    let client = client(&args).await?;
+    let metrics = Arc::new(Metrics::default());
+    let client = client(&args, &metrics).await?;
     check_crds(&client).await?;
     let sidecar = sei_tasks::sidecar::Client::new(platform.sidecar_client_config())?;
 
-    let metrics = Arc::new(Metrics::default());
     let ready = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = {

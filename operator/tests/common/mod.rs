@@ -199,3 +199,233 @@ pub(crate) async fn setup(prefix: &str) -> Option<TestNamespace> {
         .expect("installing the CRDs");
     Some(ns)
 }
+
+// ---- Helpers shared by the fault, lifecycle and leader-election tests ----
+
+/// A SeiNode named `name` with `spec` (JSON, as in a manifest).
+pub(crate) fn seinode(name: &str, spec: serde_json::Value) -> sei_crds::SeiNode {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "sei.io/v1alpha1",
+        "kind": "SeiNode",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// A full node on chain `atlantic-2` running `image`.
+pub(crate) fn full_node_spec(image: &str) -> serde_json::Value {
+    serde_json::json!({"chainId": "atlantic-2", "image": image, "fullNode": {}})
+}
+
+/// The node's phase (`""` when unset).
+pub(crate) fn phase(node: &sei_crds::SeiNode) -> &'static str {
+    node.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map_or("", |p| p.as_str())
+}
+
+/// A wait condition: the node's phase is `want`.
+pub(crate) fn in_phase(want: &'static str) -> impl Fn(Option<&sei_crds::SeiNode>) -> bool {
+    move |n: Option<&sei_crds::SeiNode>| n.is_some_and(|n| phase(n) == want)
+}
+
+/// The node's status as JSON (`null` when absent), for JSON-pointer checks on the journal.
+pub(crate) fn status_json(node: &sei_crds::SeiNode) -> serde_json::Value {
+    serde_json::to_value(&node.status).unwrap()
+}
+
+/// The journal entry (`status.plan.tasks[]`) of task `task` in the node's active plan, if any.
+pub(crate) fn plan_task(node: &sei_crds::SeiNode, task: &str) -> Option<serde_json::Value> {
+    status_json(node)
+        .pointer("/plan/tasks")?
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == task)
+        .cloned()
+}
+
+/// Polls `probe` every 200 ms until it gives `Some`, failing with `what` after `timeout`.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the object `name` no longer exists.
+pub(crate) async fn wait_gone<K>(api: &kube::Api<K>, name: &str, timeout: Duration)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    eventually(&format!("{name} to be deleted"), timeout, || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
+/// Every state of one object seen by a watch, from the moment this is created until it is dropped.
+pub(crate) struct Recorder<K> {
+    states: std::sync::Arc<std::sync::Mutex<Vec<K>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<K> Recorder<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    /// Starts watching the object `name` (which may not exist yet) and waits until the watch is established.
+    pub(crate) async fn start(api: kube::Api<K>, name: &str) -> Self {
+        use futures::StreamExt as _;
+        let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let config = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let sink = std::sync::Arc::clone(&states);
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut stream = kube::runtime::watcher(api, config).boxed();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(
+                        kube::runtime::watcher::Event::Apply(obj)
+                        | kube::runtime::watcher::Event::InitApply(obj),
+                    ) => {
+                        sink.lock().unwrap().push(obj);
+                    }
+                    Ok(kube::runtime::watcher::Event::InitDone) => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("recorder watch error: {e}"),
+                }
+            }
+        });
+        ready_rx.await.unwrap();
+        Self { states, task }
+    }
+
+    /// What was seen so far, oldest first.
+    pub(crate) fn states(&self) -> Vec<K> {
+        self.states.lock().unwrap().clone()
+    }
+}
+
+impl<K> Drop for Recorder<K> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Operator {
+    /// Waits until the operator's log contains `needle`.
+    pub(crate) async fn wait_log(&self, needle: &str, timeout: Duration) {
+        eventually(
+            &format!("{needle:?} in {}", self.log.display()),
+            timeout,
+            || async { self.log().contains(needle).then_some(()) },
+        )
+        .await;
+    }
+
+    /// The sum of the samples of metric `name` whose labels contain `labels` (e.g. `kind="SeiNode"`); 0 when
+    /// absent. Retries while the HTTP server is not up yet.
+    pub(crate) async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = eventually("the operator's /metrics", Duration::from_secs(30), || async {
+            reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        })
+        .await;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(series, _)| {
+                series
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+                    && series.contains(labels)
+            })
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// `sei_status_writes_total{kind="SeiNode"}`.
+    pub(crate) async fn node_status_writes(&self) -> u64 {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a small counter
+        let n = self.metric("sei_status_writes_total", "kind=\"SeiNode\"").await as u64;
+        n
+    }
+
+    /// True while the process has not exited.
+    pub(crate) fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Sim {
+    /// The tasks the simulator holds for one node (newest first), each with `executions`.
+    pub(crate) async fn node_tasks(&self, ns: &str, name: &str) -> Vec<serde_json::Value> {
+        self.node(ns, name).await["tasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The node's tasks of one type, oldest first.
+    pub(crate) async fn tasks_of_type(
+        &self,
+        ns: &str,
+        name: &str,
+        task_type: &str,
+    ) -> Vec<serde_json::Value> {
+        let mut tasks: Vec<_> = self
+            .node_tasks(ns, name)
+            .await
+            .into_iter()
+            .filter(|t| t["type"] == task_type)
+            .collect();
+        tasks.reverse();
+        tasks
+    }
+}
+
+/// A small deterministic PRNG (xorshift64*), so that "random" delays are the same on every run.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn seeded(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub(crate) fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+}
