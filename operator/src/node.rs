@@ -448,6 +448,8 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         }
         if status.phase != before.phase
             && let Some(phase) = status.phase
+            // A plan event of this reconcile already tells the phase change (one Event write per transition).
+            && events.is_empty()
         {
             events.push((
                 EventType::Normal,
