@@ -45,7 +45,12 @@ pub struct Location {
 
 impl Location {
     pub(crate) fn workflow(workflow: &str, source: &str, field: &str) -> Self {
-        Self { workflow: workflow.to_owned(), source: source.to_owned(), task: None, field: field.to_owned() }
+        Self {
+            workflow: workflow.to_owned(),
+            source: source.to_owned(),
+            task: None,
+            field: field.to_owned(),
+        }
     }
 }
 
@@ -65,8 +70,13 @@ impl fmt::Display for Location {
     }
 }
 
-/// Why a definition could not be parsed or compiled.
+/// Why a definition could not be parsed or compiled. Every variant carries `at`, the
+/// [`Location`] (workflow, source, task, field), and the offending value or a message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[allow(
+    missing_docs,
+    reason = "fields are `at` plus the offending value, described on each variant"
+)]
 pub enum Error {
     /// The YAML is malformed or does not match the definition model.
     #[error("{at}: failed to parse workflow definition: {message}")]
@@ -96,13 +106,22 @@ pub enum Error {
     UnknownTaskType { at: Box<Location>, task_type: String },
     /// Params fail the task type's schema at `pointer`.
     #[error("{at}: params do not match the schema of `{task_type}` at `{pointer}`: {message}")]
-    InvalidParams { at: Box<Location>, task_type: String, pointer: String, message: String },
+    InvalidParams {
+        at: Box<Location>,
+        task_type: String,
+        pointer: String,
+        message: String,
+    },
     /// A `${ … }` reference is malformed, unknown or not allowed where it is used.
     #[error("{at}: {message}")]
     InvalidReference { at: Box<Location>, message: String },
     /// A duration is not humantime text, or is zero where that makes no sense.
     #[error("{at}: invalid duration `{value}`: {message}")]
-    InvalidDuration { at: Box<Location>, value: String, message: String },
+    InvalidDuration {
+        at: Box<Location>,
+        value: String,
+        message: String,
+    },
     /// A number is out of range (`maxParallel`, retry settings).
     #[error("{at}: {message}")]
     InvalidValue { at: Box<Location>, message: String },
@@ -152,7 +171,13 @@ pub struct Inputs {
 impl Inputs {
     /// Inputs with no params, guards or trace context.
     pub fn new(plan_id: Uuid, now: Timestamp) -> Self {
-        Self { plan_id, now, params: Map::new(), when: BTreeMap::new(), traceparent: None }
+        Self {
+            plan_id,
+            now,
+            params: Map::new(),
+            when: BTreeMap::new(),
+            traceparent: None,
+        }
     }
 
     /// Adds a resolved workflow param.
@@ -189,20 +214,31 @@ pub fn compile(
     inputs: &Inputs,
     registry: &(impl TaskTypeRegistry + ?Sized),
 ) -> Result<Plan> {
-    let cx = Cx { def: definition, inputs };
+    let cx = Cx {
+        def: definition,
+        inputs,
+    };
     let spec = &definition.spec;
     if spec.tasks.is_empty() {
-        return Err(Error::EmptyWorkflow { at: cx.at(None, "tasks") });
+        return Err(Error::EmptyWorkflow {
+            at: cx.at(None, "tasks"),
+        });
     }
     for param in spec.params.keys() {
         if !inputs.params.contains_key(param) {
-            return Err(Error::MissingParam { at: cx.at(None, &format!("params.{param}")), param: param.clone() });
+            return Err(Error::MissingParam {
+                at: cx.at(None, &format!("params.{param}")),
+                param: param.clone(),
+            });
         }
     }
     let deadline = cx.duration(None, "deadline", spec.deadline.as_deref())?;
     let poll_interval = cx.duration(None, "pollInterval", spec.poll_interval.as_deref())?;
     if spec.max_parallel == Some(0) {
-        return Err(Error::InvalidValue { at: cx.at(None, "maxParallel"), message: "must be at least 1".into() });
+        return Err(Error::InvalidValue {
+            at: cx.at(None, "maxParallel"),
+            message: "must be at least 1".into(),
+        });
     }
     cx.check_names()?;
     cx.check_guards()?;
@@ -239,11 +275,17 @@ struct Cx<'a> {
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=100).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl Cx<'_> {
-    #[allow(clippy::unnecessary_box_returns, reason = "every error variant boxes its location to stay small")]
+    #[allow(
+        clippy::unnecessary_box_returns,
+        reason = "every error variant boxes its location to stay small"
+    )]
     fn at(&self, task: Option<&str>, field: &str) -> Box<Location> {
         Box::new(Location {
             workflow: self.def.name.clone(),
@@ -256,7 +298,11 @@ impl Cx<'_> {
     /// Parses an optional humantime duration; zero is rejected.
     fn duration(&self, task: Option<&str>, field: &str, text: Option<&str>) -> Result<Option<Duration>> {
         let Some(text) = text else { return Ok(None) };
-        let invalid = |message: String| Error::InvalidDuration { at: self.at(task, field), value: text.to_owned(), message };
+        let invalid = |message: String| Error::InvalidDuration {
+            at: self.at(task, field),
+            value: text.to_owned(),
+            message,
+        };
         let duration = Duration::parse(text).map_err(|e| invalid(e.to_string()))?;
         if duration.is_zero() {
             return Err(invalid("must be greater than zero".into()));
@@ -268,10 +314,16 @@ impl Cx<'_> {
         let mut seen = HashSet::new();
         for task in self.def.spec.tasks.iter().chain(&self.def.spec.finally) {
             if !valid_name(&task.name) {
-                return Err(Error::InvalidName { at: self.at(Some(&task.name), "name"), name: task.name.clone() });
+                return Err(Error::InvalidName {
+                    at: self.at(Some(&task.name), "name"),
+                    name: task.name.clone(),
+                });
             }
             if !seen.insert(task.name.as_str()) {
-                return Err(Error::DuplicateTask { at: self.at(Some(&task.name), "name"), name: task.name.clone() });
+                return Err(Error::DuplicateTask {
+                    at: self.at(Some(&task.name), "name"),
+                    name: task.name.clone(),
+                });
             }
         }
         Ok(())
@@ -281,9 +333,15 @@ impl Cx<'_> {
         let spec = &self.def.spec;
         for key in self.inputs.when.keys() {
             let (name, _) = split_run_name(key);
-            let guarded = spec.tasks.iter().chain(&spec.finally).any(|t| t.name == name && t.when.is_some());
+            let guarded = spec
+                .tasks
+                .iter()
+                .chain(&spec.finally)
+                .any(|t| t.name == name && t.when.is_some());
             if !guarded {
-                return Err(Error::UnexpectedGuard { at: self.at(Some(key), "when") });
+                return Err(Error::UnexpectedGuard {
+                    at: self.at(Some(key), "when"),
+                });
             }
         }
         Ok(())
@@ -296,7 +354,11 @@ impl Cx<'_> {
         outer: Option<&[TaskSpec]>,
         registry: &(impl TaskTypeRegistry + ?Sized),
     ) -> Result<Vec<PlannedTask>> {
-        let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
         let mut deps = Vec::with_capacity(tasks.len());
         for task in tasks {
             let mut own = Vec::with_capacity(task.depends_on.len());
@@ -322,10 +384,21 @@ impl Cx<'_> {
         }
         if let Some(cycle) = find_cycle(&deps) {
             let names: Vec<String> = cycle.iter().map(|&i| tasks[i].name.clone()).collect();
-            return Err(Error::Cycle { at: self.at(Some(&names[0]), "dependsOn"), cycle: names });
+            return Err(Error::Cycle {
+                at: self.at(Some(&names[0]), "dependsOn"),
+                cycle: names,
+            });
         }
-        let graph = Graph { tasks, index: &index, deps: &deps };
-        tasks.iter().enumerate().map(|(i, task)| self.task(&graph, i, task, registry)).collect()
+        let graph = Graph {
+            tasks,
+            index: &index,
+            deps: &deps,
+        };
+        tasks
+            .iter()
+            .enumerate()
+            .map(|(i, task)| self.task(&graph, i, task, registry))
+            .collect()
     }
 
     fn task(
@@ -336,10 +409,12 @@ impl Cx<'_> {
         registry: &(impl TaskTypeRegistry + ?Sized),
     ) -> Result<PlannedTask> {
         let name = task.name.as_str();
-        let schema = registry.params_schema(&task.task_type).ok_or_else(|| Error::UnknownTaskType {
-            at: self.at(Some(name), "type"),
-            task_type: task.task_type.clone(),
-        })?;
+        let schema = registry
+            .params_schema(&task.task_type)
+            .ok_or_else(|| Error::UnknownTaskType {
+                at: self.at(Some(name), "type"),
+                task_type: task.task_type.clone(),
+            })?;
         let items = self.items(task)?;
         let timeout = self.duration(Some(name), "timeout", task.timeout.as_deref())?;
         let retry = self.retry(name, task.retry.as_ref())?;
@@ -347,7 +422,10 @@ impl Cx<'_> {
         let mut params = Value::Object(task.params.clone());
         let mut resolve = |reference: &Ref<'_>| self.resolve_compile_time(graph, position, task, reference);
         rewrite(&mut params, &mut String::new(), &mut resolve).map_err(|(pointer, message)| {
-            Error::InvalidReference { at: self.at(Some(name), &format!("params{pointer}")), message }
+            Error::InvalidReference {
+                at: self.at(Some(name), &format!("params{pointer}")),
+                message,
+            }
         })?;
         let target = match &task.target {
             Some(template) => {
@@ -357,7 +435,10 @@ impl Cx<'_> {
                     other => self.resolve_compile_time(graph, position, task, other),
                 };
                 rewrite(&mut value, &mut String::new(), &mut resolve).map_err(|(_, message)| {
-                    Error::InvalidReference { at: self.at(Some(name), "target"), message }
+                    Error::InvalidReference {
+                        at: self.at(Some(name), "target"),
+                        message,
+                    }
                 })?;
                 match value {
                     Value::String(s) => Some(s),
@@ -367,7 +448,10 @@ impl Cx<'_> {
             None => None,
         };
         schema::validate(schema, &params).map_err(|v| Error::InvalidParams {
-            at: self.at(Some(name), &format!("params{}", if v.pointer == "/" { "" } else { &v.pointer })),
+            at: self.at(
+                Some(name),
+                &format!("params{}", if v.pointer == "/" { "" } else { &v.pointer }),
+            ),
             task_type: task.task_type.clone(),
             pointer: v.pointer,
             message: v.message,
@@ -385,8 +469,11 @@ impl Cx<'_> {
             task_type: task.task_type.clone(),
             for_each: task.for_each.clone(),
             target,
-            depends_on: graph.deps[position].iter().map(|&i| graph.tasks[i].name.clone()).collect(),
-            params,
+            depends_on: graph.deps[position]
+                .iter()
+                .map(|&i| graph.tasks[i].name.clone())
+                .collect(),
+            params: std::sync::Arc::new(params),
             retry,
             timeout,
             runs,
@@ -395,24 +482,37 @@ impl Cx<'_> {
 
     /// The items of a `forEach` task, as strings.
     fn items(&self, task: &TaskSpec) -> Result<Option<Vec<String>>> {
-        let Some(param) = &task.for_each else { return Ok(None) };
-        let invalid = |message: String| Error::InvalidForEach { at: self.at(Some(&task.name), "forEach"), message };
+        let Some(param) = &task.for_each else {
+            return Ok(None);
+        };
+        let invalid = |message: String| Error::InvalidForEach {
+            at: self.at(Some(&task.name), "forEach"),
+            message,
+        };
         let value = self
             .inputs
             .params
             .get(param)
             .ok_or_else(|| invalid(format!("workflow param `{param}` has no resolved value")))?;
-        let list = value.as_array().ok_or_else(|| invalid(format!("workflow param `{param}` is not a list")))?;
+        let list = value
+            .as_array()
+            .ok_or_else(|| invalid(format!("workflow param `{param}` is not a list")))?;
         let mut items = Vec::with_capacity(list.len());
         let mut seen = HashSet::with_capacity(list.len());
         for value in list {
             let item = match value {
                 Value::String(s) => s.clone(),
                 Value::Number(_) | Value::Bool(_) => value.to_string(),
-                other => return Err(invalid(format!("item {other} of `{param}` is not a string, number or boolean"))),
+                other => {
+                    return Err(invalid(format!(
+                        "item {other} of `{param}` is not a string, number or boolean"
+                    )));
+                }
             };
             if item.is_empty() || item.len() > 253 || item.contains(['[', ']']) || item.contains("${") {
-                return Err(invalid(format!("item `{item}` of `{param}` is empty, too long or contains `[`, `]` or `${{`")));
+                return Err(invalid(format!(
+                    "item `{item}` of `{param}` is empty, too long or contains `[`, `]` or `${{`"
+                )));
             }
             if !seen.insert(item.clone()) {
                 return Err(invalid(format!("item `{item}` of `{param}` is repeated")));
@@ -423,7 +523,10 @@ impl Cx<'_> {
     }
 
     fn initial_run(&self, task: &TaskSpec, item: Option<String>) -> Result<TaskRun> {
-        let mut run = TaskRun { item, ..TaskRun::default() };
+        let mut run = TaskRun {
+            item,
+            ..TaskRun::default()
+        };
         if task.when.is_some() {
             let run_name = match &run.item {
                 Some(item) => format!("{}[{item}]", task.name),
@@ -434,7 +537,9 @@ impl Cx<'_> {
                 .when
                 .get(&run_name)
                 .or_else(|| self.inputs.when.get(&task.name))
-                .ok_or_else(|| Error::MissingGuard { at: self.at(Some(&run_name), "when") })?;
+                .ok_or_else(|| Error::MissingGuard {
+                    at: self.at(Some(&run_name), "when"),
+                })?;
             if let Guard::Skip(reason) = guard {
                 run.skip = true;
                 run.reason = Some(truncate(format!("when: {reason}"), MAX_ERROR_MESSAGE_BYTES));
@@ -445,7 +550,10 @@ impl Cx<'_> {
 
     fn retry(&self, task: &str, spec: Option<&RetrySpec>) -> Result<Option<RetryPolicy>> {
         let Some(spec) = spec else { return Ok(None) };
-        let invalid = |field: &str, message: &str| Error::InvalidValue { at: self.at(Some(task), field), message: message.into() };
+        let invalid = |field: &str, message: &str| Error::InvalidValue {
+            at: self.at(Some(task), field),
+            message: message.into(),
+        };
         let mut policy = RetryPolicy::default();
         if let Some(max_attempts) = spec.max_attempts {
             if max_attempts == 0 {
@@ -454,7 +562,9 @@ impl Cx<'_> {
             policy.max_attempts = max_attempts;
         }
         if let Some(backoff) = &spec.backoff {
-            if let Some(initial) = self.duration(Some(task), "retry.backoff.initial", backoff.initial.as_deref())? {
+            if let Some(initial) =
+                self.duration(Some(task), "retry.backoff.initial", backoff.initial.as_deref())?
+            {
                 policy.initial = initial;
             }
             if let Some(max) = self.duration(Some(task), "retry.backoff.max", backoff.max.as_deref())? {
@@ -462,12 +572,18 @@ impl Cx<'_> {
             }
             if let Some(factor) = backoff.factor {
                 if !factor.is_finite() || factor < 1.0 {
-                    return Err(invalid("retry.backoff.factor", "must be a finite number of at least 1"));
+                    return Err(invalid(
+                        "retry.backoff.factor",
+                        "must be a finite number of at least 1",
+                    ));
                 }
                 policy.factor = factor;
             }
             if policy.initial > policy.max {
-                return Err(invalid("retry.backoff.initial", "is longer than retry.backoff.max"));
+                return Err(invalid(
+                    "retry.backoff.initial",
+                    "is longer than retry.backoff.max",
+                ));
             }
         }
         if let Some(jitter) = spec.jitter {
@@ -497,19 +613,32 @@ impl Cx<'_> {
     ) -> std::result::Result<Option<Value>, String> {
         match reference {
             Ref::Param { name, path } => {
-                let root = self.inputs.params.get(*name).ok_or_else(|| format!("unknown workflow param `{name}`"))?;
+                let root = self
+                    .inputs
+                    .params
+                    .get(*name)
+                    .ok_or_else(|| format!("unknown workflow param `{name}`"))?;
                 let value = lookup(root, path)
                     .ok_or_else(|| format!("workflow param `{name}` has no field `{}`", path.join(".")))?;
                 if contains_reference(value) {
-                    return Err(format!("the value of workflow param `{name}` contains `${{`, which is reserved"));
+                    return Err(format!(
+                        "the value of workflow param `{name}` contains `${{`, which is reserved"
+                    ));
                 }
                 Ok(Some(value.clone()))
             }
             Ref::Item if task.for_each.is_some() => Ok(None),
             Ref::Item => Err("`${ item }` is only available in a task with `forEach`".into()),
-            Ref::Output { task: upstream, all, key, .. } => {
+            Ref::Output {
+                task: upstream,
+                all,
+                key,
+                ..
+            } => {
                 let Some(&up) = graph.index.get(upstream) else {
-                    return Err(format!("`tasks.{upstream}.outputs.{key}` names no task of this stage"));
+                    return Err(format!(
+                        "`tasks.{upstream}.outputs.{key}` names no task of this stage"
+                    ));
                 };
                 if !graph.is_upstream(position, up) {
                     return Err(format!(
@@ -517,7 +646,9 @@ impl Cx<'_> {
                     ));
                 }
                 match (&graph.tasks[up].for_each, *all) {
-                    (None, true) => Err(format!("`tasks.{upstream}[*]` needs `{upstream}` to have `forEach`")),
+                    (None, true) => Err(format!(
+                        "`tasks.{upstream}[*]` needs `{upstream}` to have `forEach`"
+                    )),
                     (Some(list), false) if task.for_each.as_ref() != Some(list) => Err(format!(
                         "task `{upstream}` runs once per item of `{list}`: use `tasks.{upstream}[*].outputs.{key}` \
                          for the list of outputs, or give this task `forEach: {list}`"

@@ -171,7 +171,8 @@ impl WorkflowDefinition {
         let serde_yaml::Value::Mapping(mut map) = document else {
             return Err(parse_error("", "a workflow definition must be a mapping".into()));
         };
-        let name_of = |value: Option<&serde_yaml::Value>| value.and_then(serde_yaml::Value::as_str).map(str::to_owned);
+        let name_of =
+            |value: Option<&serde_yaml::Value>| value.and_then(serde_yaml::Value::as_str).map(str::to_owned);
         let (name, body) = if let Some(spec) = map.remove("spec") {
             let metadata = map.get("metadata");
             let name = name_of(metadata.and_then(|m| m.get("name")))
@@ -187,13 +188,22 @@ impl WorkflowDefinition {
                 .ok_or_else(|| parse_error("", "`name` is missing (or use metadata.name + spec)".into()))?;
             (name, serde_yaml::Value::Mapping(map))
         };
-        let spec: WorkflowSpec = serde_yaml::from_value(body).map_err(|e| parse_error(&name, e.to_string()))?;
-        Ok(Self { name, source: source_name.to_owned(), spec })
+        let spec: WorkflowSpec =
+            serde_yaml::from_value(body).map_err(|e| parse_error(&name, e.to_string()))?;
+        Ok(Self {
+            name,
+            source: source_name.to_owned(),
+            spec,
+        })
     }
 
     /// A definition built in code (tests, generated workflows).
     pub fn new(name: impl Into<String>, spec: WorkflowSpec) -> Self {
-        Self { name: name.into(), source: String::new(), spec }
+        Self {
+            name: name.into(),
+            source: String::new(),
+            spec,
+        }
     }
 
     /// `sha256:<hex>` over the canonical JSON of `{name, spec}` (object keys sorted, no
@@ -295,22 +305,33 @@ onSuccess: {conditions: [{type: NodeUpdateInProgress, status: "False"}]}
 
     #[test]
     fn unknown_fields_and_missing_names_are_parse_errors_naming_the_file() {
-        let err = WorkflowDefinition::from_yaml("x.yaml", "name: x\ntasks: [{name: a, type: t, dependson: []}]")
+        let err =
+            WorkflowDefinition::from_yaml("x.yaml", "name: x\ntasks: [{name: a, type: t, dependson: []}]")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("x.yaml") && err.contains("dependson"), "{err}");
+        let err = WorkflowDefinition::from_yaml("y.yaml", "tasks: []")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("x.yaml") && err.contains("dependson"), "{err}");
-        let err = WorkflowDefinition::from_yaml("y.yaml", "tasks: []").unwrap_err().to_string();
         assert!(err.contains("y.yaml") && err.contains("name"), "{err}");
         assert!(WorkflowDefinition::from_yaml("z.yaml", "- a").is_err());
     }
 
     #[test]
     fn the_digest_ignores_formatting_and_key_order() {
-        let a = WorkflowDefinition::from_yaml("a", "name: w\ntasks: [{name: a, type: t, params: {x: 1, y: 2}}]").unwrap();
-        let b = WorkflowDefinition::from_yaml("b", "tasks:\n- params: {y: 2, x: 1}\n  type: t\n  name: a\nname: w\n").unwrap();
+        let a =
+            WorkflowDefinition::from_yaml("a", "name: w\ntasks: [{name: a, type: t, params: {x: 1, y: 2}}]")
+                .unwrap();
+        let b = WorkflowDefinition::from_yaml(
+            "b",
+            "tasks:\n- params: {y: 2, x: 1}\n  type: t\n  name: a\nname: w\n",
+        )
+        .unwrap();
         assert_eq!(a.digest(), b.digest());
         assert!(a.digest().starts_with("sha256:") && a.digest().len() == 71);
-        let c = WorkflowDefinition::from_yaml("c", "name: w\ntasks: [{name: a, type: t, params: {x: 2, y: 2}}]").unwrap();
+        let c =
+            WorkflowDefinition::from_yaml("c", "name: w\ntasks: [{name: a, type: t, params: {x: 2, y: 2}}]")
+                .unwrap();
         assert_ne!(a.digest(), c.digest());
     }
 }

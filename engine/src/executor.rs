@@ -28,8 +28,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::plan::{
-    ErrorClass, MAX_ERROR_MESSAGE_BYTES, MAX_OUTPUT_BYTES, Plan, PlanPhase, PlannedTask, Stop, StopCause, TaskError,
-    TaskRun, TaskState, idempotency_key, split_run_name, truncate,
+    ErrorClass, MAX_ERROR_MESSAGE_BYTES, MAX_OUTPUT_BYTES, Plan, PlanPhase, PlannedTask, Stop, StopCause,
+    TaskError, TaskRun, TaskState, idempotency_key, split_run_name, truncate,
 };
 use crate::reference::{Ref, has_reference, lookup, rewrite};
 use crate::time::{Duration, Timestamp};
@@ -48,7 +48,11 @@ pub struct Observation {
 impl Observation {
     /// An observation of `event` for run `task`, attempt `attempt`.
     pub fn new(task: impl Into<String>, attempt: u32, event: Event) -> Self {
-        Self { task: task.into(), attempt, event }
+        Self {
+            task: task.into(),
+            attempt,
+            event,
+        }
     }
 
     /// An observation of `event` about the run an effect referred to.
@@ -95,12 +99,19 @@ impl Event {
 /// [`Event`] without its payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
+    /// [`Event::StartAccepted`].
     StartAccepted,
+    /// [`Event::StartRejected`].
     StartRejected,
+    /// [`Event::Running`].
     Running,
+    /// [`Event::Completed`].
     Completed,
+    /// [`Event::Failed`].
     Failed,
+    /// [`Event::NotFound`].
     NotFound,
+    /// [`Event::Cancelled`].
     Cancelled,
 }
 
@@ -123,12 +134,19 @@ impl EventKind {
 /// been acknowledged yet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Lifecycle {
+    /// Journal state Pending, nothing in flight (never started, or waiting for a retry).
     Pending,
+    /// Journal state Pending with `startedAt`: a start was issued, not yet acknowledged.
     Starting,
+    /// Journal state Running.
     Running,
+    /// Journal state Succeeded.
     Succeeded,
+    /// Journal state Failed.
     Failed,
+    /// Journal state Skipped.
     Skipped,
+    /// Journal state Cancelled.
     Cancelled,
 }
 
@@ -222,7 +240,14 @@ pub struct TaskRef {
 pub enum Effect {
     /// Start (submit) an attempt. `params` are fully resolved (items and outputs substituted).
     /// Starting the same key twice must be harmless (the sidecar deduplicates by id).
-    StartTask { task: TaskRef, params: Value, timeout: Option<Duration> },
+    StartTask {
+        /// The attempt to start.
+        task: TaskRef,
+        /// Resolved params, as the task type's params struct expects them.
+        params: Arc<Value>,
+        /// The attempt's timeout, if any (the engine enforces it too).
+        timeout: Option<Duration>,
+    },
     /// Ask for the status of an attempt in flight and report it as an observation.
     PollTask(TaskRef),
     /// Best-effort cancel of an attempt (timeout or deadline); the journal already records the
@@ -230,7 +255,16 @@ pub enum Effect {
     CancelTask(TaskRef),
     /// The plan just finished. `effect` is the definition's `onSuccess` (phase Succeeded) or
     /// `onFailure` (Failed or Cancelled), carried through untouched.
-    PlanFinished { phase: PlanPhase, message: Option<String>, failed_task: Option<String>, effect: Option<Value> },
+    PlanFinished {
+        /// The terminal phase.
+        phase: PlanPhase,
+        /// Why the plan did not succeed (absent on success).
+        message: Option<String>,
+        /// The first run that failed, if any.
+        failed_task: Option<String>,
+        /// `onSuccess` or `onFailure` of the definition, untouched.
+        effect: Option<Value>,
+    },
     /// Call `advance` again no later than this (next poll, retry, timeout or deadline).
     RequeueAt(Timestamp),
 }
@@ -262,11 +296,62 @@ struct Dep {
     paired: bool,
 }
 
+/// Dependencies of every task of a section, flattened: task `t` owns
+/// `deps[offsets[t]..offsets[t + 1]]` (one allocation, scanned in order).
+#[derive(Debug, Default)]
+struct DepTable {
+    offsets: Vec<usize>,
+    deps: Vec<Dep>,
+}
+
+impl DepTable {
+    fn of(&self, task: usize) -> &[Dep] {
+        &self.deps[self.offsets[task]..self.offsets[task + 1]]
+    }
+}
+
 #[derive(Debug)]
 struct Graph {
     shape: [usize; 2],
-    deps: [Vec<Vec<Dep>>; 2],
+    deps: [DepTable; 2],
+    /// Tasks of each section with every task after its dependencies (declaration order
+    /// otherwise), so one pass sees the final state of a task's dependencies.
+    order: [Vec<usize>; 2],
+    /// Tasks of each section that have a timeout (the only ones the timeout check visits).
+    timed: [Vec<usize>; 2],
+    /// Per task of each section: whether its params hold run-time references to resolve.
+    dynamic: [Vec<bool>; 2],
     names: HashMap<String, (usize, usize)>,
+}
+
+/// Depth-first post-order from each task in declaration order: dependencies first. Tolerates a
+/// cycle in a corrupt journal (every task still appears once).
+fn topological_order(table: &DepTable, len: usize) -> Vec<usize> {
+    let mut order = Vec::with_capacity(len);
+    let mut seen = vec![false; len];
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for root in 0..len {
+        if seen[root] {
+            continue;
+        }
+        seen[root] = true;
+        stack.push((root, 0));
+        while let Some(&(task, next)) = stack.last() {
+            if let Some(dep) = table.of(task).get(next) {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                if !seen[dep.task] {
+                    seen[dep.task] = true;
+                    stack.push((dep.task, 0));
+                }
+            } else {
+                order.push(task);
+                stack.pop();
+            }
+        }
+    }
+    order
 }
 
 impl Graph {
@@ -277,32 +362,55 @@ impl Graph {
                 names.insert(task.name.clone(), (s, t));
             }
         }
-        let deps_of = |section: &[PlannedTask], s: usize| -> Vec<Vec<Dep>> {
-            section
+        let deps_of = |section: &[PlannedTask], s: usize| -> DepTable {
+            let mut table = DepTable {
+                offsets: Vec::with_capacity(section.len() + 1),
+                deps: Vec::new(),
+            };
+            table.offsets.push(0);
+            for task in section {
+                for dep in &task.depends_on {
+                    match names.get(dep) {
+                        Some(&(ds, dt)) if ds == s => {
+                            let other = &section[dt];
+                            let paired = task.for_each.is_some()
+                                && task.for_each == other.for_each
+                                && task.runs.len() == other.runs.len();
+                            table.deps.push(Dep { task: dt, paired });
+                        }
+                        _ => {
+                            tracing::warn!(task = %task.name, dependency = %dep, "Ignoring unknown dependency in journal");
+                        }
+                    }
+                }
+                table.offsets.push(table.deps.len());
+            }
+            table
+        };
+        let deps = [deps_of(&plan.tasks, MAIN), deps_of(&plan.finally, FINALLY)];
+        let order = [
+            topological_order(&deps[MAIN], plan.tasks.len()),
+            topological_order(&deps[FINALLY], plan.finally.len()),
+        ];
+        let timed_of = |tasks: &[PlannedTask]| -> Vec<usize> {
+            tasks
                 .iter()
-                .map(|task| {
-                    task.depends_on
-                        .iter()
-                        .filter_map(|dep| match names.get(dep) {
-                            Some(&(ds, dt)) if ds == s => {
-                                let other = &section[dt];
-                                let paired = task.for_each.is_some()
-                                    && task.for_each == other.for_each
-                                    && task.runs.len() == other.runs.len();
-                                Some(Dep { task: dt, paired })
-                            }
-                            _ => {
-                                tracing::warn!(task = %task.name, dependency = %dep, "Ignoring unknown dependency in journal");
-                                None
-                            }
-                        })
-                        .collect()
-                })
+                .enumerate()
+                .filter(|(_, task)| task.timeout.is_some())
+                .map(|(t, _)| t)
                 .collect()
         };
+        let timed = [timed_of(&plan.tasks), timed_of(&plan.finally)];
+        let dynamic_of = |tasks: &[PlannedTask]| -> Vec<bool> {
+            tasks.iter().map(|t| contains_reference(&t.params)).collect()
+        };
+        let dynamic = [dynamic_of(&plan.tasks), dynamic_of(&plan.finally)];
         Self {
             shape: [plan.tasks.len(), plan.finally.len()],
-            deps: [deps_of(&plan.tasks, MAIN), deps_of(&plan.finally, FINALLY)],
+            deps,
+            order,
+            timed,
+            dynamic,
             names,
         }
     }
@@ -325,7 +433,11 @@ fn section(plan: &Plan, s: usize) -> &[PlannedTask] {
 }
 
 fn section_mut(plan: &mut Plan, s: usize) -> &mut [PlannedTask] {
-    if s == MAIN { &mut plan.tasks } else { &mut plan.finally }
+    if s == MAIN {
+        &mut plan.tasks
+    } else {
+        &mut plan.finally
+    }
 }
 
 /// A position of a run: (section, task, run).
@@ -335,7 +447,8 @@ type Pos = (usize, usize, usize);
 struct Out {
     cancels: Vec<Effect>,
     starts: Vec<Effect>,
-    started: Vec<Pos>,
+    polls: Vec<Pos>,
+    wake: Option<Timestamp>,
     finished: Option<Effect>,
 }
 
@@ -370,7 +483,11 @@ fn apply(plan: &mut Plan, graph: &Graph, observation: &Observation, now: Timesta
         tracing::debug!(task = %observation.task, "Ignoring observation of an unknown task");
         return;
     };
-    let Some(r) = section(plan, s)[t].runs.iter().position(|run| run.item.as_deref() == item) else {
+    let Some(r) = section(plan, s)[t]
+        .runs
+        .iter()
+        .position(|run| run.item.as_deref() == item)
+    else {
         tracing::debug!(task = %observation.task, "Ignoring observation of an unknown item");
         return;
     };
@@ -389,8 +506,15 @@ fn apply(plan: &mut Plan, graph: &Graph, observation: &Observation, now: Timesta
             };
             let size = outputs.map_or(0, |o| serde_json::to_string(o).map_or(usize::MAX, |s| s.len()));
             if size > MAX_OUTPUT_BYTES {
-                let message = format!("outputs are {size} bytes, more than the {MAX_OUTPUT_BYTES} allowed in the journal");
-                fail_attempt(plan, (s, t, r), TaskError::new(ErrorClass::Terminal, message), now);
+                let message = format!(
+                    "outputs are {size} bytes, more than the {MAX_OUTPUT_BYTES} allowed in the journal"
+                );
+                fail_attempt(
+                    plan,
+                    (s, t, r),
+                    TaskError::new(ErrorClass::Terminal, message),
+                    now,
+                );
             } else {
                 let run = &mut section_mut(plan, s)[t].runs[r];
                 run.state = TaskState::Succeeded;
@@ -407,7 +531,10 @@ fn apply(plan: &mut Plan, graph: &Graph, observation: &Observation, now: Timesta
             fail_attempt(plan, (s, t, r), error, now);
         }
         Transition::Lost => {
-            let error = TaskError::new(ErrorClass::Transient, "the task's executor no longer knows it (lost)");
+            let error = TaskError::new(
+                ErrorClass::Transient,
+                "the task's executor no longer knows it (lost)",
+            );
             fail_attempt(plan, (s, t, r), error, now);
         }
         Transition::Reissue => {
@@ -431,7 +558,10 @@ fn apply(plan: &mut Plan, graph: &Graph, observation: &Observation, now: Timesta
 
 fn request_stop(plan: &mut Plan, cause: StopCause, message: String) {
     if plan.stop.is_none() {
-        plan.stop = Some(Stop { cause, message: truncate(message, MAX_ERROR_MESSAGE_BYTES) });
+        plan.stop = Some(Stop {
+            cause,
+            message: truncate(message, MAX_ERROR_MESSAGE_BYTES),
+        });
     }
 }
 
@@ -447,7 +577,10 @@ fn fail_attempt(plan: &mut Plan, (s, t, r): Pos, error: TaskError, now: Timestam
         let at = now.saturating_add(policy.delay(plan.id, &name, attempt));
         match plan.deadline {
             Some(deadline) if s == MAIN && at >= deadline => {
-                let message = format!("{} (not retried: the next attempt would start after the plan deadline)", error.message);
+                let message = format!(
+                    "{} (not retried: the next attempt would start after the plan deadline)",
+                    error.message
+                );
                 error = TaskError::new(error.class, message);
             }
             _ => next = Some(at),
@@ -475,7 +608,9 @@ fn fail_attempt(plan: &mut Plan, (s, t, r): Pos, error: TaskError, now: Timestam
 }
 
 fn all_terminal(tasks: &[PlannedTask]) -> bool {
-    tasks.iter().all(|task| task.runs.iter().all(|run| run.state.is_terminal()))
+    tasks
+        .iter()
+        .all(|task| task.runs.iter().all(|run| run.state.is_terminal()))
 }
 
 fn task_ref(plan: &Plan, (s, t, r): Pos) -> TaskRef {
@@ -496,7 +631,11 @@ fn decide(plan: &mut Plan, graph: &Graph, now: Timestamp, out: &mut Out) {
         && now >= deadline
         && !all_terminal(&plan.tasks)
     {
-        request_stop(plan, StopCause::DeadlineExceeded, format!("plan deadline {deadline} exceeded"));
+        request_stop(
+            plan,
+            StopCause::DeadlineExceeded,
+            format!("plan deadline {deadline} exceeded"),
+        );
         for t in 0..plan.tasks.len() {
             for r in 0..plan.tasks[t].runs.len() {
                 let lifecycle = plan.tasks[t].runs[r].lifecycle();
@@ -514,11 +653,15 @@ fn decide(plan: &mut Plan, graph: &Graph, now: Timestamp, out: &mut Out) {
         }
     }
     for s in [MAIN, FINALLY] {
-        for t in 0..section(plan, s).len() {
-            let Some(timeout) = section(plan, s)[t].timeout else { continue };
+        for &t in &graph.timed[s] {
+            let Some(timeout) = section(plan, s)[t].timeout else {
+                continue;
+            };
             for r in 0..section(plan, s)[t].runs.len() {
                 let run = &section(plan, s)[t].runs[r];
-                let Some(started) = run.started_at.filter(|_| run.lifecycle().in_flight()) else { continue };
+                let Some(started) = run.started_at.filter(|_| run.lifecycle().in_flight()) else {
+                    continue;
+                };
                 if now >= started.saturating_add(timeout) {
                     out.cancels.push(Effect::CancelTask(task_ref(plan, (s, t, r))));
                     let message = format!("attempt {} exceeded its timeout of {timeout}", run.attempt);
@@ -528,12 +671,14 @@ fn decide(plan: &mut Plan, graph: &Graph, now: Timestamp, out: &mut Out) {
         }
     }
     loop {
-        let changed = schedule(plan, graph, now, out);
-        if all_terminal(&plan.tasks) && all_terminal(&plan.finally) {
+        let pass = schedule(plan, graph, now, out);
+        if pass.done {
             finish(plan, now, out);
             return;
         }
-        if !changed {
+        if !pass.again {
+            out.polls = pass.polls;
+            out.wake = pass.wake;
             return;
         }
     }
@@ -546,22 +691,7 @@ enum Deps {
     Blocked(usize),
 }
 
-/// Per task of a section: (all runs satisfy dependents, some run is Failed or Cancelled).
-fn summarise(tasks: &[PlannedTask]) -> Vec<(bool, bool)> {
-    tasks
-        .iter()
-        .map(|task| {
-            let mut all = true;
-            let mut blocked = false;
-            for run in &task.runs {
-                all &= run.state.satisfies_dependents();
-                blocked |= matches!(run.state, TaskState::Failed | TaskState::Cancelled);
-            }
-            (all, blocked)
-        })
-        .collect()
-}
-
+/// `summary[t]` = (all runs of task `t` satisfy dependents, some run is Failed or Cancelled).
 fn deps_status(tasks: &[PlannedTask], summary: &[(bool, bool)], deps: &[Dep], r: usize) -> Deps {
     let mut waiting = false;
     for dep in deps {
@@ -582,63 +712,193 @@ fn deps_status(tasks: &[PlannedTask], summary: &[(bool, bool)], deps: &[Dep], r:
     if waiting { Deps::Waiting } else { Deps::Ready }
 }
 
-/// One scheduling pass: cancels runs that can no longer start, skips and starts ready runs.
-/// Returns whether anything changed.
-fn schedule(plan: &mut Plan, graph: &Graph, now: Timestamp, out: &mut Out) -> bool {
-    let mut changed = false;
-    let cap = plan.max_parallel.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-    let mut in_flight = plan.runs().filter(|view| view.run.lifecycle().in_flight()).count();
-    let main_done = all_terminal(&plan.tasks);
-    for s in [MAIN, FINALLY] {
-        if s == FINALLY && !main_done {
-            break;
+/// The status of a whole task's dependencies, from their summaries alone.
+fn task_deps_status(summary: &[(bool, bool)], deps: &[Dep]) -> Deps {
+    let mut waiting = false;
+    for dep in deps {
+        let (all, blocked) = summary[dep.task];
+        if blocked {
+            return Deps::Blocked(dep.task);
         }
-        let summary = summarise(section(plan, s));
-        let stop = if s == MAIN { plan.stop.as_ref().map(|stop| format!("not started: {}", stop.message)) } else { None };
-        for t in 0..section(plan, s).len() {
-            for r in 0..section(plan, s)[t].runs.len() {
-                let run = &section(plan, s)[t].runs[r];
-                if run.lifecycle() != Lifecycle::Pending {
-                    continue;
-                }
-                let deps = deps_status(section(plan, s), &summary, &graph.deps[s][t], r);
-                let reason = match (&stop, deps) {
-                    (Some(reason), _) => Some(reason.clone()),
-                    (None, Deps::Blocked(dep)) => {
-                        Some(format!("not started: dependency `{}` did not succeed", section(plan, s)[dep].name))
-                    }
-                    _ => None,
-                };
-                if let Some(reason) = reason {
-                    let run = &mut section_mut(plan, s)[t].runs[r];
-                    run.state = TaskState::Cancelled;
-                    run.finished_at = Some(now);
-                    run.next_attempt_at = None;
-                    run.reason = Some(truncate(reason, MAX_ERROR_MESSAGE_BYTES));
-                    changed = true;
-                    continue;
-                }
-                if deps != Deps::Ready || run.next_attempt_at.is_some_and(|at| at > now) {
-                    continue;
-                }
-                if run.skip {
-                    let run = &mut section_mut(plan, s)[t].runs[r];
-                    run.state = TaskState::Skipped;
-                    run.finished_at = Some(now);
-                    changed = true;
-                    continue;
-                }
-                if in_flight >= cap {
-                    continue;
-                }
-                if start(plan, graph, (s, t, r), now, out) {
-                    in_flight += 1;
-                }
-                changed = true;
-            }
-        }
+        waiting |= !all;
     }
-    changed
+    if waiting { Deps::Waiting } else { Deps::Ready }
+}
+
+/// The result of one scheduling pass.
+#[derive(Default)]
+struct Pass {
+    /// A start failed at once (which may stop the plan or make the run ready again): run
+    /// another pass. Skips and cancellations need none, as tasks are visited in topological
+    /// order; plain starts never need one.
+    again: bool,
+    /// Every run of both stages is terminal: the plan is finished.
+    done: bool,
+    /// Runs in flight to poll (all but those whose start was issued at this very instant).
+    polls: Vec<Pos>,
+    /// Earliest poll, retry, timeout or deadline.
+    wake: Option<Timestamp>,
+}
+
+impl Pass {
+    fn wake_at(&mut self, at: Timestamp) {
+        self.wake = Some(self.wake.map_or(at, |current| current.min(at)));
+    }
+}
+
+/// One scheduling pass over both stages, in topological order: cancels runs that can no longer
+/// start, skips and starts ready runs, and notes what to poll and when to wake up.
+fn schedule(plan: &mut Plan, graph: &Graph, now: Timestamp, out: &mut Out) -> Pass {
+    let cap = plan
+        .max_parallel
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    // Counting costs a scan, so it is only done when there is a limit to enforce.
+    let mut in_flight = if cap == usize::MAX {
+        0
+    } else {
+        plan.runs().filter(|v| v.run.lifecycle().in_flight()).count()
+    };
+    let mut pass = Pass::default();
+    let main_done = scan(plan, graph, MAIN, &mut in_flight, cap, now, out, &mut pass);
+    if !main_done {
+        if let Some(deadline) = plan.deadline {
+            pass.wake_at(deadline);
+        }
+        return pass;
+    }
+    let finally_done = scan(plan, graph, FINALLY, &mut in_flight, cap, now, out, &mut pass);
+    pass.done = finally_done && !pass.again;
+    pass
+}
+
+/// Schedules the runs of section `s`. Returns whether every run of the section is terminal.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a private helper of `schedule`, sharing its state"
+)]
+fn scan(
+    plan: &mut Plan,
+    graph: &Graph,
+    s: usize,
+    in_flight: &mut usize,
+    cap: usize,
+    now: Timestamp,
+    out: &mut Out,
+    pass: &mut Pass,
+) -> bool {
+    let poll_at = now.saturating_add(plan.poll_interval());
+    let mut summary = vec![(true, false); section(plan, s).len()];
+    let mut done = true;
+    // Only a stopping plan cancels runs whose dependencies are not done (and never in finally).
+    let cancels_waiting = s == MAIN && plan.stop.is_some();
+    for &t in &graph.order[s] {
+        let deps = graph.deps[s].of(t);
+        // A dependency that is neither all satisfied nor blocked means this task never started:
+        // runs start only once every dependency is satisfied, and satisfaction is permanent.
+        // Its summary is known without reading its runs, which keeps `advance` on a large plan
+        // from touching the runs of every task that is still waiting.
+        if !cancels_waiting
+            && deps
+                .iter()
+                .any(|d| !d.paired && summary[d.task] == (false, false))
+        {
+            summary[t] = (false, false);
+            done = false;
+            continue;
+        }
+        if section(plan, s)[t].runs.is_empty() {
+            // A task with no runs (an empty `forEach` list) is satisfied once its dependencies
+            // are, so the tasks after it still wait for the tasks before it.
+            summary[t] = match task_deps_status(&summary, deps) {
+                Deps::Ready => (true, false),
+                Deps::Waiting => (false, false),
+                Deps::Blocked(_) => (false, true),
+            };
+            done &= summary[t].0 || summary[t].1;
+            continue;
+        }
+        let (mut all, mut blocked) = (true, false);
+        for r in 0..section(plan, s)[t].runs.len() {
+            if section(plan, s)[t].runs[r].lifecycle() == Lifecycle::Pending {
+                schedule_run(plan, graph, (s, t, r), &summary, in_flight, cap, now, out, pass);
+            }
+            let task = &section(plan, s)[t];
+            let run = &task.runs[r];
+            match run.lifecycle() {
+                lifecycle @ (Lifecycle::Starting | Lifecycle::Running) => {
+                    pass.wake_at(poll_at);
+                    if let (Some(timeout), Some(started)) = (task.timeout, run.started_at) {
+                        pass.wake_at(started.saturating_add(timeout));
+                    }
+                    if !(lifecycle == Lifecycle::Starting && run.started_at == Some(now)) {
+                        pass.polls.push((s, t, r));
+                    }
+                }
+                Lifecycle::Pending => {
+                    if let Some(at) = run.next_attempt_at.filter(|at| *at > now) {
+                        pass.wake_at(at);
+                    }
+                }
+                _ => {}
+            }
+            all &= run.state.satisfies_dependents();
+            blocked |= matches!(run.state, TaskState::Failed | TaskState::Cancelled);
+            done &= run.state.is_terminal();
+        }
+        summary[t] = (all, blocked);
+    }
+    done
+}
+
+/// Cancels, skips or starts the Pending run at `pos` if its time has come.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a private helper of `scan`, sharing its state"
+)]
+fn schedule_run(
+    plan: &mut Plan,
+    graph: &Graph,
+    (s, t, r): Pos,
+    summary: &[(bool, bool)],
+    in_flight: &mut usize,
+    cap: usize,
+    now: Timestamp,
+    out: &mut Out,
+    pass: &mut Pass,
+) {
+    let deps = deps_status(section(plan, s), summary, graph.deps[s].of(t), r);
+    let reason = match (&plan.stop, deps) {
+        (Some(stop), _) if s == MAIN => Some(format!("not started: {}", stop.message)),
+        (_, Deps::Blocked(dep)) => Some(format!(
+            "not started: dependency `{}` did not succeed",
+            section(plan, s)[dep].name
+        )),
+        _ => None,
+    };
+    let run = &mut section_mut(plan, s)[t].runs[r];
+    if let Some(reason) = reason {
+        run.state = TaskState::Cancelled;
+        run.finished_at = Some(now);
+        run.next_attempt_at = None;
+        run.reason = Some(truncate(reason, MAX_ERROR_MESSAGE_BYTES));
+        return;
+    }
+    if deps != Deps::Ready || run.next_attempt_at.is_some_and(|at| at > now) {
+        return;
+    }
+    if run.skip {
+        run.state = TaskState::Skipped;
+        run.finished_at = Some(now);
+        return;
+    }
+    if *in_flight >= cap {
+        return;
+    }
+    if start(plan, graph, (s, t, r), now, out) {
+        *in_flight += 1;
+    } else {
+        pass.again = true;
+    }
 }
 
 /// Starts the next attempt of the run at `pos`. Returns whether it is now in flight (false when
@@ -655,8 +915,11 @@ fn start(plan: &mut Plan, graph: &Graph, pos: Pos, now: Timestamp, out: &mut Out
         Ok(params) => {
             let task = task_ref(plan, pos);
             tracing::info!(task = %task.task, attempt = task.attempt, task.kind = %task.task_type, "Task started");
-            out.starts.push(Effect::StartTask { task, params, timeout: section(plan, s)[t].timeout });
-            out.started.push(pos);
+            out.starts.push(Effect::StartTask {
+                task,
+                params,
+                timeout: section(plan, s)[t].timeout,
+            });
             true
         }
         Err(message) => {
@@ -667,19 +930,28 @@ fn start(plan: &mut Plan, graph: &Graph, pos: Pos, now: Timestamp, out: &mut Out
 }
 
 /// The run's params with `${ item }` and output references substituted.
-fn resolve_params(plan: &Plan, graph: &Graph, (s, t, r): Pos) -> Result<Value, String> {
+fn resolve_params(plan: &Plan, graph: &Graph, (s, t, r): Pos) -> Result<Arc<Value>, String> {
     let tasks = section(plan, s);
     let task = &tasks[t];
-    let mut params = task.params.clone();
-    if !contains_reference(&params) {
-        return Ok(params);
+    if !graph.dynamic[s][t] {
+        return Ok(Arc::clone(&task.params));
     }
+    let mut params = Value::clone(&task.params);
     let item = task.runs[r].item.as_deref();
     let mut resolve = |reference: &Ref<'_>| -> Result<Option<Value>, String> {
         match reference {
-            Ref::Item => item.map(|i| Some(Value::String(i.to_owned()))).ok_or_else(|| "no item for `${ item }`".into()),
-            Ref::Param { name, .. } => Err(format!("workflow param `{name}` was not substituted at compile time")),
-            Ref::Output { task: upstream, all, key, path } => {
+            Ref::Item => item
+                .map(|i| Some(Value::String(i.to_owned())))
+                .ok_or_else(|| "no item for `${ item }`".into()),
+            Ref::Param { name, .. } => Err(format!(
+                "workflow param `{name}` was not substituted at compile time"
+            )),
+            Ref::Output {
+                task: upstream,
+                all,
+                key,
+                path,
+            } => {
                 let Some(&(us, ut)) = graph.names.get(*upstream).filter(|(us, _)| *us == s) else {
                     return Err(format!("no task `{upstream}` in this stage"));
                 };
@@ -700,18 +972,25 @@ fn resolve_params(plan: &Plan, graph: &Graph, (s, t, r): Pos) -> Result<Value, S
                     }
                 };
                 if *all {
-                    return up.runs.iter().map(read).collect::<Result<Vec<_>, _>>().map(|v| Some(Value::Array(v)));
+                    return up
+                        .runs
+                        .iter()
+                        .map(read)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|v| Some(Value::Array(v)));
                 }
                 let index = if up.for_each.is_some() { r } else { 0 };
-                let run = up.runs.get(index).ok_or_else(|| format!("task `{upstream}` has no run {index}"))?;
+                let run = up
+                    .runs
+                    .get(index)
+                    .ok_or_else(|| format!("task `{upstream}` has no run {index}"))?;
                 read(run).map(Some)
             }
         }
     };
-    rewrite(&mut params, &mut String::new(), &mut resolve).map_err(|(pointer, message)| {
-        format!("cannot resolve params{pointer}: {message}")
-    })?;
-    Ok(params)
+    rewrite(&mut params, &mut String::new(), &mut resolve)
+        .map_err(|(pointer, message)| format!("cannot resolve params{pointer}: {message}"))?;
+    Ok(Arc::new(params))
 }
 
 fn contains_reference(value: &Value) -> bool {
@@ -724,7 +1003,10 @@ fn contains_reference(value: &Value) -> bool {
 }
 
 fn finish(plan: &mut Plan, now: Timestamp, out: &mut Out) {
-    let mut phase = plan.stop.as_ref().map_or(PlanPhase::Succeeded, |stop| stop.cause.phase());
+    let mut phase = plan
+        .stop
+        .as_ref()
+        .map_or(PlanPhase::Succeeded, |stop| stop.cause.phase());
     let mut message = plan.stop.as_ref().map(|stop| stop.message.clone());
     let failed_finally = plan
         .runs()
@@ -741,8 +1023,17 @@ fn finish(plan: &mut Plan, now: Timestamp, out: &mut Out) {
     plan.finished_at = Some(now);
     plan.message.clone_from(&message);
     tracing::info!(workflow = %plan.workflow, plan.id = %plan.id, phase = ?phase, "Plan finished");
-    let effect = if phase == PlanPhase::Succeeded { plan.on_success.clone() } else { plan.on_failure.clone() };
-    out.finished = Some(Effect::PlanFinished { phase, message, failed_task: plan.failed_task.clone(), effect });
+    let effect = if phase == PlanPhase::Succeeded {
+        plan.on_success.clone()
+    } else {
+        plan.on_failure.clone()
+    };
+    out.finished = Some(Effect::PlanFinished {
+        phase,
+        message,
+        failed_task: plan.failed_task.clone(),
+        effect,
+    });
 }
 
 fn effects(plan: &Plan, now: Timestamp, mut out: Out) -> Vec<Effect> {
@@ -752,39 +1043,12 @@ fn effects(plan: &Plan, now: Timestamp, mut out: Out) -> Vec<Effect> {
         effects.push(finished);
         return effects;
     }
-    out.started.sort_unstable();
+    effects.extend(out.polls.iter().map(|&pos| Effect::PollTask(task_ref(plan, pos))));
     let poll_at = now.saturating_add(plan.poll_interval());
-    let main_done = all_terminal(&plan.tasks);
-    let mut requeue: Option<Timestamp> = None;
-    let mut earliest = |at: Timestamp| requeue = Some(requeue.map_or(at, |current| current.min(at)));
-    for s in [MAIN, FINALLY] {
-        let retries_allowed = if s == MAIN { plan.stop.is_none() } else { main_done };
-        for (t, task) in section(plan, s).iter().enumerate() {
-            for (r, run) in task.runs.iter().enumerate() {
-                match run.lifecycle() {
-                    Lifecycle::Starting | Lifecycle::Running => {
-                        earliest(poll_at);
-                        if let (Some(timeout), Some(started)) = (task.timeout, run.started_at) {
-                            earliest(started.saturating_add(timeout));
-                        }
-                        if out.started.binary_search(&(s, t, r)).is_err() {
-                            effects.push(Effect::PollTask(task_ref(plan, (s, t, r))));
-                        }
-                    }
-                    Lifecycle::Pending if retries_allowed => {
-                        if let Some(at) = run.next_attempt_at.filter(|at| *at > now) {
-                            earliest(at);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    if let Some(deadline) = plan.deadline.filter(|_| !main_done) {
-        earliest(deadline);
-    }
-    let at = requeue.unwrap_or(poll_at).max(now.saturating_add(Duration::from_millis(1)));
+    let at = out
+        .wake
+        .unwrap_or(poll_at)
+        .max(now.saturating_add(Duration::from_millis(1)));
     effects.push(Effect::RequeueAt(at));
     effects
 }

@@ -9,6 +9,7 @@
 //! written, and idempotency keys are derived ([`idempotency_key`]) rather than stored.
 
 use std::fmt;
+use std::sync::Arc;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -40,6 +41,10 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// - `Invalid`: the plan itself is wrong at run time (an output reference that a finished task
 ///   did not produce); raised by the engine, never retried by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[allow(
+    missing_docs,
+    reason = "doc comments on variants would make the CRD schema a `oneOf`; the type doc lists them"
+)]
 pub enum ErrorClass {
     Transient,
     Terminal,
@@ -50,7 +55,13 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 5] = [Self::Transient, Self::Terminal, Self::Timeout, Self::Conflict, Self::Invalid];
+    pub const ALL: [Self; 5] = [
+        Self::Transient,
+        Self::Terminal,
+        Self::Timeout,
+        Self::Conflict,
+        Self::Invalid,
+    ];
 
     /// The class name as written in YAML and JSON.
     pub const fn as_str(self) -> &'static str {
@@ -82,7 +93,10 @@ pub struct TaskError {
 impl TaskError {
     /// An error whose message is cut to [`MAX_ERROR_MESSAGE_BYTES`].
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        Self { class, message: truncate(message.into(), MAX_ERROR_MESSAGE_BYTES) }
+        Self {
+            class,
+            message: truncate(message.into(), MAX_ERROR_MESSAGE_BYTES),
+        }
     }
 }
 
@@ -113,6 +127,10 @@ pub(crate) fn truncate(mut text: String, max: usize) -> String {
 /// never started (`attempt == 0`), waiting for a retry (`nextAttemptAt` set), and start issued but
 /// not yet acknowledged (`startedAt` set).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[allow(
+    missing_docs,
+    reason = "doc comments on variants would make the CRD schema a `oneOf`; the type doc lists them"
+)]
 pub enum TaskState {
     #[default]
     Pending,
@@ -128,12 +146,21 @@ pub enum TaskState {
 
 impl TaskState {
     /// Every state, in declaration order.
-    pub const ALL: [Self; 6] =
-        [Self::Pending, Self::Running, Self::Succeeded, Self::Failed, Self::Skipped, Self::Cancelled];
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Skipped,
+        Self::Cancelled,
+    ];
 
     /// Succeeded, Failed, Skipped or Cancelled: nothing will change this run any more.
     pub const fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled
+        )
     }
 
     /// Succeeded or Skipped: dependents may run.
@@ -141,7 +168,10 @@ impl TaskState {
         matches!(self, Self::Succeeded | Self::Skipped)
     }
 
-    #[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+    #[allow(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "serde's skip_serializing_if passes a reference"
+    )]
     fn is_pending(&self) -> bool {
         *self == Self::Pending
     }
@@ -150,6 +180,10 @@ impl TaskState {
 /// The phase of a plan. `Active` until every task (finally tasks included) is terminal.
 /// `Succeeded` was called `Complete` in schema v1 journals (still accepted on read).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[allow(
+    missing_docs,
+    reason = "doc comments on variants would make the CRD schema a `oneOf`; the type doc lists them"
+)]
 pub enum PlanPhase {
     #[default]
     Active,
@@ -172,6 +206,10 @@ impl PlanPhase {
 /// calls [`Plan::supersede`] so the plan stops at its next safe point and a fresh plan is
 /// compiled; `Reject` keeps the plan and reports the drift as rejected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[allow(
+    missing_docs,
+    reason = "doc comments on variants would make the CRD schema a `oneOf`; the type doc lists them"
+)]
 pub enum DriftPolicy {
     #[default]
     Queue,
@@ -180,7 +218,10 @@ pub enum DriftPolicy {
 }
 
 impl DriftPolicy {
-    #[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+    #[allow(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "serde's skip_serializing_if passes a reference"
+    )]
     fn is_default(&self) -> bool {
         *self == Self::Queue
     }
@@ -189,6 +230,10 @@ impl DriftPolicy {
 /// Why the normal tasks of a plan stopped early. `TaskFailed` and `DeadlineExceeded` end the plan
 /// `Failed`; `Cancelled` and `Superseded` end it `Cancelled`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[allow(
+    missing_docs,
+    reason = "doc comments on variants would make the CRD schema a `oneOf`; the type doc lists them"
+)]
 pub enum StopCause {
     TaskFailed,
     DeadlineExceeded,
@@ -239,7 +284,11 @@ pub struct TaskRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
     /// The error of the last failed attempt (kept after a later success, for diagnosis).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_task_error")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_task_error"
+    )]
     pub error: Option<TaskError>,
     /// Outputs reported by the task when it succeeded (at most 4 KiB of JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,12 +308,18 @@ pub struct TaskRun {
     pub(crate) legacy_retries: Option<u32>,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -303,10 +358,11 @@ pub struct PlannedTask {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
     /// Params with workflow params already substituted; `${ item }` and
-    /// `${ tasks.<name>.outputs.<key> }` are resolved when a run starts.
+    /// `${ tasks.<name>.outputs.<key> }` are resolved when a run starts. Shared, so that a start
+    /// effect of a task without run-time references costs no deep copy.
     #[serde(default = "empty_object", skip_serializing_if = "is_empty_object")]
     #[schemars(schema_with = "preserve_unknown_object")]
-    pub params: Value,
+    pub params: Arc<Value>,
     /// Retry policy; absent = [`RetryPolicy::default`] (a single attempt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
@@ -318,11 +374,12 @@ pub struct PlannedTask {
     pub runs: Vec<TaskRun>,
 }
 
-pub(crate) fn empty_object() -> Value {
-    Value::Object(Map::new())
+pub(crate) fn empty_object() -> Arc<Value> {
+    Arc::new(Value::Object(Map::new()))
 }
 
-fn is_empty_object(value: &Value) -> bool {
+#[allow(clippy::ref_option, reason = "serde's skip_serializing_if passes a reference")]
+fn is_empty_object(value: &Arc<Value>) -> bool {
     value.as_object().is_some_and(Map::is_empty)
 }
 
@@ -497,10 +554,18 @@ impl Plan {
             return;
         }
         if self.schema_version <= 1 {
-            for run in self.tasks.iter_mut().chain(self.finally.iter_mut()).flat_map(|t| t.runs.iter_mut()) {
+            for run in self
+                .tasks
+                .iter_mut()
+                .chain(self.finally.iter_mut())
+                .flat_map(|t| t.runs.iter_mut())
+            {
                 let retries = run.legacy_retries.take().unwrap_or(0);
                 let started = run.started_at.is_some()
-                    || matches!(run.state, TaskState::Running | TaskState::Succeeded | TaskState::Failed);
+                    || matches!(
+                        run.state,
+                        TaskState::Running | TaskState::Succeeded | TaskState::Failed
+                    );
                 run.attempt = retries + u32::from(started);
             }
         }
@@ -527,7 +592,12 @@ impl Plan {
         let normal = self.tasks.iter().map(|task| (task, false));
         let finally = self.finally.iter().map(|task| (task, true));
         normal.chain(finally).flat_map(|(task, finally)| {
-            task.runs.iter().enumerate().map(move |(index, run)| RunView { task, run, index, finally })
+            task.runs.iter().enumerate().map(move |(index, run)| RunView {
+                task,
+                run,
+                index,
+                finally,
+            })
         })
     }
 
@@ -541,7 +611,12 @@ impl Plan {
             .chain(self.finally.iter().map(|t| (t, true)))
             .find(|(t, _)| t.name == task_name)?;
         let index = task.runs.iter().position(|run| run.item.as_deref() == item)?;
-        Some(RunView { task, run: &task.runs[index], index, finally })
+        Some(RunView {
+            task,
+            run: &task.runs[index],
+            index,
+            finally,
+        })
     }
 
     /// Asks the plan to stop at its next safe point and end `Cancelled`: no new normal task
@@ -560,13 +635,20 @@ impl Plan {
         if self.phase.is_terminal() || self.stop.is_some() {
             return false;
         }
-        self.stop = Some(Stop { cause, message: truncate(message, MAX_ERROR_MESSAGE_BYTES) });
+        self.stop = Some(Stop {
+            cause,
+            message: truncate(message, MAX_ERROR_MESSAGE_BYTES),
+        });
         true
     }
 
     /// A compact record of this plan for the bounded history kept in status.
     pub fn summary(&self) -> PlanSummary {
-        let error = self.failed_task.as_deref().and_then(|name| self.run(name)).and_then(|v| v.run.error.clone());
+        let error = self
+            .failed_task
+            .as_deref()
+            .and_then(|name| self.run(name))
+            .and_then(|v| v.run.error.clone());
         PlanSummary {
             id: self.id,
             workflow: self.workflow.clone(),

@@ -18,9 +18,17 @@ use serde_json::Value;
 /// A parsed reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Ref<'a> {
-    Param { name: &'a str, path: Vec<&'a str> },
+    Param {
+        name: &'a str,
+        path: Vec<&'a str>,
+    },
     Item,
-    Output { task: &'a str, all: bool, key: &'a str, path: Vec<&'a str> },
+    Output {
+        task: &'a str,
+        all: bool,
+        key: &'a str,
+        path: Vec<&'a str>,
+    },
 }
 
 /// A piece of a template string.
@@ -90,7 +98,12 @@ fn parse_ref(inner: &str) -> Result<Ref<'_>, String> {
         }
         let mut parts = segments(keys).ok_or_else(unsupported)?;
         let key = parts.remove(0);
-        return Ok(Ref::Output { task, all, key, path: parts });
+        return Ok(Ref::Output {
+            task,
+            all,
+            key,
+            path: parts,
+        });
     }
     Err(unsupported())
 }
@@ -115,7 +128,11 @@ pub(crate) fn embed(value: &Value, out: &mut String) {
 /// Rewrites every string in `value` with `resolve`, which maps a reference to `Some(value)` to
 /// substitute it or `None` to keep its raw text. Stops at the first error; `pointer` is the JSON
 /// pointer of the string being rewritten.
-pub(crate) fn rewrite<F>(value: &mut Value, pointer: &mut String, resolve: &mut F) -> Result<(), (String, String)>
+pub(crate) fn rewrite<F>(
+    value: &mut Value,
+    pointer: &mut String,
+    resolve: &mut F,
+) -> Result<(), (String, String)>
 where
     F: FnMut(&Ref<'_>) -> Result<Option<Value>, String>,
 {
@@ -132,10 +149,12 @@ where
             for piece in &pieces {
                 match piece {
                     Piece::Text(t) => out.push_str(t),
-                    Piece::Ref { raw, reference } => match resolve(reference).map_err(|e| (pointer.clone(), e))? {
-                        Some(v) => embed(&v, &mut out),
-                        None => out.push_str(raw),
-                    },
+                    Piece::Ref { raw, reference } => {
+                        match resolve(reference).map_err(|e| (pointer.clone(), e))? {
+                            Some(v) => embed(&v, &mut out),
+                            None => out.push_str(raw),
+                        }
+                    }
                 }
             }
             *value = Value::String(out);
@@ -173,7 +192,9 @@ pub(crate) fn substitute_item(template: &str, item: &str) -> String {
             .iter()
             .map(|piece| match piece {
                 Piece::Text(t) => *t,
-                Piece::Ref { reference: Ref::Item, .. } => item,
+                Piece::Ref {
+                    reference: Ref::Item, ..
+                } => item,
                 Piece::Ref { raw, .. } => raw,
             })
             .collect(),
@@ -191,10 +212,29 @@ mod tests {
     fn references_parse_into_their_three_forms() {
         let pieces = parse("peers=${ params.peers.list }, me=${item}").unwrap();
         assert_eq!(pieces[0], Piece::Text("peers="));
-        assert!(matches!(&pieces[1], Piece::Ref { reference: Ref::Param { name: "peers", path }, .. } if path == &["list"]));
-        assert!(matches!(&pieces[3], Piece::Ref { reference: Ref::Item, .. }));
+        assert!(
+            matches!(&pieces[1], Piece::Ref { reference: Ref::Param { name: "peers", path }, .. } if path == &["list"])
+        );
+        assert!(matches!(
+            &pieces[3],
+            Piece::Ref {
+                reference: Ref::Item,
+                ..
+            }
+        ));
         let out = parse("${ tasks.gentx[*].outputs.file }").unwrap();
-        assert!(matches!(&out[0], Piece::Ref { reference: Ref::Output { task: "gentx", all: true, key: "file", .. }, .. }));
+        assert!(matches!(
+            &out[0],
+            Piece::Ref {
+                reference: Ref::Output {
+                    task: "gentx",
+                    all: true,
+                    key: "file",
+                    ..
+                },
+                ..
+            }
+        ));
     }
 
     #[test]

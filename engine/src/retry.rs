@@ -40,7 +40,11 @@ pub struct RetryPolicy {
 }
 
 /// `skip_serializing_if` predicates: whether a field holds its default value.
-#[allow(clippy::trivially_copy_pass_by_ref, clippy::float_cmp, reason = "serde passes references; defaults are exact")]
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    clippy::float_cmp,
+    reason = "serde passes references; defaults are exact"
+)]
 mod defaults {
     use super::{DEFAULT_RETRY_ON, Duration, ErrorClass, RetryPolicy};
 
@@ -144,7 +148,10 @@ fn scale(millis: u64, factor: f64) -> u64 {
 
 /// A deterministic number in `[0, 1)` derived from (plan id, task name, attempt): FNV-1a over the
 /// bytes, finished with the splitmix64 mixer so that neighbouring attempts spread evenly.
-#[allow(clippy::cast_precision_loss, reason = "a 53-bit integer converts to f64 exactly")]
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "a 53-bit integer converts to f64 exactly"
+)]
 fn unit_interval(plan_id: Uuid, task: &str, attempt: u32) -> f64 {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -210,7 +217,10 @@ mod tests {
 
     #[test]
     fn retry_budget_and_classes_decide_retries() {
-        let p = RetryPolicy { max_attempts: 3, ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
         assert!(p.allows_retry(1, ErrorClass::Transient));
         assert!(p.allows_retry(2, ErrorClass::Timeout));
         assert!(!p.allows_retry(3, ErrorClass::Transient));

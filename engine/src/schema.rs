@@ -36,7 +36,14 @@ pub(crate) fn validate(schema: &Value, value: &Value) -> Result<(), Violation> {
 }
 
 fn violation(pointer: &str, message: impl Into<String>) -> Violation {
-    Violation { pointer: if pointer.is_empty() { "/".into() } else { pointer.to_owned() }, message: message.into() }
+    Violation {
+        pointer: if pointer.is_empty() {
+            "/".into()
+        } else {
+            pointer.to_owned()
+        },
+        message: message.into(),
+    }
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -69,10 +76,17 @@ fn is_type(value: &Value, ty: &str) -> bool {
 
 fn resolve<'s>(root: &'s Value, reference: &str) -> Option<&'s Value> {
     let fragment = reference.strip_prefix('#')?;
-    if fragment.is_empty() { Some(root) } else { root.pointer(fragment) }
+    if fragment.is_empty() {
+        Some(root)
+    } else {
+        root.pointer(fragment)
+    }
 }
 
-#[allow(clippy::cast_precision_loss, reason = "bounds checks on JSON numbers are done in f64 by design")]
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "bounds checks on JSON numbers are done in f64 by design"
+)]
 fn integer_format_range(format: &str) -> Option<(f64, f64)> {
     Some(match format {
         "int8" => (f64::from(i8::MIN), f64::from(i8::MAX)),
@@ -92,7 +106,13 @@ fn push_segment(pointer: &mut String, segment: &str) {
     pointer.push_str(&segment.replace('~', "~0").replace('/', "~1"));
 }
 
-fn check(root: &Value, schema: &Value, value: &Value, pointer: &mut String, depth: usize) -> Result<(), Violation> {
+fn check(
+    root: &Value,
+    schema: &Value,
+    value: &Value,
+    pointer: &mut String,
+    depth: usize,
+) -> Result<(), Violation> {
     let schema = match schema {
         Value::Bool(false) => return Err(violation(pointer, "no value is allowed here")),
         Value::Object(map) => map,
@@ -106,8 +126,12 @@ fn check(root: &Value, schema: &Value, value: &Value, pointer: &mut String, dept
         return Err(violation(pointer, "schema nests too deeply"));
     }
     if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
-        let target = resolve(root, reference)
-            .ok_or_else(|| violation(pointer, format!("schema reference `{reference}` does not resolve")))?;
+        let target = resolve(root, reference).ok_or_else(|| {
+            violation(
+                pointer,
+                format!("schema reference `{reference}` does not resolve"),
+            )
+        })?;
         check(root, target, value, pointer, depth + 1)?;
     }
     check_type(schema, value, pointer)?;
@@ -115,7 +139,10 @@ fn check(root: &Value, schema: &Value, value: &Value, pointer: &mut String, dept
         && !options.contains(value)
     {
         let allowed: Vec<String> = options.iter().map(Value::to_string).collect();
-        return Err(violation(pointer, format!("{value} is not one of {}", allowed.join(", "))));
+        return Err(violation(
+            pointer,
+            format!("{value} is not one of {}", allowed.join(", ")),
+        ));
     }
     if let Some(expected) = schema.get("const")
         && expected != value
@@ -141,7 +168,10 @@ fn check_type(schema: &Map<String, Value>, value: &Value, pointer: &str) -> Resu
     if allowed.iter().any(|ty| is_type(value, ty)) {
         Ok(())
     } else {
-        Err(violation(pointer, format!("expected {}, found {}", allowed.join(" or "), type_name(value))))
+        Err(violation(
+            pointer,
+            format!("expected {}, found {}", allowed.join(" or "), type_name(value)),
+        ))
     }
 }
 
@@ -151,12 +181,18 @@ fn check_number(schema: &Map<String, Value>, value: &Value, pointer: &str) -> Re
     if let Some(min) = bound("minimum")
         && n < min
     {
-        return Err(violation(pointer, format!("{value} is less than the minimum {min}")));
+        return Err(violation(
+            pointer,
+            format!("{value} is less than the minimum {min}"),
+        ));
     }
     if let Some(max) = bound("maximum")
         && n > max
     {
-        return Err(violation(pointer, format!("{value} is greater than the maximum {max}")));
+        return Err(violation(
+            pointer,
+            format!("{value} is greater than the maximum {max}"),
+        ));
     }
     if let Some(min) = bound("exclusiveMinimum")
         && n <= min
@@ -168,10 +204,16 @@ fn check_number(schema: &Map<String, Value>, value: &Value, pointer: &str) -> Re
     {
         return Err(violation(pointer, format!("{value} must be less than {max}")));
     }
-    if let Some((min, max)) = schema.get("format").and_then(Value::as_str).and_then(integer_format_range)
+    if let Some((min, max)) = schema
+        .get("format")
+        .and_then(Value::as_str)
+        .and_then(integer_format_range)
         && (n < min || n > max || n.fract() != 0.0)
     {
-        return Err(violation(pointer, format!("{value} does not fit the integer format")));
+        return Err(violation(
+            pointer,
+            format!("{value} does not fit the integer format"),
+        ));
     }
     Ok(())
 }
@@ -181,12 +223,18 @@ fn check_string(schema: &Map<String, Value>, text: &str, pointer: &str) -> Resul
     if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
         && chars < min
     {
-        return Err(violation(pointer, format!("string is shorter than {min} characters")));
+        return Err(violation(
+            pointer,
+            format!("string is shorter than {min} characters"),
+        ));
     }
     if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
         && chars > max
     {
-        return Err(violation(pointer, format!("string is longer than {max} characters")));
+        return Err(violation(
+            pointer,
+            format!("string is longer than {max} characters"),
+        ));
     }
     Ok(())
 }
@@ -202,17 +250,26 @@ fn check_array(
     if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
         && len < min
     {
-        return Err(violation(pointer, format!("expected at least {min} items, found {len}")));
+        return Err(violation(
+            pointer,
+            format!("expected at least {min} items, found {len}"),
+        ));
     }
     if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
         && len > max
     {
-        return Err(violation(pointer, format!("expected at most {max} items, found {len}")));
+        return Err(violation(
+            pointer,
+            format!("expected at most {max} items, found {len}"),
+        ));
     }
     if schema.get("uniqueItems") == Some(&Value::Bool(true)) {
         for (i, item) in items.iter().enumerate() {
             if items[..i].contains(item) {
-                return Err(violation(pointer, format!("items must be unique; {item} repeats")));
+                return Err(violation(
+                    pointer,
+                    format!("items must be unique; {item} repeats"),
+                ));
             }
         }
     }
@@ -302,13 +359,22 @@ fn check_combinators(
             }
         }
         if let Some(err) = first {
-            return Err(violation(pointer, format!("matches none of the allowed shapes ({})", err.message)));
+            return Err(violation(
+                pointer,
+                format!("matches none of the allowed shapes ({})", err.message),
+            ));
         }
     }
     if let Some(one) = schema.get("oneOf").and_then(Value::as_array) {
-        let matching = one.iter().filter(|sub| check(root, sub, value, &mut pointer.clone(), depth + 1).is_ok()).count();
+        let matching = one
+            .iter()
+            .filter(|sub| check(root, sub, value, &mut pointer.clone(), depth + 1).is_ok())
+            .count();
         if matching != 1 {
-            return Err(violation(pointer, format!("must match exactly one allowed shape, matches {matching}")));
+            return Err(violation(
+                pointer,
+                format!("must match exactly one allowed shape, matches {matching}"),
+            ));
         }
     }
     if let Some(not) = schema.get("not")

@@ -75,7 +75,10 @@ impl fmt::Display for Timestamp {
         let (year, month, day) = civil_from_days(days);
         let (secs, millis) = (in_day / 1000, in_day % 1000);
         let (hour, minute, second) = (secs / 3600, secs / 60 % 60, secs % 60);
-        write!(f, "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}")?;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}"
+        )?;
         if millis != 0 {
             write!(f, ".{millis:03}")?;
         }
@@ -172,7 +175,10 @@ impl fmt::Display for Duration {
         if self.0 == 0 {
             return f.write_str("0s");
         }
-        fmt::Display::fmt(&humantime::format_duration(std::time::Duration::from_millis(self.0)), f)
+        fmt::Display::fmt(
+            &humantime::format_duration(std::time::Duration::from_millis(self.0)),
+            f,
+        )
     }
 }
 
@@ -334,8 +340,16 @@ mod tests {
         assert_eq!(ts, Timestamp::MAX);
         assert_eq!(Timestamp::from_unix_millis(i64::MIN), Timestamp::MIN);
         let a = Timestamp::from_unix_millis(1000);
-        assert_eq!(a.saturating_add(Duration::from_millis(500)).duration_since(a).as_millis(), 500);
-        assert_eq!(a.duration_since(a.saturating_add(Duration::from_secs(1))), Duration::ZERO);
+        assert_eq!(
+            a.saturating_add(Duration::from_millis(500))
+                .duration_since(a)
+                .as_millis(),
+            500
+        );
+        assert_eq!(
+            a.duration_since(a.saturating_add(Duration::from_secs(1))),
+            Duration::ZERO
+        );
     }
 
     #[test]
@@ -346,6 +360,9 @@ mod tests {
         assert!(Duration::parse("ten seconds").is_err());
         let json = serde_json::to_string(&Duration::from_millis(250)).unwrap();
         assert_eq!(json, "\"250ms\"");
-        assert_eq!(serde_json::from_str::<Duration>(&json).unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            serde_json::from_str::<Duration>(&json).unwrap(),
+            Duration::from_millis(250)
+        );
     }
 }

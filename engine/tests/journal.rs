@@ -1,11 +1,15 @@
 //! The journal as stored in status: golden files from earlier versions keep loading and
 //! advancing, the size budget holds, JSON round trips are exact and the schema is structural.
 
+// Helpers outside `#[test]` functions panic on broken invariants on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use sei_engine::{
-    Duration, Effect, ErrorClass, Event, Inputs, Observation, Plan, PlanPhase, Registry, RetryPolicy, SCHEMA_VERSION,
-    TaskRef, TaskState, Timestamp, WorkflowDefinition, advance, compile,
+    Duration, Effect, ErrorClass, Event, Inputs, Observation, Plan, PlanPhase, Registry, RetryPolicy,
+    SCHEMA_VERSION, TaskRef, TaskState, Timestamp, WorkflowDefinition, advance, compile,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -15,9 +19,12 @@ fn at(text: &str) -> Timestamp {
 }
 
 fn fixture(name: &str) -> Plan {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name].iter().collect();
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name]
+        .iter()
+        .collect();
     let text = std::fs::read_to_string(&path).unwrap();
-    let mut plan: Plan = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name} no longer loads: {e}"));
+    let mut plan: Plan =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name} no longer loads: {e}"));
     plan.migrate();
     plan
 }
@@ -25,17 +32,27 @@ fn fixture(name: &str) -> Plan {
 fn starts(effects: &[Effect]) -> Vec<(&TaskRef, &Value)> {
     effects
         .iter()
-        .filter_map(|e| if let Effect::StartTask { task, params, .. } = e { Some((task, params)) } else { None })
+        .filter_map(|e| {
+            if let Effect::StartTask { task, params, .. } = e {
+                Some((task, &**params))
+            } else {
+                None
+            }
+        })
         .collect()
 }
 
-fn outputs(value: Value) -> Map<String, Value> {
+fn outputs(value: &Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap()
 }
 
 /// Completes every started or polled task with `output(task)` until the plan finishes; returns
 /// the last effects.
-fn run_to_end(plan: &mut Plan, mut now: Timestamp, output: impl Fn(&TaskRef) -> Map<String, Value>) -> Vec<Effect> {
+fn run_to_end(
+    plan: &mut Plan,
+    mut now: Timestamp,
+    output: impl Fn(&TaskRef) -> Map<String, Value>,
+) -> Vec<Effect> {
     let mut observations = Vec::new();
     for _ in 0..100 {
         let effects = advance(plan, &observations, now);
@@ -61,22 +78,32 @@ fn v1_journals_are_migrated_on_read_and_keep_advancing() {
     let mut plan = fixture("v1-node-update-running.yaml");
     assert_eq!(plan.schema_version, SCHEMA_VERSION);
     assert_eq!(plan.started_at, at("2026-01-01T00:00:00Z"));
-    assert_eq!(plan.traceparent.as_deref(), Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+    assert_eq!(
+        plan.traceparent.as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
     let sts = plan.run("statefulset").unwrap().run;
     assert_eq!((sts.state, sts.attempt), (TaskState::Succeeded, 1));
     let pod = plan.run("replace-pod").unwrap().run.clone();
     assert_eq!((pod.state, pod.attempt), (TaskState::Running, 2));
-    assert_eq!(pod.error.map(|e| (e.class, e.message)), Some((ErrorClass::Terminal, "pod sei-0 still terminating".into())));
+    assert_eq!(
+        pod.error.map(|e| (e.class, e.message)),
+        Some((ErrorClass::Terminal, "pod sei-0 still terminating".into()))
+    );
 
     let key = Uuid::parse_str("48615412-b256-5796-a181-65e642102290").unwrap();
     let effects = advance(&mut plan, &[], at("2026-01-01T00:00:20Z"));
-    assert!(matches!(&effects[0], Effect::PollTask(t) if t.task == "replace-pod" && t.attempt == 2 && t.key == key));
+    assert!(
+        matches!(&effects[0], Effect::PollTask(t) if t.task == "replace-pod" && t.attempt == 2 && t.key == key)
+    );
     let done = Observation::new("replace-pod", 2, Event::Completed(Map::new()));
     let effects = advance(&mut plan, &[done], at("2026-01-01T00:00:21Z"));
     assert_eq!(starts(&effects)[0].0.task, "observe");
     let last = run_to_end(&mut plan, at("2026-01-01T00:00:22Z"), |_| Map::new());
-    assert!(matches!(&last[0], Effect::PlanFinished { phase: PlanPhase::Succeeded, effect: Some(e), .. }
-        if e["conditions"][0]["reason"] == "UpdateComplete"));
+    assert!(
+        matches!(&last[0], Effect::PlanFinished { phase: PlanPhase::Succeeded, effect: Some(e), .. }
+        if e["conditions"][0]["reason"] == "UpdateComplete")
+    );
 
     let written = serde_json::to_string(&plan).unwrap();
     for legacy in ["createdAt", "traceContext", "retries", "\"Complete\""] {
@@ -94,10 +121,19 @@ fn v2_node_update_fixture_retries_on_time_under_the_next_key() {
     let effects = advance(&mut plan, &[], at("2026-01-01T00:00:16Z"));
     let (task, params) = starts(&effects)[0];
     assert_eq!((task.task.as_str(), task.attempt), ("replace-pod", 2));
-    assert_eq!(task.key, Uuid::parse_str("a5439546-9d5e-51c0-82c6-83e91a980542").unwrap());
+    assert_eq!(
+        task.key,
+        Uuid::parse_str("a5439546-9d5e-51c0-82c6-83e91a980542").unwrap()
+    );
     assert_eq!(params, &json!({}));
     let last = run_to_end(&mut plan, at("2026-01-01T00:00:17Z"), |_| Map::new());
-    assert!(matches!(&last[0], Effect::PlanFinished { phase: PlanPhase::Succeeded, .. }));
+    assert!(matches!(
+        &last[0],
+        Effect::PlanFinished {
+            phase: PlanPhase::Succeeded,
+            ..
+        }
+    ));
     assert_eq!(plan.summary().phase, PlanPhase::Succeeded);
 }
 
@@ -106,25 +142,50 @@ fn v2_genesis_fixture_resumes_for_each_runs_and_resolves_outputs() {
     let mut plan = fixture("v2-genesis-midflight.yaml");
     // The retry time in the fixture pins the jitter algorithm (1,460 ms after the 00:00:05 failure).
     let policy = plan.tasks[1].retry.clone().unwrap();
-    assert_eq!(policy.delay(plan.id, "gentx[val-2]", 1), Duration::from_millis(1460));
-    let val1 = Observation::new("gentx[val-1]", 1, Event::Completed(outputs(json!({"file": "gentx/val-1.json"}))));
+    assert_eq!(
+        policy.delay(plan.id, "gentx[val-2]", 1),
+        Duration::from_millis(1460)
+    );
+    let val1 = Observation::new(
+        "gentx[val-1]",
+        1,
+        Event::Completed(outputs(&json!({"file": "gentx/val-1.json"}))),
+    );
     let effects = advance(&mut plan, &[val1], at("2026-01-01T00:00:07Z"));
     let (retry, params) = starts(&effects)[0];
     assert_eq!((retry.task.as_str(), retry.attempt), ("gentx[val-2]", 2));
-    assert_eq!(retry.key, Uuid::parse_str("d6558298-8f0a-59a5-a742-18a3d2f7df43").unwrap());
+    assert_eq!(
+        retry.key,
+        Uuid::parse_str("d6558298-8f0a-59a5-a742-18a3d2f7df43").unwrap()
+    );
     assert_eq!(params, &json!({"chainId": "sei-test-1", "nodeId": "id-val-2"}));
-    let done = Observation::of(retry, Event::Completed(outputs(json!({"file": "gentx/val-2.json"}))));
+    let done = Observation::of(
+        retry,
+        Event::Completed(outputs(&json!({"file": "gentx/val-2.json"}))),
+    );
     let effects = advance(&mut plan, &[done], at("2026-01-01T00:00:08Z"));
     let (assemble, params) = starts(&effects)[0];
     assert_eq!(assemble.target.as_deref(), Some("val-0"));
-    assert_eq!(params, &json!({"gentxs": ["gentx/val-0.json", "gentx/val-1.json", "gentx/val-2.json"]}));
-    let done = Observation::of(assemble, Event::Completed(outputs(json!({"hash": "abc123"}))));
+    assert_eq!(
+        params,
+        &json!({"gentxs": ["gentx/val-0.json", "gentx/val-1.json", "gentx/val-2.json"]})
+    );
+    let done = Observation::of(assemble, Event::Completed(outputs(&json!({"hash": "abc123"}))));
     let effects = advance(&mut plan, &[done], at("2026-01-01T00:00:09Z"));
-    let configure: Vec<_> = starts(&effects).into_iter().map(|(t, p)| (t.task.clone(), p.clone())).collect();
+    let configure: Vec<_> = starts(&effects)
+        .into_iter()
+        .map(|(t, p)| (t.task.clone(), p.clone()))
+        .collect();
     assert_eq!(configure.len(), 3);
     assert!(configure.iter().all(|(_, p)| p == &json!({"hash": "abc123"})));
     let last = run_to_end(&mut plan, at("2026-01-01T00:00:10Z"), |_| Map::new());
-    assert!(matches!(&last[0], Effect::PlanFinished { phase: PlanPhase::Succeeded, .. }));
+    assert!(matches!(
+        &last[0],
+        Effect::PlanFinished {
+            phase: PlanPhase::Succeeded,
+            ..
+        }
+    ));
     assert_eq!(plan.finally[0].runs[0].state, TaskState::Succeeded);
 }
 
@@ -150,15 +211,21 @@ fn genesis_plan() -> Plan {
     let mut registry = Registry::new();
     for (i, step) in GENESIS_STEPS.iter().enumerate() {
         registry = registry.with_any_params(*step);
-        yaml.push_str(&format!("  - name: {step}\n    type: {step}\n    forEach: validators\n"));
+        write!(
+            yaml,
+            "  - name: {step}\n    type: {step}\n    forEach: validators\n"
+        )
+        .unwrap();
         if i > 0 {
-            yaml.push_str(&format!("    dependsOn: [{}]\n", GENESIS_STEPS[i - 1]));
+            writeln!(yaml, "    dependsOn: [{}]", GENESIS_STEPS[i - 1]).unwrap();
         }
         if i < 2 {
             yaml.push_str("    params: {chainId: \"${ params.chainId }\", moniker: \"${ item }\"}\n");
         }
         if i == 4 {
-            yaml.push_str("    retry: {maxAttempts: 180, backoff: {initial: 5s, max: 30s}}\n    timeout: 10m\n");
+            yaml.push_str(
+                "    retry: {maxAttempts: 180, backoff: {initial: 5s, max: 30s}}\n    timeout: 10m\n",
+            );
         }
     }
     let validators: Vec<String> = (0..100).map(|i| format!("sei-genesis-validator-{i}")).collect();
@@ -178,12 +245,18 @@ fn a_100_validator_genesis_plan_fits_the_journal_budget() {
     // A small node id per identity run, like the real task reports.
     let last = run_to_end(&mut plan, at("2026-01-01T00:00:00Z"), |task| {
         if task.task_type == "generate-identity" {
-            outputs(json!({"nodeId": "6f1c2a3b4d5e4f608a7b9c0d1e2f3a4b5c6d7e8f"}))
+            outputs(&json!({"nodeId": "6f1c2a3b4d5e4f608a7b9c0d1e2f3a4b5c6d7e8f"}))
         } else {
             Map::new()
         }
     });
-    assert!(matches!(&last[0], Effect::PlanFinished { phase: PlanPhase::Succeeded, .. }));
+    assert!(matches!(
+        &last[0],
+        Effect::PlanFinished {
+            phase: PlanPhase::Succeeded,
+            ..
+        }
+    ));
     let finished = serde_json::to_string(&plan).unwrap().len();
     eprintln!("genesis plan JSON: compiled {compiled} bytes, finished {finished} bytes");
     // Every run finished carries state, attempt and two timestamps; STYLE.md rule 13's budget.
@@ -204,7 +277,10 @@ fn json_round_trips_are_exact_at_every_step() {
             .filter_map(|e| match e {
                 Effect::StartTask { task, .. } => Some(Observation::of(task, Event::StartAccepted)),
                 Effect::PollTask(task) if task.attempt == 1 && task.task.ends_with("7]") => {
-                    Some(Observation::of(task, Event::Failed(sei_engine::TaskError::new(ErrorClass::Transient, "x"))))
+                    Some(Observation::of(
+                        task,
+                        Event::Failed(sei_engine::TaskError::new(ErrorClass::Transient, "x")),
+                    ))
                 }
                 Effect::PollTask(task) => Some(Observation::of(task, Event::Completed(Map::new()))),
                 _ => None,
@@ -214,7 +290,11 @@ fn json_round_trips_are_exact_at_every_step() {
     }
     let back = Plan::from_json(&serde_json::to_string(&plan).unwrap()).unwrap();
     assert_eq!(back, plan);
-    assert_eq!(plan.phase, PlanPhase::Failed, "generate-identity[…7] has a single attempt");
+    assert_eq!(
+        plan.phase,
+        PlanPhase::Failed,
+        "generate-identity[…7] has a single attempt"
+    );
 }
 
 /// Kubernetes requires structural schemas: every node typed (or preserve-unknown), no
@@ -225,7 +305,10 @@ fn assert_structural(schema: &Value, path: &str) {
         assert!(!node.contains_key(key), "{path} uses {key}: {schema}");
     }
     let preserve = node.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-    assert!(node.contains_key("type") || preserve, "{path} has no type: {schema}");
+    assert!(
+        node.contains_key("type") || preserve,
+        "{path} has no type: {schema}"
+    );
     if let Some(Value::Object(properties)) = node.get("properties") {
         for (name, property) in properties {
             assert_structural(property, &format!("{path}.{name}"));
@@ -243,9 +326,24 @@ fn assert_structural(schema: &Value, path: &str) {
 fn the_plan_schema_is_structural_with_opaque_params_and_outputs() {
     let settings = schemars::generate::SchemaSettings::openapi3().with(|s| s.inline_subschemas = true);
     for (name, schema) in [
-        ("Plan", settings.clone().into_generator().into_root_schema_for::<Plan>()),
-        ("PlanSummary", settings.clone().into_generator().into_root_schema_for::<sei_engine::PlanSummary>()),
-        ("WorkflowSpec", settings.clone().into_generator().into_root_schema_for::<sei_engine::WorkflowSpec>()),
+        (
+            "Plan",
+            settings.clone().into_generator().into_root_schema_for::<Plan>(),
+        ),
+        (
+            "PlanSummary",
+            settings
+                .clone()
+                .into_generator()
+                .into_root_schema_for::<sei_engine::PlanSummary>(),
+        ),
+        (
+            "WorkflowSpec",
+            settings
+                .clone()
+                .into_generator()
+                .into_root_schema_for::<sei_engine::WorkflowSpec>(),
+        ),
     ] {
         let mut value = serde_json::to_value(schema).unwrap();
         if let Value::Object(map) = &mut value {
@@ -256,7 +354,10 @@ fn the_plan_schema_is_structural_with_opaque_params_and_outputs() {
         assert_structural(&value, name);
     }
     let plan = serde_json::to_value(schemars::schema_for!(Plan)).unwrap();
-    for field in [&plan["$defs"]["PlannedTask"]["properties"]["params"], &plan["$defs"]["TaskRun"]["properties"]["outputs"]] {
+    for field in [
+        &plan["$defs"]["PlannedTask"]["properties"]["params"],
+        &plan["$defs"]["TaskRun"]["properties"]["outputs"],
+    ] {
         assert_eq!(field["type"], "object");
         assert_eq!(field["x-kubernetes-preserve-unknown-fields"], true);
     }
@@ -265,7 +366,13 @@ fn the_plan_schema_is_structural_with_opaque_params_and_outputs() {
 
 #[test]
 fn retry_policies_store_only_what_differs_from_the_default() {
-    let policy = RetryPolicy { max_attempts: 3, ..RetryPolicy::default() };
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
     assert_eq!(serde_json::to_value(&policy).unwrap(), json!({"maxAttempts": 3}));
-    assert_eq!(serde_json::from_value::<RetryPolicy>(json!({"maxAttempts": 3})).unwrap(), policy);
+    assert_eq!(
+        serde_json::from_value::<RetryPolicy>(json!({"maxAttempts": 3})).unwrap(),
+        policy
+    );
 }

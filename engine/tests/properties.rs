@@ -3,6 +3,9 @@
 //! Each case compiles a random workflow (see `common::scenario`) and runs it to the end with a
 //! simulated operator and backend on a virtual clock; a checker inspects every `advance` call.
 
+// Checkers run inside simulation callbacks, outside `#[test]` functions, and panic on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
@@ -14,11 +17,23 @@ use sei_engine::{Effect, ErrorClass, Lifecycle, PlanPhase, StopCause, TaskState,
 fn config() -> ProptestConfig {
     // Cases are derived from one seed, which the failure message prints; a regression file
     // would need a `lib.rs` next to this integration test to be found.
-    ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(1000) }
+    ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(1000)
+    }
 }
 
 fn start_keys(effects: &[Effect]) -> Vec<uuid::Uuid> {
-    effects.iter().filter_map(|e| if let Effect::StartTask { task, .. } = e { Some(task.key) } else { None }).collect()
+    effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::StartTask { task, .. } = e {
+                Some(task.key)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 proptest! {

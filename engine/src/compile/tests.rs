@@ -100,18 +100,31 @@ onSuccess: {ok: true}
     assert_eq!((plan.workflow.as_str(), plan.version.as_str()), ("w", "2"));
     assert!(plan.digest.starts_with("sha256:"));
     assert_eq!(plan.phase, PlanPhase::Active);
-    assert_eq!(plan.deadline, Some(inputs().now.saturating_add(Duration::from_secs(1800))));
+    assert_eq!(
+        plan.deadline,
+        Some(inputs().now.saturating_add(Duration::from_secs(1800)))
+    );
     assert_eq!(plan.max_parallel, Some(2));
     assert_eq!(plan.on_drift, DriftPolicy::Supersede);
-    assert_eq!(plan.tasks[0].params, json!({"image": "sei:v2", "note": "img=sei:v2"}));
+    assert_eq!(
+        *plan.tasks[0].params,
+        json!({"image": "sei:v2", "note": "img=sei:v2"})
+    );
     assert_eq!(plan.tasks[0].retry, None);
     assert_eq!(plan.tasks[1].depends_on, ["sts"]);
     assert_eq!(plan.tasks[1].timeout, Some(Duration::from_secs(300)));
     let retry = plan.tasks[1].retry.as_ref().unwrap();
-    assert_eq!((retry.max_attempts, retry.initial, retry.max), (3, Duration::from_secs(1), Duration::from_secs(10)));
+    assert_eq!(
+        (retry.max_attempts, retry.initial, retry.max),
+        (3, Duration::from_secs(1), Duration::from_secs(10))
+    );
     assert_eq!(plan.finally[0].name, "report");
     assert_eq!(plan.on_success, Some(json!({"ok": true})));
-    assert!(plan.tasks.iter().all(|t| t.runs.len() == 1 && t.runs[0] == TaskRun::default()));
+    assert!(
+        plan.tasks
+            .iter()
+            .all(|t| t.runs.len() == 1 && t.runs[0] == TaskRun::default())
+    );
 }
 
 #[test]
@@ -152,7 +165,9 @@ fn cycles_are_rejected_and_listed() {
         "name: w\ntasks: [{name: a, type: t, dependsOn: [c]}, {name: b, type: t, dependsOn: [a]}, \
          {name: c, type: t, dependsOn: [b]}, {name: d, type: t}]",
     );
-    let Error::Cycle { cycle, .. } = &e else { panic!("{e}") };
+    let Error::Cycle { cycle, .. } = &e else {
+        panic!("{e}")
+    };
     assert_eq!(cycle, &["a", "c", "b", "a"]);
     assert!(e.to_string().contains("a -> c -> b -> a"), "{e}");
     assert_at(&e, Some("a"), "dependsOn");
@@ -179,7 +194,12 @@ fn unknown_task_types_are_rejected() {
 #[test]
 fn params_failing_the_schema_name_the_json_pointer() {
     let e = err("name: w\ntasks: [{name: a, type: config, params: {files: [1], replicas: 1}}]");
-    let Error::InvalidParams { pointer, task_type, .. } = &e else { panic!("{e}") };
+    let Error::InvalidParams {
+        pointer, task_type, ..
+    } = &e
+    else {
+        panic!("{e}")
+    };
     assert_eq!((pointer.as_str(), task_type.as_str()), ("/files/0", "config"));
     assert_at(&e, Some("a"), "params/files/0");
     let e = err("name: w\ntasks: [{name: a, type: config, params: {files: []}}]");
@@ -191,9 +211,14 @@ fn params_failing_the_schema_name_the_json_pointer() {
 #[test]
 fn params_are_checked_after_workflow_params_are_substituted() {
     let yaml = "name: w\ntasks: [{name: a, type: config, params: {files: '${ params.list }', replicas: '${ params.n }'}}]";
-    let ok = Inputs { params: inputs().params, ..inputs() }.with_param("list", json!(["x"])).with_param("n", json!(2));
+    let ok = Inputs {
+        params: inputs().params,
+        ..inputs()
+    }
+    .with_param("list", json!(["x"]))
+    .with_param("n", json!(2));
     let plan = compile(&def(yaml), &ok, &registry()).unwrap();
-    assert_eq!(plan.tasks[0].params, json!({"files": ["x"], "replicas": 2}));
+    assert_eq!(*plan.tasks[0].params, json!({"files": ["x"], "replicas": 2}));
     let bad = ok.with_param("n", json!("two"));
     let e = compile(&def(yaml), &bad, &registry()).unwrap_err();
     assert_at(&e, Some("a"), "params/replicas");
@@ -204,18 +229,30 @@ fn invalid_durations_are_rejected_with_their_field() {
     let e = err("name: w\ndeadline: soon\ntasks: [{name: a, type: t}]");
     assert!(matches!(&e, Error::InvalidDuration { value, .. } if value == "soon"));
     assert_at(&e, None, "deadline");
-    assert_at(&err("name: w\ntasks: [{name: a, type: t, timeout: 0s}]"), Some("a"), "timeout");
+    assert_at(
+        &err("name: w\ntasks: [{name: a, type: t, timeout: 0s}]"),
+        Some("a"),
+        "timeout",
+    );
     assert_at(
         &err("name: w\ntasks: [{name: a, type: t, retry: {backoff: {initial: 5x}}}]"),
         Some("a"),
         "retry.backoff.initial",
     );
-    assert_at(&err("name: w\npollInterval: x\ntasks: [{name: a, type: t}]"), None, "pollInterval");
+    assert_at(
+        &err("name: w\npollInterval: x\ntasks: [{name: a, type: t}]"),
+        None,
+        "pollInterval",
+    );
 }
 
 #[test]
 fn out_of_range_numbers_are_rejected() {
-    assert_at(&err("name: w\nmaxParallel: 0\ntasks: [{name: a, type: t}]"), None, "maxParallel");
+    assert_at(
+        &err("name: w\nmaxParallel: 0\ntasks: [{name: a, type: t}]"),
+        None,
+        "maxParallel",
+    );
     let cases = [
         ("{maxAttempts: 0}", "retry.maxAttempts"),
         ("{backoff: {factor: 0.5}}", "retry.backoff.factor"),
@@ -239,13 +276,41 @@ fn declared_params_must_be_resolved() {
 #[test]
 fn bad_references_are_rejected_with_their_pointer() {
     let cases = [
-        ("{name: a, type: t, params: {x: '${ params.nope }'}}", "a", "params/x"),
-        ("{name: a, type: t, params: {x: '${ params.image.tag }'}}", "a", "params/x"),
-        ("{name: a, type: t, params: {x: [ '${ item }' ]}}", "a", "params/x/0"),
-        ("{name: a, type: t, params: {x: '${ self.spec.image }'}}", "a", "params/x"),
-        ("{name: a, type: t, params: {x: '${ params.image'}}", "a", "params/x"),
-        ("{name: a, type: t, params: {x: '${ tasks.zz.outputs.k }'}}", "a", "params/x"),
-        ("{name: a, type: t, target: '${ tasks.b.outputs.k }'}", "a", "target"),
+        (
+            "{name: a, type: t, params: {x: '${ params.nope }'}}",
+            "a",
+            "params/x",
+        ),
+        (
+            "{name: a, type: t, params: {x: '${ params.image.tag }'}}",
+            "a",
+            "params/x",
+        ),
+        (
+            "{name: a, type: t, params: {x: [ '${ item }' ]}}",
+            "a",
+            "params/x/0",
+        ),
+        (
+            "{name: a, type: t, params: {x: '${ self.spec.image }'}}",
+            "a",
+            "params/x",
+        ),
+        (
+            "{name: a, type: t, params: {x: '${ params.image'}}",
+            "a",
+            "params/x",
+        ),
+        (
+            "{name: a, type: t, params: {x: '${ tasks.zz.outputs.k }'}}",
+            "a",
+            "params/x",
+        ),
+        (
+            "{name: a, type: t, target: '${ tasks.b.outputs.k }'}",
+            "a",
+            "target",
+        ),
     ];
     for (task, name, field) in cases {
         let e = err(&format!("name: w\ntasks: [{task}, {{name: b, type: t}}]"));
@@ -256,7 +321,9 @@ fn bad_references_are_rejected_with_their_pointer() {
 
 #[test]
 fn output_references_must_point_upstream() {
-    let e = err("name: w\ntasks: [{name: a, type: t}, {name: b, type: t, params: {x: '${ tasks.a.outputs.k }'}}]");
+    let e = err(
+        "name: w\ntasks: [{name: a, type: t}, {name: b, type: t, params: {x: '${ tasks.a.outputs.k }'}}]",
+    );
     assert!(e.to_string().contains("not a dependency"), "{e}");
     assert_at(&e, Some("b"), "params/x");
     let ok = "name: w\ntasks: [{name: a, type: t}, {name: m, type: t, dependsOn: [a]}, \
@@ -267,14 +334,20 @@ fn output_references_must_point_upstream() {
 #[test]
 fn output_references_to_for_each_tasks_pair_by_item_or_use_the_list_form() {
     let base = "name: w\ntasks: [{name: a, type: t, forEach: nodes}, ";
-    let paired = format!("{base}{{name: b, type: t, forEach: nodes, dependsOn: [a], params: {{x: '${{ tasks.a.outputs.k }}'}}}}]");
+    let paired = format!(
+        "{base}{{name: b, type: t, forEach: nodes, dependsOn: [a], params: {{x: '${{ tasks.a.outputs.k }}'}}}}]"
+    );
     assert!(compile_yaml(&paired).is_ok());
-    let fan_in = format!("{base}{{name: b, type: t, dependsOn: [a], params: {{x: '${{ tasks.a[*].outputs.k }}'}}}}]");
+    let fan_in =
+        format!("{base}{{name: b, type: t, dependsOn: [a], params: {{x: '${{ tasks.a[*].outputs.k }}'}}}}]");
     assert!(compile_yaml(&fan_in).is_ok());
-    let ambiguous = format!("{base}{{name: b, type: t, dependsOn: [a], params: {{x: '${{ tasks.a.outputs.k }}'}}}}]");
+    let ambiguous =
+        format!("{base}{{name: b, type: t, dependsOn: [a], params: {{x: '${{ tasks.a.outputs.k }}'}}}}]");
     let e = err(&ambiguous);
     assert!(e.to_string().contains("[*]"), "{e}");
-    let e = err("name: w\ntasks: [{name: a, type: t}, {name: b, type: t, dependsOn: [a], params: {x: '${ tasks.a[*].outputs.k }'}}]");
+    let e = err(
+        "name: w\ntasks: [{name: a, type: t}, {name: b, type: t, dependsOn: [a], params: {x: '${ tasks.a[*].outputs.k }'}}]",
+    );
     assert!(e.to_string().contains("needs `a` to have `forEach`"), "{e}");
 }
 
@@ -292,7 +365,7 @@ fn for_each_expands_runs_with_items_as_targets() {
     assert_eq!(items, ["n0", "n1", "n2"]);
     assert_eq!(key.run_name(1), "key[n1]");
     assert_eq!(key.run_target(1).as_deref(), Some("n1"));
-    assert_eq!(key.params, json!({"node": "${ item }", "img": "sei:v2"}));
+    assert_eq!(*key.params, json!({"node": "${ item }", "img": "sei:v2"}));
     assert_eq!(plan.tasks[1].run_target(2).as_deref(), Some("n2-0"));
     assert_eq!(plan.tasks[2].runs.len(), 1);
 }
@@ -317,16 +390,27 @@ fn for_each_lists_must_be_unique_scalar_lists() {
         assert_at(&e, Some("a"), "forEach");
     }
     let numbers = inputs().with_param("ordinals", json!([0, 1]));
-    let plan = compile(&def("name: w\ntasks: [{name: a, type: t, forEach: ordinals}]"), &numbers, &registry()).unwrap();
+    let plan = compile(
+        &def("name: w\ntasks: [{name: a, type: t, forEach: ordinals}]"),
+        &numbers,
+        &registry(),
+    )
+    .unwrap();
     assert_eq!(plan.tasks[0].run_name(1), "a[1]");
     let empty = inputs().with_param("none", json!([]));
-    let plan = compile(&def("name: w\ntasks: [{name: a, type: t, forEach: none}]"), &empty, &registry()).unwrap();
+    let plan = compile(
+        &def("name: w\ntasks: [{name: a, type: t, forEach: none}]"),
+        &empty,
+        &registry(),
+    )
+    .unwrap();
     assert!(plan.tasks[0].runs.is_empty());
 }
 
 #[test]
 fn a_false_when_marks_the_run_to_be_skipped_with_its_reason() {
-    let yaml = "name: w\ntasks: [{name: a, type: t, when: 'self.x'}, {name: b, type: t, forEach: nodes, when: 'y'}]";
+    let yaml =
+        "name: w\ntasks: [{name: a, type: t, when: 'self.x'}, {name: b, type: t, forEach: nodes, when: 'y'}]";
     let inputs = inputs()
         .with_guard("a", Guard::Skip("self.x is false".into()))
         .with_guard("b", Guard::Run)
@@ -352,10 +436,17 @@ fn when_decisions_must_match_guarded_tasks() {
 
 #[test]
 fn default_retry_settings_are_not_stored() {
-    let plan = compile_yaml("name: w\ntasks: [{name: a, type: t, retry: {maxAttempts: 1, retryOn: [Transient, Timeout]}}]").unwrap();
+    let plan = compile_yaml(
+        "name: w\ntasks: [{name: a, type: t, retry: {maxAttempts: 1, retryOn: [Transient, Timeout]}}]",
+    )
+    .unwrap();
     assert_eq!(plan.tasks[0].retry, None);
-    let plan = compile_yaml("name: w\ntasks: [{name: a, type: t, retry: {retryOn: [Conflict, Conflict]}}]").unwrap();
-    assert_eq!(plan.tasks[0].retry.as_ref().unwrap().retry_on, [ErrorClass::Conflict]);
+    let plan =
+        compile_yaml("name: w\ntasks: [{name: a, type: t, retry: {retryOn: [Conflict, Conflict]}}]").unwrap();
+    assert_eq!(
+        plan.tasks[0].retry.as_ref().unwrap().retry_on,
+        [ErrorClass::Conflict]
+    );
 }
 
 #[test]

@@ -28,7 +28,16 @@ fn plan(yaml: &str) -> Plan {
 }
 
 fn starts(effects: &[Effect]) -> Vec<&TaskRef> {
-    effects.iter().filter_map(|e| if let Effect::StartTask { task, .. } = e { Some(task) } else { None }).collect()
+    effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::StartTask { task, .. } = e {
+                Some(task)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn start_names(effects: &[Effect]) -> Vec<&str> {
@@ -36,15 +45,39 @@ fn start_names(effects: &[Effect]) -> Vec<&str> {
 }
 
 fn polls(effects: &[Effect]) -> Vec<&str> {
-    effects.iter().filter_map(|e| if let Effect::PollTask(t) = e { Some(t.task.as_str()) } else { None }).collect()
+    effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::PollTask(t) = e {
+                Some(t.task.as_str())
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn cancels(effects: &[Effect]) -> Vec<&str> {
-    effects.iter().filter_map(|e| if let Effect::CancelTask(t) = e { Some(t.task.as_str()) } else { None }).collect()
+    effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::CancelTask(t) = e {
+                Some(t.task.as_str())
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn requeue(effects: &[Effect]) -> Option<Timestamp> {
-    effects.iter().find_map(|e| if let Effect::RequeueAt(t) = e { Some(*t) } else { None })
+    effects.iter().find_map(|e| {
+        if let Effect::RequeueAt(t) = e {
+            Some(*t)
+        } else {
+            None
+        }
+    })
 }
 
 fn finished(effects: &[Effect]) -> Option<(PlanPhase, Option<Value>)> {
@@ -78,7 +111,10 @@ fn step(plan: &mut Plan, name: &str, event: Event, now: Timestamp) -> Vec<Effect
 
 /// Accepts and completes every start in `effects`.
 fn complete_all(effects: &[Effect]) -> Vec<Observation> {
-    starts(effects).into_iter().map(|t| Observation::of(t, completed())).collect()
+    starts(effects)
+        .into_iter()
+        .map(|t| Observation::of(t, completed()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -92,7 +128,11 @@ const SUBJECT: &str = "name: w\ntasks:\n  - {name: a, type: t, when: g, retry: {
 /// A plan whose run `a` is in `lifecycle` and whose run `b` is in flight (so the plan stays
 /// Active), at time `t0`.
 fn subject(lifecycle: Lifecycle) -> Plan {
-    let guard = if lifecycle == Lifecycle::Skipped { Guard::Skip("g is false".into()) } else { Guard::Run };
+    let guard = if lifecycle == Lifecycle::Skipped {
+        Guard::Skip("g is false".into())
+    } else {
+        Guard::Run
+    };
     let mut plan = plan_with(SUBJECT, &inputs().with_guard("a", guard));
     advance(&mut plan, &[], t0());
     let events: &[Event] = match lifecycle {
@@ -100,7 +140,10 @@ fn subject(lifecycle: Lifecycle) -> Plan {
         Lifecycle::Starting | Lifecycle::Skipped => &[],
         Lifecycle::Running => &[Event::StartAccepted],
         Lifecycle::Succeeded => &[Event::StartAccepted, Event::Completed(Map::new())],
-        Lifecycle::Failed => &[Event::StartAccepted, Event::Failed(TaskError::new(ErrorClass::Terminal, "no"))],
+        Lifecycle::Failed => &[
+            Event::StartAccepted,
+            Event::Failed(TaskError::new(ErrorClass::Terminal, "no")),
+        ],
         Lifecycle::Cancelled => &[Event::StartAccepted, Event::Cancelled],
     };
     for event in events {
@@ -126,7 +169,11 @@ fn event_of(kind: EventKind) -> Event {
 
 /// Applies `kind` to run `a` in `lifecycle` and checks the table entry and its effect.
 fn check_transition(lifecycle: Lifecycle, kind: EventKind, expected: Transition) {
-    assert_eq!(transition(lifecycle, kind), expected, "table entry for ({lifecycle:?}, {kind:?})");
+    assert_eq!(
+        transition(lifecycle, kind),
+        expected,
+        "table entry for ({lifecycle:?}, {kind:?})"
+    );
     let before = subject(lifecycle);
     let mut after = before.clone();
     let now = at(1);
@@ -144,15 +191,24 @@ fn check_transition(lifecycle: Lifecycle, kind: EventKind, expected: Transition)
             assert_eq!(new.finished_at, Some(now));
         }
         Transition::FailAttempt | Transition::Lost => {
-            assert_eq!((new.state, new.attempt, new.started_at), (TaskState::Pending, old.attempt, None));
-            assert_eq!(new.next_attempt_at, Some(now.saturating_add(Duration::from_secs(3600))));
+            assert_eq!(
+                (new.state, new.attempt, new.started_at),
+                (TaskState::Pending, old.attempt, None)
+            );
+            assert_eq!(
+                new.next_attempt_at,
+                Some(now.saturating_add(Duration::from_secs(3600)))
+            );
             assert_eq!(new.error.as_ref().map(|e| e.class), Some(ErrorClass::Transient));
             if expected == Transition::Lost {
                 assert!(new.error.as_ref().unwrap().message.contains("lost"));
             }
         }
         Transition::Reissue => {
-            assert_eq!((new.state, new.attempt, new.started_at), (TaskState::Pending, old.attempt, Some(now)));
+            assert_eq!(
+                (new.state, new.attempt, new.started_at),
+                (TaskState::Pending, old.attempt, Some(now))
+            );
             let key = before.idempotency_key("a", old.attempt);
             assert_eq!(starts(&effects).iter().map(|t| t.key).collect::<Vec<_>>(), [key]);
         }
@@ -236,13 +292,20 @@ fn every_transition_has_a_unit_test() {
         .filter(|pair| !COVERED.contains(pair))
         .collect();
     assert!(missing.is_empty(), "transitions without a unit test: {missing:?}");
-    assert_eq!(COVERED.len(), Lifecycle::ALL.len() * EventKind::ALL.len(), "a pair is tested twice");
+    assert_eq!(
+        COVERED.len(),
+        Lifecycle::ALL.len() * EventKind::ALL.len(),
+        "a pair is tested twice"
+    );
 }
 
 #[test]
 fn lifecycles_cover_every_journal_state() {
     for state in TaskState::ALL {
-        let run = TaskRun { state, ..TaskRun::default() };
+        let run = TaskRun {
+            state,
+            ..TaskRun::default()
+        };
         assert!(Lifecycle::ALL.contains(&run.lifecycle()));
     }
 }
@@ -253,7 +316,9 @@ fn lifecycles_cover_every_journal_state() {
 
 #[test]
 fn ready_tasks_start_in_parallel_and_dependents_wait() {
-    let mut p = plan("name: w\ntasks: [{name: a, type: t}, {name: b, type: t}, {name: c, type: t, dependsOn: [a, b]}]");
+    let mut p = plan(
+        "name: w\ntasks: [{name: a, type: t}, {name: b, type: t}, {name: c, type: t, dependsOn: [a, b]}]",
+    );
     let fx = advance(&mut p, &[], t0());
     assert_eq!(start_names(&fx), ["a", "b"]);
     assert_eq!(run(&p, "a").attempt, 1);
@@ -269,12 +334,16 @@ fn ready_tasks_start_in_parallel_and_dependents_wait() {
     assert_eq!(finished(&fx).map(|f| f.0), Some(PlanPhase::Succeeded));
     assert_eq!(p.phase, PlanPhase::Succeeded);
     assert_eq!(p.finished_at, Some(at(3)));
-    assert!(advance(&mut p, &[], at(4)).is_empty(), "a finished plan yields no effects");
+    assert!(
+        advance(&mut p, &[], at(4)).is_empty(),
+        "a finished plan yields no effects"
+    );
 }
 
 #[test]
 fn max_parallel_bounds_runs_in_flight() {
-    let mut p = plan("name: w\nmaxParallel: 2\ntasks: [{name: a, type: t}, {name: b, type: t}, {name: c, type: t}]");
+    let mut p =
+        plan("name: w\nmaxParallel: 2\ntasks: [{name: a, type: t}, {name: b, type: t}, {name: c, type: t}]");
     let fx = advance(&mut p, &[], t0());
     assert_eq!(start_names(&fx), ["a", "b"]);
     let fx = step(&mut p, "a", completed(), at(1));
@@ -290,7 +359,11 @@ fn skipped_tasks_wait_for_their_dependencies_then_satisfy_dependents() {
     );
     let fx = advance(&mut p, &[], t0());
     assert_eq!(start_names(&fx), ["a"]);
-    assert_eq!(run(&p, "b").state, TaskState::Pending, "b is skipped only after a");
+    assert_eq!(
+        run(&p, "b").state,
+        TaskState::Pending,
+        "b is skipped only after a"
+    );
     let fx = advance(&mut p, &complete_all(&fx), at(1));
     assert_eq!(run(&p, "b").state, TaskState::Skipped);
     assert_eq!(run(&p, "b").reason.as_deref(), Some("when: disabled"));
@@ -321,19 +394,41 @@ fn output_references_are_resolved_when_a_run_starts() {
     );
     let fx = advance(&mut p, &[], t0());
     let out = |k: &str, v: &str| Event::Completed(json!({ k: v }).as_object().unwrap().clone());
-    let done: Vec<_> = starts(&fx).iter().map(|t| Observation::of(t, out("nodeId", &format!("id-{}", t.task)))).collect();
+    let done: Vec<_> = starts(&fx)
+        .iter()
+        .map(|t| Observation::of(t, out("nodeId", &format!("id-{}", t.task))))
+        .collect();
     let fx = advance(&mut p, &done, at(1));
-    let params: Vec<&Value> = fx.iter().filter_map(|e| if let Effect::StartTask { params, .. } = e { Some(params) } else { None }).collect();
+    let params: Vec<&Value> = fx
+        .iter()
+        .filter_map(|e| {
+            if let Effect::StartTask { params, .. } = e {
+                Some(&**params)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(params[1], &json!({"node": "n1", "key": "id-id[n1]"}));
-    let done: Vec<_> = starts(&fx).iter().map(|t| Observation::of(t, out("file", &t.task))).collect();
+    let done: Vec<_> = starts(&fx)
+        .iter()
+        .map(|t| Observation::of(t, out("file", &t.task)))
+        .collect();
     let fx = advance(&mut p, &done, at(2));
-    let Some(Effect::StartTask { params, .. }) = fx.first() else { panic!("{fx:?}") };
-    assert_eq!(params, &json!({"files": ["gentx[n0]", "gentx[n1]"], "n": "ids: [\"id-id[n0]\",\"id-id[n1]\"]"}));
+    let Some(Effect::StartTask { params, .. }) = fx.first() else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(
+        **params,
+        json!({"files": ["gentx[n0]", "gentx[n1]"], "n": "ids: [\"id-id[n0]\",\"id-id[n1]\"]"})
+    );
 }
 
 #[test]
 fn a_missing_output_fails_the_dependent_with_class_invalid() {
-    let mut p = plan("name: w\ntasks: [{name: a, type: t}, {name: b, type: t, dependsOn: [a], params: {x: '${ tasks.a.outputs.k }'}}]");
+    let mut p = plan(
+        "name: w\ntasks: [{name: a, type: t}, {name: b, type: t, dependsOn: [a], params: {x: '${ tasks.a.outputs.k }'}}]",
+    );
     let fx = advance(&mut p, &[], t0());
     let fx = advance(&mut p, &complete_all(&fx), at(1));
     assert!(start_names(&fx).is_empty());
@@ -348,7 +443,10 @@ fn a_missing_output_fails_the_dependent_with_class_invalid() {
 fn outputs_over_four_kib_fail_the_attempt() {
     let mut p = plan("name: w\ntasks: [{name: a, type: t}]");
     advance(&mut p, &[], t0());
-    let big = json!({"blob": "x".repeat(MAX_OUTPUT_BYTES)}).as_object().unwrap().clone();
+    let big = json!({"blob": "x".repeat(MAX_OUTPUT_BYTES)})
+        .as_object()
+        .unwrap()
+        .clone();
     step(&mut p, "a", Event::Completed(big), at(1));
     let a = run(&p, "a");
     assert_eq!(a.state, TaskState::Failed);
@@ -361,19 +459,36 @@ fn outputs_over_four_kib_fail_the_attempt() {
 
 #[test]
 fn failures_consume_attempts_and_retry_after_the_backoff_under_a_new_key() {
-    let mut p = plan("name: w\ntasks: [{name: a, type: t, retry: {maxAttempts: 2, backoff: {initial: 10s}, jitter: 0}}]");
+    let mut p = plan(
+        "name: w\ntasks: [{name: a, type: t, retry: {maxAttempts: 2, backoff: {initial: 10s}, jitter: 0}}]",
+    );
     let fx = advance(&mut p, &[], t0());
     let first = starts(&fx)[0].clone();
-    let fx = advance(&mut p, &[Observation::of(&first, Event::Failed(transient("503")))], at(1));
+    let fx = advance(
+        &mut p,
+        &[Observation::of(&first, Event::Failed(transient("503")))],
+        at(1),
+    );
     assert_eq!(run(&p, "a").next_attempt_at, Some(at(11)));
     assert_eq!(requeue(&fx), Some(at(11)));
-    assert!(start_names(&advance(&mut p, &[], at(5))).is_empty(), "no retry before nextAttemptAt");
+    assert!(
+        start_names(&advance(&mut p, &[], at(5))).is_empty(),
+        "no retry before nextAttemptAt"
+    );
     let fx = advance(&mut p, &[], at(11));
     let second = starts(&fx)[0].clone();
     assert_eq!(second.attempt, 2);
     assert_ne!(second.key, first.key);
-    advance(&mut p, &[Observation::of(&second, Event::Failed(transient("503")))], at(12));
-    assert_eq!(run(&p, "a").state, TaskState::Failed, "the budget of 2 attempts is spent");
+    advance(
+        &mut p,
+        &[Observation::of(&second, Event::Failed(transient("503")))],
+        at(12),
+    );
+    assert_eq!(
+        run(&p, "a").state,
+        TaskState::Failed,
+        "the budget of 2 attempts is spent"
+    );
     assert_eq!(p.phase, PlanPhase::Failed);
     assert_eq!(p.failed_task.as_deref(), Some("a"));
     assert_eq!(p.summary().error.map(|e| e.message), Some("503".into()));
@@ -388,24 +503,39 @@ fn error_classes_outside_retry_on_fail_at_once() {
     assert_eq!((run(&p, "a").state, run(&p, "a").attempt), (TaskState::Failed, 1));
     let mut p = plan("name: w\ntasks: [{name: a, type: t, retry: {maxAttempts: 5, retryOn: [Conflict]}}]");
     advance(&mut p, &[], t0());
-    step(&mut p, "a", Event::Failed(TaskError::new(ErrorClass::Conflict, "409")), at(1));
+    step(
+        &mut p,
+        "a",
+        Event::Failed(TaskError::new(ErrorClass::Conflict, "409")),
+        at(1),
+    );
     assert_eq!(run(&p, "a").state, TaskState::Pending);
     assert!(run(&p, "a").next_attempt_at.is_some());
 }
 
 #[test]
 fn retries_are_never_scheduled_past_the_deadline() {
-    let mut p = plan("name: w\ndeadline: 30s\ntasks: [{name: a, type: t, retry: {maxAttempts: 5, backoff: {initial: 1m, max: 1m}, jitter: 0}}]");
+    let mut p = plan(
+        "name: w\ndeadline: 30s\ntasks: [{name: a, type: t, retry: {maxAttempts: 5, backoff: {initial: 1m, max: 1m}, jitter: 0}}]",
+    );
     advance(&mut p, &[], t0());
     step(&mut p, "a", Event::Failed(transient("503")), at(1));
     let a = run(&p, "a");
     assert_eq!(a.state, TaskState::Failed);
-    assert!(a.error.as_ref().unwrap().message.contains("after the plan deadline"));
+    assert!(
+        a.error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("after the plan deadline")
+    );
 }
 
 #[test]
 fn an_attempt_that_exceeds_its_timeout_fails_with_class_timeout_and_is_cancelled() {
-    let mut p = plan("name: w\ntasks: [{name: a, type: t, timeout: 10s, retry: {maxAttempts: 2, backoff: {initial: 1s}, jitter: 0}}]");
+    let mut p = plan(
+        "name: w\ntasks: [{name: a, type: t, timeout: 10s, retry: {maxAttempts: 2, backoff: {initial: 1s}, jitter: 0}}]",
+    );
     let fx = advance(&mut p, &[], t0());
     assert_eq!(requeue(&fx), Some(at(5)), "poll interval first");
     let fx = step(&mut p, "a", Event::StartAccepted, at(6));
@@ -424,16 +554,26 @@ fn the_deadline_cancels_normal_tasks_fails_the_plan_and_still_runs_finally() {
          finally: [{name: f, type: t}]\nonFailure: {reason: Failed}",
     );
     let fx = advance(&mut p, &[], t0());
-    let fx = advance(&mut p, &[Observation::of(starts(&fx)[0], Event::StartAccepted)], at(1));
+    let fx = advance(
+        &mut p,
+        &[Observation::of(starts(&fx)[0], Event::StartAccepted)],
+        at(1),
+    );
     assert!(requeue(&fx).unwrap() <= at(60));
     let fx = advance(&mut p, &[], at(60));
     assert_eq!(cancels(&fx), ["a"]);
     assert_eq!(start_names(&fx), ["f"]);
     assert_eq!(run(&p, "a").state, TaskState::Cancelled);
     assert_eq!(run(&p, "b").state, TaskState::Cancelled);
-    assert_eq!(p.stop.as_ref().map(|s| s.cause), Some(StopCause::DeadlineExceeded));
+    assert_eq!(
+        p.stop.as_ref().map(|s| s.cause),
+        Some(StopCause::DeadlineExceeded)
+    );
     let fx = advance(&mut p, &complete_all(&fx), at(61));
-    assert_eq!(finished(&fx), Some((PlanPhase::Failed, Some(json!({"reason": "Failed"})))));
+    assert_eq!(
+        finished(&fx),
+        Some((PlanPhase::Failed, Some(json!({"reason": "Failed"}))))
+    );
     assert!(p.message.as_deref().unwrap().contains("deadline"));
 }
 
@@ -458,7 +598,9 @@ fn an_exhausted_task_fails_the_plan_lets_running_tasks_finish_and_runs_finally()
 
 #[test]
 fn a_failing_finally_task_fails_an_otherwise_successful_plan() {
-    let mut p = plan("name: w\ntasks: [{name: a, type: t}]\nfinally: [{name: f, type: t}, {name: g, type: t, dependsOn: [f]}]");
+    let mut p = plan(
+        "name: w\ntasks: [{name: a, type: t}]\nfinally: [{name: f, type: t}, {name: g, type: t, dependsOn: [f]}]",
+    );
     let fx = advance(&mut p, &[], t0());
     advance(&mut p, &complete_all(&fx), at(1));
     let fx = step(&mut p, "f", Event::Failed(transient("x")), at(2));
@@ -470,10 +612,16 @@ fn a_failing_finally_task_fails_an_otherwise_successful_plan() {
 #[test]
 fn cancel_and_supersede_stop_new_starts_at_a_safe_point() {
     for (supersede, cause) in [(false, StopCause::Cancelled), (true, StopCause::Superseded)] {
-        let mut p = plan("name: w\nonDrift: Supersede\ntasks: [{name: a, type: t}, {name: b, type: t, dependsOn: [a]}]");
+        let mut p = plan(
+            "name: w\nonDrift: Supersede\ntasks: [{name: a, type: t}, {name: b, type: t, dependsOn: [a]}]",
+        );
         assert_eq!(p.on_drift, DriftPolicy::Supersede);
         advance(&mut p, &[], t0());
-        let requested = if supersede { p.supersede("image changed") } else { p.cancel("user asked") };
+        let requested = if supersede {
+            p.supersede("image changed")
+        } else {
+            p.cancel("user asked")
+        };
         assert!(requested);
         assert!(!p.cancel("again"), "the first request wins");
         let fx = advance(&mut p, &[], at(1));
@@ -492,7 +640,13 @@ fn on_success_is_handed_back_once() {
     let fx = advance(&mut p, &[], t0());
     let done = complete_all(&fx);
     let fx = advance(&mut p, &done, at(1));
-    assert_eq!(finished(&fx), Some((PlanPhase::Succeeded, Some(json!({"conditions": [{"type": "Ready"}]})))));
+    assert_eq!(
+        finished(&fx),
+        Some((
+            PlanPhase::Succeeded,
+            Some(json!({"conditions": [{"type": "Ready"}]}))
+        ))
+    );
     assert!(requeue(&fx).is_none());
     assert!(advance(&mut p, &done, at(1)).is_empty());
 }
@@ -529,7 +683,9 @@ fn stale_and_unknown_observations_are_ignored() {
 
 #[test]
 fn advancing_twice_with_the_same_observations_changes_nothing() {
-    let mut p = plan("name: w\ntasks: [{name: a, type: t, retry: {maxAttempts: 3, backoff: {initial: 1s}}}, {name: b, type: t, dependsOn: [a]}]");
+    let mut p = plan(
+        "name: w\ntasks: [{name: a, type: t, retry: {maxAttempts: 3, backoff: {initial: 1s}}}, {name: b, type: t, dependsOn: [a]}]",
+    );
     let fx = advance(&mut p, &[], t0());
     let o = vec![Observation::of(starts(&fx)[0], Event::Failed(transient("x")))];
     advance(&mut p, &o, at(1));
@@ -551,4 +707,30 @@ fn a_plan_of_empty_for_each_lists_succeeds_at_once() {
     let mut p = plan_with("name: w\ntasks: [{name: a, type: t, forEach: none}]", &inputs);
     let fx = advance(&mut p, &[], t0());
     assert_eq!(finished(&fx).map(|f| f.0), Some(PlanPhase::Succeeded));
+}
+
+#[test]
+fn an_empty_for_each_task_keeps_the_order_of_the_tasks_around_it() {
+    let inputs = inputs().with_param("none", json!([]));
+    let mut p = plan_with(
+        "name: w\ntasks: [{name: a, type: t}, {name: b, type: t, forEach: none, dependsOn: [a]}, {name: c, type: t, dependsOn: [b]}]",
+        &inputs,
+    );
+    let fx = advance(&mut p, &[], t0());
+    assert_eq!(start_names(&fx), ["a"], "c waits for a through the empty b");
+    let fx = advance(&mut p, &complete_all(&fx), at(1));
+    assert_eq!(start_names(&fx), ["c"]);
+}
+
+#[test]
+fn tasks_declared_before_their_dependencies_still_wait_for_them() {
+    let mut p = plan(
+        "name: w\ntasks: [{name: c, type: t, dependsOn: [b]}, {name: b, type: t, dependsOn: [a]}, {name: a, type: t}]",
+    );
+    let fx = advance(&mut p, &[], t0());
+    assert_eq!(start_names(&fx), ["a"]);
+    let fx = advance(&mut p, &complete_all(&fx), at(1));
+    assert_eq!(start_names(&fx), ["b"]);
+    let fx = advance(&mut p, &complete_all(&fx), at(2));
+    assert_eq!(start_names(&fx), ["c"]);
 }

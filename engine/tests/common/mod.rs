@@ -1,13 +1,22 @@
 //! Test support: random workflow scenarios, a simulated task backend (idempotent by key, like
 //! the sidecar) and a simulated operator loop on a virtual clock.
 
-#![allow(dead_code, unreachable_pub, clippy::missing_panics_doc)]
+// Test support: panicking on a broken invariant is the point, and not every test binary uses
+// every helper.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::missing_panics_doc,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::HashMap;
 
 use sei_engine::{
-    BackoffSpec, Effect, ErrorClass, Event, Guard, Inputs, Observation, Plan, Registry, RetrySpec, TaskError, TaskRef,
-    TaskSpec, Timestamp, WorkflowDefinition, WorkflowSpec, advance, compile,
+    BackoffSpec, Effect, ErrorClass, Event, Guard, Inputs, Observation, Plan, Registry, RetrySpec, TaskError,
+    TaskRef, TaskSpec, Timestamp, WorkflowDefinition, WorkflowSpec, advance, compile,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -63,7 +72,11 @@ impl Scenario {
 }
 
 fn random_task(rng: &mut Rng, name: String, earlier: &[TaskSpec], inputs: &mut Inputs) -> TaskSpec {
-    let mut task = TaskSpec { name: name.clone(), task_type: "t".into(), ..TaskSpec::default() };
+    let mut task = TaskSpec {
+        name: name.clone(),
+        task_type: "t".into(),
+        ..TaskSpec::default()
+    };
     for dep in earlier {
         if rng.chance(30) {
             task.depends_on.push(dep.name.clone());
@@ -81,7 +94,9 @@ fn random_task(rng: &mut Rng, name: String, earlier: &[TaskSpec], inputs: &mut I
                 max: Some("30s".into()),
             }),
             jitter: Some([0.0, 0.5, 1.0][usize::try_from(rng.below(3)).unwrap()]),
-            retry_on: rng.chance(30).then(|| vec![ErrorClass::Transient, ErrorClass::Terminal, ErrorClass::Timeout]),
+            retry_on: rng
+                .chance(30)
+                .then(|| vec![ErrorClass::Transient, ErrorClass::Terminal, ErrorClass::Timeout]),
         });
     }
     if rng.chance(30) {
@@ -94,11 +109,21 @@ fn random_task(rng: &mut Rng, name: String, earlier: &[TaskSpec], inputs: &mut I
         task.when = Some("guard".into());
         inputs.when.insert(name, Guard::Run);
     }
-    if let Some(dep) = task.depends_on.first().and_then(|d| earlier.iter().find(|t| &t.name == d))
+    if let Some(dep) = task
+        .depends_on
+        .first()
+        .and_then(|d| earlier.iter().find(|t| &t.name == d))
         && rng.chance(30)
     {
-        let all = if dep.for_each.is_some() && task.for_each.is_none() { "[*]" } else { "" };
-        task.params.insert("input".into(), json!(format!("${{ tasks.{}{all}.outputs.k }}", dep.name)));
+        let all = if dep.for_each.is_some() && task.for_each.is_none() {
+            "[*]"
+        } else {
+            ""
+        };
+        task.params.insert(
+            "input".into(),
+            json!(format!("${{ tasks.{}{all}.outputs.k }}", dep.name)),
+        );
     }
     task
 }
@@ -108,10 +133,13 @@ fn random_task(rng: &mut Rng, name: String, earlier: &[TaskSpec], inputs: &mut I
 pub fn scenario(seed: u64) -> Scenario {
     let mut rng = Rng::new(seed);
     let mut inputs = Inputs::new(Uuid::from_u64_pair(seed, 0x5e1), t0());
-    let items: Vec<Value> = ["x", "y", "z"][..1 + usize::try_from(rng.below(3)).unwrap()].iter().map(|s| json!(s)).collect();
+    let items: Vec<Value> = ["x", "y", "z"][..usize::try_from(rng.below(4)).unwrap()]
+        .iter()
+        .map(|s| json!(s))
+        .collect();
     inputs.params.insert("items".into(), Value::Array(items));
     let mut tasks: Vec<TaskSpec> = Vec::new();
-    for i in 0..1 + rng.below(10) {
+    for i in 0..=rng.below(10) {
         let task = random_task(&mut rng, format!("task-{i}"), &tasks, &mut inputs);
         tasks.push(task);
     }
@@ -131,8 +159,15 @@ pub fn scenario(seed: u64) -> Scenario {
         on_failure: Some(json!({"ok": false})),
         ..WorkflowSpec::default()
     };
-    let stop_at_call = rng.chance(10).then(|| (1 + usize::try_from(rng.below(8)).unwrap(), rng.chance(50)));
-    Scenario { definition: WorkflowDefinition::new("random", spec), inputs, seed: rng.next(), stop_at_call }
+    let stop_at_call = rng
+        .chance(10)
+        .then(|| (1 + usize::try_from(rng.below(8)).unwrap(), rng.chance(50)));
+    Scenario {
+        definition: WorkflowDefinition::new("random", spec),
+        inputs,
+        seed: rng.next(),
+        stop_at_call,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -172,7 +207,10 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(seed: u64) -> Self {
-        Self { seed, ..Self::default() }
+        Self {
+            seed,
+            ..Self::default()
+        }
     }
 
     fn job_for(&self, key: Uuid) -> Job {
@@ -189,7 +227,12 @@ impl Backend {
         // Some jobs run long enough to hit their timeout or the plan deadline.
         let polls_left = if rng.chance(10) { 40 } else { rng.below(4) };
         let dropped = rng.chance(5);
-        Job { outcome, polls_left, cancelled: false, dropped }
+        Job {
+            outcome,
+            polls_left,
+            cancelled: false,
+            dropped,
+        }
     }
 
     fn status(job: &Job) -> Event {
@@ -206,8 +249,13 @@ impl Backend {
     /// Submits `task`; `None` when the submission was lost in transit.
     pub fn start(&mut self, task: &TaskRef) -> Option<Event> {
         if let Some(job) = self.jobs.get(&task.key) {
-            self.repeated_starts.push(format!("{} attempt {}", task.task, task.attempt));
-            return Some(if job.polls_left > 0 || job.cancelled { Event::StartAccepted } else { Self::status(job) });
+            self.repeated_starts
+                .push(format!("{} attempt {}", task.task, task.attempt));
+            return Some(if job.polls_left > 0 || job.cancelled {
+                Event::StartAccepted
+            } else {
+                Self::status(job)
+            });
         }
         let job = self.job_for(task.key);
         if job.dropped && self.dropped.insert(task.key) {
@@ -225,7 +273,9 @@ impl Backend {
     }
 
     pub fn poll(&mut self, task: &TaskRef) -> Event {
-        let Some(job) = self.jobs.get_mut(&task.key) else { return Event::NotFound };
+        let Some(job) = self.jobs.get_mut(&task.key) else {
+            return Event::NotFound;
+        };
         if job.cancelled {
             return Event::Cancelled;
         }
@@ -264,7 +314,13 @@ pub struct Trace {
 }
 
 pub fn requeue_at(effects: &[Effect]) -> Option<Timestamp> {
-    effects.iter().find_map(|e| if let Effect::RequeueAt(t) = e { Some(*t) } else { None })
+    effects.iter().find_map(|e| {
+        if let Effect::RequeueAt(t) = e {
+            Some(*t)
+        } else {
+            None
+        }
+    })
 }
 
 /// Runs `scenario` to the end like the operator would: perform the effects, feed the
@@ -296,7 +352,13 @@ pub fn simulate(scenario: &Scenario, crash: bool, check: &mut dyn FnMut(&Step<'_
         }
         let before = plan.clone();
         let effects = advance(&mut plan, &observations, now);
-        check(&Step { before: &before, observations: &observations, now, after: &plan, effects: &effects });
+        check(&Step {
+            before: &before,
+            observations: &observations,
+            now,
+            after: &plan,
+            effects: &effects,
+        });
         log.push(effects.clone());
         if plan.is_finished() {
             break;
@@ -324,21 +386,35 @@ pub fn simulate(scenario: &Scenario, crash: bool, check: &mut dyn FnMut(&Step<'_
             now = requeue_at(&effects).expect("an active plan always requeues");
         }
     }
-    Trace { plan, effects: log, backend, calls }
+    Trace {
+        plan,
+        effects: log,
+        backend,
+        calls,
+    }
 }
 
-/// Whether every dependency of run `name` is Succeeded or Skipped in `plan`.
+/// Whether every dependency of run `name` is Succeeded or Skipped in `plan`, and so on up the
+/// DAG (a task with no runs, from an empty `forEach` list, passes its dependencies through).
 pub fn dependencies_satisfied(plan: &Plan, name: &str) -> bool {
     let view = plan.run(name).unwrap();
     let stage = if view.finally { &plan.finally } else { &plan.tasks };
-    view.task.depends_on.iter().all(|dep| {
+    upstream_satisfied(stage, view.task, Some(view.index))
+}
+
+fn upstream_satisfied(
+    stage: &[sei_engine::PlannedTask],
+    task: &sei_engine::PlannedTask,
+    index: Option<usize>,
+) -> bool {
+    task.depends_on.iter().all(|dep| {
         let dep = stage.iter().find(|t| &t.name == dep).unwrap();
-        let paired = view.task.for_each.is_some() && view.task.for_each == dep.for_each;
-        if paired {
-            dep.runs[view.index].state.satisfies_dependents()
-        } else {
-            dep.runs.iter().all(|r| r.state.satisfies_dependents())
-        }
+        let paired = task.for_each.is_some() && task.for_each == dep.for_each;
+        let runs_ok = match (paired, index) {
+            (true, Some(i)) => dep.runs[i].state.satisfies_dependents(),
+            _ => dep.runs.iter().all(|r| r.state.satisfies_dependents()),
+        };
+        runs_ok && upstream_satisfied(stage, dep, if paired { index } else { None })
     })
 }
 
