@@ -213,9 +213,9 @@ impl WorkflowDefinition {
         if let Value::Object(map) = &mut value {
             map.insert("name".into(), Value::String(self.name.clone()));
         }
-        let mut canonical = String::new();
-        write_canonical(&value, &mut canonical);
-        let hash = Sha256::digest(canonical.as_bytes());
+        let mut hasher = HashWriter(Sha256::new());
+        write_canonical(&value, &mut hasher);
+        let hash = hasher.0.finalize();
         let mut out = String::with_capacity(7 + 64);
         out.push_str("sha256:");
         for byte in hash {
@@ -225,33 +225,51 @@ impl WorkflowDefinition {
     }
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// Feeds canonical JSON straight into the hash, without building the text.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `value` as JSON with object keys sorted and no whitespace. Writing into a hash cannot
+/// fail, so write results are ignored.
+fn write_canonical(value: &Value, out: &mut HashWriter) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            out.push('{');
+            out.0.update(b"{");
             for (i, key) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.0.update(b",");
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
+                let _ = serde_json::to_writer(&mut *out, key);
+                out.0.update(b":");
                 write_canonical(&map[key], out);
             }
-            out.push('}');
+            out.0.update(b"}");
         }
         Value::Array(items) => {
-            out.push('[');
+            out.0.update(b"[");
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.0.update(b",");
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.0.update(b"]");
         }
-        other => out.push_str(&other.to_string()),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
