@@ -4,6 +4,7 @@
 //! ([`trace_context`]) so that a plan's trace survives reconciles and operator restarts.
 
 pub mod fields;
+pub mod journal;
 pub mod trace_context;
 
 use opentelemetry::trace::TracerProvider as _;

@@ -28,6 +28,41 @@ pub enum Command {
     /// Inspect workflow definitions.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Read the plan of a SeiNode or SeiNodeDeployment (also as `kubectl sei plan ...`).
+    #[command(subcommand)]
+    Plan(PlanCommand),
+}
+
+/// `plan` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// The active plan as a tree (state, attempts, durations, errors), then the history of finished plans.
+    Show(PlanTarget),
+    /// The active plan's DAG (else the last finished plan's is not kept: only its summary).
+    Graph {
+        /// What to read.
+        #[command(flatten)]
+        target: PlanTarget,
+        /// Output format.
+        #[arg(long, default_value = "dot", value_parser = ["dot", "mermaid"])]
+        format: String,
+    },
+}
+
+/// Which object's plan to read.
+#[derive(Debug, clap::Args)]
+pub struct PlanTarget {
+    /// `seinode/<name>` (or `snode/`, `sn/`) or `seinodedeployment/<name>` (or `snd/`).
+    pub object: String,
+    /// Namespace of the object.
+    #[arg(short, long, env = "SEI_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Kubeconfig file (in-cluster configuration when absent).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Read the object from a YAML or JSON file instead of the cluster (`-` for stdin).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
 }
 
 /// `workflow` subcommands.

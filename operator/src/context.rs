@@ -25,4 +25,6 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Exports spans replayed from plan journals (when an OTLP endpoint is configured).
+    pub journal: Option<Arc<sei_observability::journal::JournalExporter>>,
 }

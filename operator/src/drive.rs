@@ -89,7 +89,7 @@ fn run_params(plan: &Plan, task: &TaskRef) -> Value {
         .iter()
         .chain(&plan.finally)
         .find(|t| t.name == base)
-        .map_or(Value::Null, |t| t.params.clone())
+        .map_or(Value::Null, |t| (*t.params).clone())
 }
 
 async fn perform(
@@ -154,7 +154,7 @@ pub async fn drive(
             match effect {
                 Effect::StartTask { task, params, .. } => {
                     driven.started.push(task.clone());
-                    calls.push(Call::Start(task, params));
+                    calls.push(Call::Start(task, Arc::unwrap_or_clone(params)));
                 }
                 Effect::PollTask(task) => {
                     if touched.insert((task.task.clone(), task.attempt)) {

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod clock;
 pub mod context;
+pub mod deployment;
 pub mod drive;
 pub mod error;
 pub mod http;
@@ -12,3 +13,5 @@ pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod run;
+pub mod spans;
+pub mod viewer;

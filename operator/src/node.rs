@@ -48,9 +48,6 @@ const UPDATE_WORKFLOWS: &[&str] = &["node-update"];
 pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = node.namespace().unwrap_or_default();
     let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
-    let span = tracing::info_span!("reconcile", k8s.namespace.name = %ns, k8s.resource.name = %node.name_any(), k8s.resource.kind = KIND);
-    let _enter = span.enter();
-    drop(_enter);
     finalizer(&api, sei_crds::labels::SEINODE_FINALIZER, node, |event| async {
         match event {
             FinalizerEvent::Apply(node) => apply(node, &ctx).await,
@@ -62,6 +59,7 @@ pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 /// Policy for failed reconciles: conflicts retry at once, the rest back off.
+#[allow(clippy::needless_pass_by_value)] // the signature kube-runtime's Controller::run expects
 pub fn error_policy(_node: Arc<SeiNode>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error(error.category());
     tracing::warn!(error = error as &dyn std::error::Error, "Reconcile failed");
@@ -301,6 +299,8 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = node.metadata.generation;
     let before = node.status.clone().unwrap_or_default();
+    // The journal as written by this reconcile, for the spans it completes (exported after the write).
+    let mut journal_after: Option<sei_engine::Plan> = None;
     let mut status = before.clone();
     let object = Arc::new(serde_json::to_value(&*node).map_err(Error::Serialize)?);
     let owner = Owner {
@@ -347,6 +347,7 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         }
         Some(mut plan) => {
             let driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
+            journal_after = Some(plan.clone());
             ctx.metrics.tasks_started(&plan.workflow, &driven.started);
             for t in driven.started.iter().filter(|t| t.attempt > 1) {
                 events.push((
@@ -442,7 +443,13 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         desired.status = Some(status.clone());
         ctx.metrics.status_write(KIND);
         match api.replace_status(&name, &PostParams::default(), &desired).await {
-            Ok(_) => {}
+            Ok(_) => {
+                if let (Some(exporter), Some(after)) = (&ctx.journal, &journal_after) {
+                    exporter
+                        .export(crate::spans::ended(before.plan.as_ref(), after, now()))
+                        .await;
+                }
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),
             Err(e) => return Err(Error::Kube(e)),
         }

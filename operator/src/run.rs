@@ -13,14 +13,14 @@ use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, controller, watcher};
-use sei_crds::SeiNode;
+use sei_crds::{SeiNode, SeiNodeDeployment};
 use sei_observability::{LogFormat, TelemetryConfig};
 use sei_tasks::platform::PlatformConfig;
 use sei_tasks::task::{Context as TaskContext, Registry};
 use sei_workflows::{Catalog, Workflow};
 use tokio::sync::watch;
 
-use crate::cli::{RunArgs, WorkflowCommand};
+use crate::cli::{PlanCommand, PlanTarget, RunArgs, WorkflowCommand};
 use crate::context::Context;
 use crate::http::Readiness;
 use crate::leader::Elector;
@@ -116,12 +116,91 @@ pub fn workflow(cmd: WorkflowCommand) -> anyhow::Result<()> {
                 }
             }
             if failed {
-                bail!("some workflow files are invalid")
-            } else {
-                Ok(())
+                bail!("some workflow files are invalid");
             }
+            Ok(())
         }
     }
+}
+
+/// The object named by a plan target, as JSON: from `--file`, else from the cluster.
+async fn read_object(target: &PlanTarget) -> anyhow::Result<serde_json::Value> {
+    if let Some(file) = &target.file {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+        };
+        return serde_yaml::from_str(&text).with_context(|| format!("parsing {}", file.display()));
+    }
+    let (kind, name) = target
+        .object
+        .split_once('/')
+        .with_context(|| format!("expected <kind>/<name>, got {:?}", target.object))?;
+    let config = match &target.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let value = match kind.to_ascii_lowercase().as_str() {
+        "seinode" | "seinodes" | "snode" | "sn" => serde_json::to_value(
+            Api::<SeiNode>::namespaced(client, &target.namespace)
+                .get(name)
+                .await?,
+        )?,
+        "seinodedeployment" | "seinodedeployments" | "snd" => serde_json::to_value(
+            Api::<sei_crds::SeiNodeDeployment>::namespaced(client, &target.namespace)
+                .get(name)
+                .await?,
+        )?,
+        other => bail!("unknown kind {other:?}: use seinode/<name> or seinodedeployment/<name>"),
+    };
+    Ok(value)
+}
+
+/// `plan show|graph`: the rendered text.
+pub async fn plan(cmd: PlanCommand) -> anyhow::Result<String> {
+    let (target, format) = match &cmd {
+        PlanCommand::Show(t) => (t, None),
+        PlanCommand::Graph { target, format } => (target, Some(format.as_str())),
+    };
+    let object = read_object(target).await?;
+    let status = &object["status"];
+    let plan: Option<sei_engine::Plan> = match status.get("plan") {
+        Some(p) if !p.is_null() => {
+            Some(serde_json::from_value(p.clone()).context("status.plan does not parse")?)
+        }
+        _ => None,
+    };
+    let history: Vec<sei_engine::PlanSummary> = match status.get("planHistory") {
+        Some(h) if !h.is_null() => {
+            serde_json::from_value(h.clone()).context("status.planHistory does not parse")?
+        }
+        _ => Vec::new(),
+    };
+    let name = object["metadata"]["name"].as_str().unwrap_or("?");
+    Ok(match (format, plan) {
+        (Some("mermaid"), Some(p)) => crate::viewer::render_mermaid(&p),
+        (Some(_), Some(p)) => crate::viewer::render_dot(&p),
+        (Some(_), None) => {
+            bail!("{name} has no active plan (finished plans keep only their summary: `plan show`)")
+        }
+        (None, plan) => {
+            let mut out = match plan {
+                Some(p) => crate::viewer::render_plan(&p),
+                None => format!("{name}: no active plan\n"),
+            };
+            if !history.is_empty() {
+                out.push_str("\nhistory:\n");
+                out.push_str(&crate::viewer::render_history(&history));
+            }
+            out
+        }
+    })
 }
 
 async fn client(args: &RunArgs, metrics: &Arc<Metrics>) -> anyhow::Result<kube::Client> {
@@ -169,6 +248,7 @@ async fn shutdown_signal() {
 }
 
 /// `run`: the controllers, behind leader election, until SIGTERM/SIGINT.
+#[allow(clippy::too_many_lines)] // startup wiring, read top to bottom
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let log_format = match args.log_format.as_str() {
         "json" => LogFormat::Json,
@@ -348,6 +428,13 @@ async fn controllers(
         platform,
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
+        journal: match &args.otlp_endpoint {
+            Some(endpoint) => Some(Arc::new(sei_observability::journal::JournalExporter::new(
+                "sei-operator",
+                endpoint,
+            )?)),
+            None => None,
+        },
     });
     let (nodes, sts, svc, pvc) = match &args.namespace {
         Some(ns) => (
@@ -366,21 +453,42 @@ async fn controllers(
     let wc = watcher::Config::default();
     tracing::info!(
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
-        "Starting the SeiNode controller"
+        "Starting the SeiNode and SeiNodeDeployment controllers"
     );
-    Controller::new(nodes, wc.clone())
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let deployments: Api<SeiNodeDeployment> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let node_controller = Controller::new(nodes.clone(), wc.clone())
         .owns(sts, wc.clone())
-        .owns(svc, wc.clone())
-        .owns(pvc, wc)
+        .owns(svc.clone(), wc.clone())
+        .owns(pvc, wc.clone())
         .with_config(controller::Config::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(crate::node::reconcile, crate::node::error_policy, ctx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            crate::node::reconcile,
+            crate::node::error_policy,
+            Arc::clone(&ctx),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
             }
-        })
-        .await;
+        });
+    // The fleet controller: SeiNodeDeployments, woken by their children and internal Services.
+    let fleet_controller = Controller::new(deployments, wc.clone())
+        .owns(nodes, wc.clone())
+        .owns(svc, wc)
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(crate::deployment::reconcile, crate::deployment::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
+            }
+        });
+    futures::join!(node_controller, fleet_controller);
     tokio::time::sleep(Duration::from_millis(10)).await;
     tracing::info!("Controllers stopped");
     Ok(())

@@ -34,6 +34,18 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../definitions/node-update.yaml"),
     ),
     ("mark-ready.yaml", include_str!("../definitions/mark-ready.yaml")),
+    (
+        "ceremony-member.yaml",
+        include_str!("../definitions/ceremony-member.yaml"),
+    ),
+    (
+        "genesis-ceremony.yaml",
+        include_str!("../definitions/genesis-ceremony.yaml"),
+    ),
+    (
+        "fleet-rollout.yaml",
+        include_str!("../definitions/fleet-rollout.yaml"),
+    ),
 ];
 
 /// Errors of loading, evaluating and instantiating workflows.
@@ -256,7 +268,7 @@ impl Workflow {
                     .find_map(|t| t.when.clone())
                     .unwrap_or_default();
                 Guard::Skip(format!(
-                    "when `{}` is false",
+                    "`{}` is false",
                     expr.split_whitespace().collect::<Vec<_>>().join(" ")
                 ))
             };

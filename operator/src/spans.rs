@@ -1,0 +1,158 @@
+//! Which spans a reconcile adds to a plan's trace: the task attempts that ended between the journal as read
+//! (`before`) and as written (`after`), and the plan's root span once it finished. Pure; the operator exports
+//! the result only after the status write that persisted `after` succeeded, so an attempt's span is sent once
+//! (a lost write is redone by the next reconcile, from the same `before`).
+
+use sei_engine::{Plan, PlannedTask, TaskRun, TaskState, Timestamp};
+use sei_observability::fields;
+use sei_observability::journal::JournalSpan;
+use sei_observability::trace_context::{TraceParent, derive_span_id};
+
+fn outcome(run: &TaskRun, ended_attempt: u32) -> (String, Option<String>) {
+    if run.attempt == ended_attempt {
+        match run.state {
+            TaskState::Succeeded => return ("succeeded".into(), None),
+            TaskState::Cancelled => {
+                return (
+                    "cancelled".into(),
+                    Some(run.reason.clone().unwrap_or_else(|| "cancelled".into())),
+                );
+            }
+            _ => {}
+        }
+    }
+    let error = run
+        .error
+        .as_ref()
+        .map_or_else(|| "attempt failed".to_owned(), ToString::to_string);
+    ("failed".into(), Some(error))
+}
+
+#[allow(clippy::too_many_arguments)] // one span's worth of journal facts
+fn attempt_span(
+    plan: &Plan,
+    root: &TraceParent,
+    task: &PlannedTask,
+    index: usize,
+    run: &TaskRun,
+    attempt: u32,
+    start: Timestamp,
+    end: Timestamp,
+) -> JournalSpan {
+    let run_name = task.run_name(index);
+    let run_name = run_name.as_str();
+    let (outcome, error) = outcome(run, attempt);
+    let mut attributes = vec![
+        (fields::WORKFLOW_NAME, plan.workflow.clone()),
+        (fields::WORKFLOW_ID, plan.id.to_string()),
+        (fields::TASK_NAME, run_name.to_owned()),
+        (fields::TASK_TYPE, task.task_type.clone()),
+        (fields::TASK_ATTEMPT, attempt.to_string()),
+        (
+            fields::TASK_IDEMPOTENCY_KEY,
+            sei_engine::idempotency_key(plan.id, run_name, attempt).to_string(),
+        ),
+        (fields::OUTCOME, outcome),
+    ];
+    if let Some(target) = task.run_target(index) {
+        attributes.push((fields::TASK_TARGET, target));
+    }
+    if let Some(e) = run.error.as_ref().filter(|_| error.is_some()) {
+        attributes.push((fields::ERROR_CLASS, e.class.as_str().to_owned()));
+    }
+    JournalSpan {
+        trace_id: root.trace_id,
+        span_id: derive_span_id(plan.id, run_name, attempt),
+        parent: Some(root.span_id),
+        name: format!("task {}", task.task_type),
+        start_ms: start.unix_millis(),
+        end_ms: end.unix_millis(),
+        attributes,
+        error,
+    }
+}
+
+/// The spans that the change from `before` to `after` completes; `now` stands in for times the journal no
+/// longer holds (the start of an attempt that started and failed within one reconcile).
+#[must_use]
+pub fn ended(before: Option<&Plan>, after: &Plan, now: Timestamp) -> Vec<JournalSpan> {
+    let Some(root) = after.traceparent.as_deref().and_then(TraceParent::parse) else {
+        return Vec::new();
+    };
+    let mut spans = Vec::new();
+    for task in after.tasks.iter().chain(&after.finally) {
+        let before_task = before.and_then(|b| b.tasks.iter().chain(&b.finally).find(|t| t.name == task.name));
+        for (r, run) in task.runs.iter().enumerate() {
+            let prior = before_task.and_then(|t| t.runs.get(r));
+            let (b_attempt, b_start) = prior.map_or((0, None), |p| {
+                let in_flight = matches!(p.state, TaskState::Running)
+                    || (p.state == TaskState::Pending && p.started_at.is_some());
+                (p.attempt, p.started_at.filter(|_| in_flight))
+            });
+            let terminal_now = run.attempt > 0
+                && matches!(
+                    run.state,
+                    TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+                )
+                && prior.is_none_or(|p| {
+                    !matches!(
+                        p.state,
+                        TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+                    )
+                });
+            // Every attempt from the one in flight before (or the first new one) up to the last that ended.
+            let first = if b_start.is_some() {
+                b_attempt
+            } else {
+                b_attempt + 1
+            };
+            let last = if terminal_now {
+                run.attempt
+            } else {
+                run.attempt.saturating_sub(1)
+            };
+            for attempt in first.max(1)..=last {
+                let start = match (attempt == b_attempt, b_start) {
+                    (true, Some(s)) => s,
+                    _ if attempt == run.attempt => run.started_at.unwrap_or(now),
+                    _ => now,
+                };
+                let end = if attempt == run.attempt {
+                    run.finished_at.unwrap_or(now)
+                } else {
+                    now
+                };
+                spans.push(attempt_span(after, &root, task, r, run, attempt, start, end));
+            }
+        }
+    }
+    let finished_now = after.phase.is_terminal() && before.is_none_or(|b| !b.phase.is_terminal());
+    if finished_now {
+        let error = (after.phase != sei_engine::PlanPhase::Succeeded).then(|| {
+            after
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", after.phase))
+        });
+        let mut attributes = vec![
+            (fields::WORKFLOW_NAME, after.workflow.clone()),
+            (fields::WORKFLOW_ID, after.id.to_string()),
+            (fields::WORKFLOW_VERSION, after.version.clone()),
+            (fields::OUTCOME, format!("{:?}", after.phase).to_ascii_lowercase()),
+        ];
+        if let Some(task) = &after.failed_task {
+            attributes.push((fields::TASK_NAME, task.clone()));
+        }
+        spans.push(JournalSpan {
+            trace_id: root.trace_id,
+            span_id: root.span_id,
+            parent: None,
+            name: format!("plan {}", after.workflow),
+            start_ms: after.started_at.unix_millis(),
+            end_ms: after.finished_at.unwrap_or(now).unix_millis(),
+            attributes,
+            error,
+        });
+    }
+    spans
+}
