@@ -56,7 +56,17 @@ fn triggered(status: Value) -> Vec<String> {
 fn builtin_workflows_load_and_parse() {
     let catalog = Catalog::builtin().unwrap();
     let names: Vec<_> = catalog.iter().map(Workflow::name).collect();
-    assert_eq!(names, ["node-init", "node-update", "mark-ready"]);
+    assert_eq!(
+        names,
+        [
+            "node-init",
+            "node-update",
+            "mark-ready",
+            "ceremony-member",
+            "genesis-ceremony",
+            "fleet-rollout"
+        ]
+    );
 }
 
 #[test]
@@ -198,4 +208,94 @@ fn duplicate_workflow_names_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("b.yaml") && err.contains("already defined"), "{err}");
+}
+
+fn deployment(status: Value) -> Value {
+    json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment",
+        "metadata": {"name": "g", "namespace": "ns"},
+        "spec": {
+            "replicas": 2,
+            "genesis": {"chainId": "c-1"},
+            "template": {"spec": {"chainId": "c-1", "image": "seid:v1", "validator": {}}},
+        },
+        "status": status,
+    })
+}
+
+fn fleet_facts(nodes: &[&str], batches: &[&str]) -> Value {
+    node_binding(BTreeMap::from([
+        ("nodes", json!(nodes)),
+        ("rolloutBatches", json!(batches)),
+        (
+            "genesis",
+            json!({"chainId": "c-1", "stakingAmount": "1usei", "accountBalance": "2usei"}),
+        ),
+    ]))
+}
+
+fn fleet_triggered(status: Value, nodes: &[&str], batches: &[&str]) -> Vec<String> {
+    let catalog = Catalog::builtin().unwrap();
+    let b = Bindings::new(&deployment(status), &fleet_facts(nodes, batches)).unwrap();
+    catalog
+        .all_triggered("SeiNodeDeployment", &b)
+        .unwrap()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_ceremony_waits_for_every_child_and_runs_until_it_completed_or_failed() {
+    assert!(fleet_triggered(json!({}), &["g-0"], &[]).is_empty());
+    assert_eq!(
+        fleet_triggered(json!({}), &["g-0", "g-1"], &[]),
+        ["genesis-ceremony"]
+    );
+    let done = |reason: &str, status: &str| {
+        json!({"conditions": [{"type": "GenesisCeremonyComplete", "status": status, "reason": reason,
+            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+    };
+    assert!(fleet_triggered(done("CeremonyFailed", "False"), &["g-0", "g-1"], &[]).is_empty());
+    assert_eq!(
+        fleet_triggered(done("Complete", "True"), &["g-0", "g-1"], &["g-0"]),
+        ["fleet-rollout"]
+    );
+    assert!(fleet_triggered(json!({}), &["g-0", "g-1"], &["g-0"]) == ["genesis-ceremony"]);
+}
+
+#[test]
+fn the_ceremony_compiles_one_branch_per_validator_with_the_assemblers_hash_checked_by_each() {
+    let catalog = Catalog::builtin().unwrap();
+    let b = Bindings::new(&deployment(json!({})), &fleet_facts(&["g-0", "g-1"], &[])).unwrap();
+    let plan = catalog
+        .get("genesis-ceremony")
+        .unwrap()
+        .instantiate(
+            &b,
+            uuid::Uuid::nil(),
+            sei_engine::Timestamp::from_unix_millis(0),
+            None,
+            &registry(),
+        )
+        .unwrap();
+    let run = plan.run("configure-genesis[g-1]").unwrap();
+    assert_eq!(run.task.run_target(run.index).as_deref(), Some("g-1"));
+    assert_eq!(
+        run.task.params["expectedGenesisHash"],
+        "${ tasks.assemble.outputs.genesisHash }"
+    );
+    let assemble = plan.run("assemble").unwrap();
+    assert_eq!(assemble.task.target.as_deref(), Some("g-0"));
+    assert_eq!(assemble.task.params["nodes"], json!(["g-0", "g-1"]));
+}
+
+#[test]
+fn a_ceremony_child_runs_ceremony_member_instead_of_node_init() {
+    let catalog = Catalog::builtin().unwrap();
+    let mut child = node(json!({}));
+    child["spec"] = json!({"chainId": "c-1", "image": "seid:v1",
+        "validator": {"genesisCeremony": {"chainId": "c-1", "stakingAmount": "1usei", "accountBalance": "1usei", "index": 0}}});
+    let b = Bindings::new(&child, &facts(None)).unwrap();
+    assert_eq!(catalog.all_triggered("SeiNode", &b).unwrap(), ["ceremony-member"]);
 }

@@ -1,5 +1,6 @@
 //! The task catalogue: every task type the built-in workflows use.
 
+pub mod fleet;
 pub mod kube;
 pub mod sidecar;
 
@@ -10,5 +11,5 @@ use crate::task::Registry;
 pub fn registry() -> Registry {
     let r = Registry::new();
     let r = sidecar::register(r);
-    kube::register(r)
+    fleet::register(kube::register(r))
 }

@@ -1,0 +1,962 @@
+//! The SeiNodeDeployment (fleet) controller. One reconcile:
+//!
+//! 1. finalizer: on deletion with `deletionPolicy: Retain`, the ownerReferences to the deployment are removed
+//!    from the children and the internal Service (so garbage collection keeps them), then the finalizer is
+//!    released; with `Delete` the finalizer is released at once and garbage collection deletes the children
+//!    (and, through them, their StatefulSets, Services and PVCs);
+//! 2. children: every ordinal `0..replicas` gets its SeiNode `<deployment>-<i>` (created, or updated in place),
+//!    written by server-side apply under the field manager
+//!    [`FIELD_MANAGER`](sei_tasks::catalog::fleet::FIELD_MANAGER); children with a higher ordinal are deleted
+//!    (scale down). What reaches an existing child, and what never does, is the table of
+//!    [`sei_tasks::catalog::fleet`]: labels, annotations, `podLabels`, `overrides` and `paused` in place; the
+//!    image and sidecar only through a rollout; peers and identity never;
+//! 3. the internal ClusterIP Service `<deployment>-internal` selecting the children's pods;
+//! 4. plans, as in the SeiNode controller: an active plan is driven (a `fleet-rollout` whose target moved is
+//!    superseded first); a finished one applies its onSuccess/onFailure conditions and goes to `planHistory`;
+//!    without one, the first triggered workflow (`genesis-ceremony`, `fleet-rollout`) becomes the plan;
+//! 5. aggregate status (replicas, readyReplicas, upToDateReplicas, nodes, endpoints, conditions, phase) and
+//!    exactly one status write, guarded by the resourceVersion, only when something changed.
+//!
+//! # Genesis ceremony: how the ceremony plan and the children's plans coordinate
+//!
+//! **The ceremony plan drives the children; each child's own plan only waits.** A deployment with
+//! `spec.genesis` creates its children with the ceremony marker `spec.validator.genesisCeremony` (chain,
+//! staking amount, balance, ordinal). A child carrying the marker does not run `node-init` (its trigger
+//! excludes the marker); it runs `ceremony-member`, whose first task `await-genesis` waits, reading the
+//! deployment, until the ceremony plan's run `mark-ready[<child>]` has Succeeded (or the ceremony is complete),
+//! then records the genesis hash and StatefulSet on the child, `observe-image` records the images it runs, and
+//! the child becomes Running. If the ceremony fails first, `await-genesis` fails and the child becomes Failed.
+//!
+//! The `genesis-ceremony` plan belongs to the deployment and is one trace. Its tasks target the children
+//! (`forEach: nodes`, `target` = the child): each child's PVC, StatefulSet and headless Service, then per
+//! validator in parallel `generate-identity` -> `generate-gentx` -> `upload-genesis-artifacts`; then
+//! `assemble-and-upload-genesis` on the first child, whose `genesisHash` output goes to the deployment's
+//! `status.genesisHash` (`record-genesis-hash`) and into every child's `configure-genesis` as
+//! `expectedGenesisHash` (a mismatch is terminal); then per child `config-apply`, `set-genesis-peers`,
+//! `config-validate`, `mark-ready`; then `collect-and-set-peers` (every child gets the others, never itself, in
+//! `spec.peers` and `status.resolvedPeers`) and `await-nodes-running`. So between the children's creation and
+//! their `mark-ready`, only the ceremony plan acts on a child's objects and sidecar; after it, only the child's
+//! own plan does (the fleet tasks that follow only read node ids and write peers and status). No two plans
+//! drive the same node at once.
+//!
+//! The plan's deadline is `spec.genesis.maxCeremonyDuration`: the controller sets `plan.deadline` right after
+//! compiling (the workflow file's `deadline` is the 15-minute default); no engine change was needed. Each task
+//! retries per the workflow's retry policies. A failed ceremony is not rebuilt automatically (a terminal hash
+//! mismatch would only fail again): `GenesisCeremonyComplete` becomes False/`CeremonyFailed` with a message
+//! naming the failing task and node, the phase becomes Failed, and the plan's summary stays in `planHistory`.
+//!
+//! # Rollouts
+//!
+//! When children's `spec.image` or `spec.sidecar` differ from the template, `fleet-rollout` runs with the
+//! outdated children cut into batches of `updateStrategy.maxUnavailable` (facts `rolloutBatches`, in ordinal
+//! order). The plan runs one batch at a time (`maxParallel: 1`); `update-node-template` sets the batch's image
+//! and sidecar and waits until each of its nodes is Running the new images with no plan in flight (the child's
+//! own `node-update` does the work). The phase is Upgrading and `RolloutInProgress` True meanwhile. When the
+//! template's image or sidecar changes during a rollout, the plan is superseded: the batch in flight finishes
+//! (the safe point), the plan ends Cancelled, and the next reconcile starts a rollout to the new template.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use sei_crds::conditions::{self, ConditionStatus, reasons};
+use sei_crds::{
+    DeletionPolicy, DeploymentEndpoints, InternalService, InternalServicePorts, NodeEvmEndpoints,
+    NodeSummary, SeiNode, SeiNodeDeployment, SeiNodeDeploymentPhase, SeiNodeDeploymentStatus, SeiNodePhase,
+    labels,
+};
+use sei_engine::{DriftPolicy, Plan, PlanPhase};
+use sei_observability::trace_context::TraceParent;
+use sei_tasks::catalog::fleet::{self, FIELD_MANAGER};
+use sei_tasks::task::{StatusSink, StatusUpdates};
+use sei_workflows::{Bindings, node_binding};
+use serde_json::{Value, json};
+
+use crate::clock::{now, now_time, until};
+use crate::context::Context;
+use crate::drive::{Owner, drive};
+use crate::error::Error;
+
+/// Kind name used for owners and CEL targets.
+pub const KIND: &str = "SeiNodeDeployment";
+/// The genesis ceremony workflow.
+pub const CEREMONY_WORKFLOW: &str = fleet::CEREMONY_WORKFLOW;
+/// The rollout workflow.
+pub const ROLLOUT_WORKFLOW: &str = "fleet-rollout";
+/// Status fields tasks may set on a deployment (anything else a node task records is dropped).
+const STATUS_FIELDS: &[&str] = &["genesisHash"];
+/// Resync of a deployment with nothing due.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Names of the facts in the deployment's `node` CEL binding.
+pub mod facts {
+    /// Names of the children with an ordinal below `replicas`, in ordinal order.
+    pub const NODES: &str = "nodes";
+    /// Outdated children (image or sidecar differ from the template) in batches of `maxUnavailable`, each
+    /// batch the comma-separated names.
+    pub const ROLLOUT_BATCHES: &str = "rolloutBatches";
+    /// `spec.genesis` with its defaults filled in (absent without genesis).
+    pub const GENESIS: &str = "genesis";
+}
+
+/// Entry point for the kube-runtime controller.
+pub async fn reconcile(deployment: Arc<SeiNodeDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = deployment.namespace().unwrap_or_default();
+    let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(
+        &api,
+        labels::SEINODEDEPLOYMENT_FINALIZER,
+        deployment,
+        |event| async {
+            match event {
+                FinalizerEvent::Apply(d) => apply(d, &ctx).await,
+                FinalizerEvent::Cleanup(d) => cleanup(d, &ctx).await,
+            }
+        },
+    )
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Policy for failed reconciles: conflicts retry at once, the rest back off.
+#[allow(clippy::needless_pass_by_value)] // the signature kube-runtime's Controller::run expects
+pub fn error_policy(_d: Arc<SeiNodeDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error(error.category());
+    tracing::warn!(
+        error = error as &dyn std::error::Error,
+        kind = KIND,
+        "Reconcile failed"
+    );
+    match error {
+        Error::Conflict => Action::requeue(Duration::from_millis(10)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+/// The children of `deployment`: SeiNodes labelled with its name, by ordinal.
+async fn list_children(
+    ctx: &Context,
+    deployment: &SeiNodeDeployment,
+) -> Result<BTreeMap<i32, SeiNode>, Error> {
+    let ns = deployment.namespace().unwrap_or_default();
+    let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = format!("{}={}", labels::DEPLOYMENT, deployment.name_any());
+    let list = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Kube)?;
+    let uid = deployment.uid();
+    Ok(list
+        .into_iter()
+        .filter(|n| {
+            // Ours, or unowned (adopted: the next apply adds the ownerReference); never another owner's.
+            let refs = n.owner_references();
+            refs.is_empty() || refs.iter().any(|r| Some(&r.uid) == uid.as_ref())
+        })
+        .filter_map(|n| fleet::ordinal_of(&n).map(|o| (o, n)))
+        .collect())
+}
+
+/// Removes this deployment's ownerReference from an object (merge patch of the remaining list).
+async fn release<K>(api: &Api<K>, obj: &K, uid: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let refs = obj.owner_references();
+    if !refs.iter().any(|r| r.uid == uid) {
+        return Ok(());
+    }
+    let keep: Vec<_> = refs.iter().filter(|r| r.uid != uid).cloned().collect();
+    let patch = json!({"metadata": {"ownerReferences": keep, "resourceVersion": obj.resource_version()}});
+    match api
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+async fn cleanup(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Action, Error> {
+    let ns = deployment.namespace().unwrap_or_default();
+    let name = deployment.name_any();
+    let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    if deployment.phase() != Some(SeiNodeDeploymentPhase::Terminating) {
+        let patch = json!({"status": {"phase": SeiNodeDeploymentPhase::Terminating.as_str()}});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(
+                error = &e as &dyn std::error::Error,
+                "Recording phase Terminating failed"
+            );
+        }
+    }
+    let note = match deployment.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            let uid = deployment.uid().unwrap_or_default();
+            let nodes: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+            let children = list_children(ctx, &deployment).await?;
+            for child in children.values() {
+                release(&nodes, child, &uid).await?;
+            }
+            let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+            if let Some(svc) = services
+                .get_opt(&deployment.internal_service_name())
+                .await
+                .map_err(Error::Kube)?
+            {
+                release(&services, &svc, &uid).await?;
+            }
+            (
+                "RetainResources",
+                format!(
+                    "deletionPolicy Retain: kept {} SeiNodes and Service {}",
+                    children.len(),
+                    deployment.internal_service_name()
+                ),
+            )
+        }
+        DeletionPolicy::Delete => (
+            "DeleteResources",
+            "deletionPolicy Delete: the SeiNodes and the internal Service are garbage-collected".to_owned(),
+        ),
+    };
+    ctx.event(&*deployment, EventType::Normal, note.0, "Delete", Some(note.1))
+        .await;
+    Ok(Action::await_change())
+}
+
+/// The `node` binding of a deployment's workflows (see [`facts`]).
+fn bindings_facts(deployment: &SeiNodeDeployment, children: &BTreeMap<i32, SeiNode>) -> Value {
+    let replicas = deployment.spec.replicas;
+    let current: Vec<&SeiNode> = children.range(0..replicas).map(|(_, n)| n).collect();
+    let template = &deployment.spec.template.spec;
+    let outdated: Vec<String> = current
+        .iter()
+        .filter(|n| n.spec.image != template.image || n.spec.sidecar != template.sidecar)
+        .map(|n| n.name_any())
+        .collect();
+    let batch = usize::try_from(deployment.spec.update_strategy.max_unavailable.max(1)).unwrap_or(1);
+    let batches: Vec<String> = outdated.chunks(batch).map(|c| c.join(",")).collect();
+    let mut f = BTreeMap::from([
+        (
+            facts::NODES,
+            json!(current.iter().map(|n| n.name_any()).collect::<Vec<_>>()),
+        ),
+        (facts::ROLLOUT_BATCHES, json!(batches)),
+    ]);
+    if let Some(genesis) = &deployment.spec.genesis {
+        f.insert(
+            facts::GENESIS,
+            serde_json::to_value(genesis).unwrap_or(Value::Null),
+        );
+    }
+    node_binding(f)
+}
+
+fn condition(
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> conditions::Condition {
+    conditions::new_condition(type_, status, reason, message, generation, now_time())
+}
+
+/// Applies what tasks recorded: conditions, and the allowed top-level fields.
+fn apply_updates(status: &mut SeiNodeDeploymentStatus, updates: StatusUpdates) -> Result<(), Error> {
+    for mut c in updates.conditions {
+        c.last_transition_time = now_time();
+        status.set_condition(c);
+    }
+    let fields: Vec<_> = updates
+        .fields
+        .into_iter()
+        .filter(|(k, _)| STATUS_FIELDS.contains(&k.as_str()))
+        .collect();
+    if fields.is_empty() {
+        return Ok(());
+    }
+    let mut value = serde_json::to_value(&*status).map_err(Error::Serialize)?;
+    if let Value::Object(map) = &mut value {
+        for (k, v) in fields {
+            if v.is_null() {
+                map.remove(&k);
+            } else {
+                map.insert(k, v);
+            }
+        }
+    }
+    *status = serde_json::from_value(value).map_err(Error::Serialize)?;
+    Ok(())
+}
+
+/// Applies a finished plan's onSuccess / onFailure conditions; `message` replaces an absent message.
+fn apply_effect(
+    status: &mut SeiNodeDeploymentStatus,
+    effect: Option<&Value>,
+    generation: Option<i64>,
+    message: &str,
+) {
+    for c in effect
+        .and_then(|e| e.get("conditions"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
+        let cs = match field("status") {
+            "True" => ConditionStatus::True,
+            "False" => ConditionStatus::False,
+            _ => ConditionStatus::Unknown,
+        };
+        let text = c
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| message.to_owned(), str::to_owned);
+        status.set_condition(condition(field("type"), cs, field("reason"), text, generation));
+    }
+}
+
+/// Why a plan did not succeed, naming the failing task and the node it ran on.
+pub fn failure_message(plan: &Plan) -> String {
+    let outcome = plan
+        .message
+        .clone()
+        .unwrap_or_else(|| format!("plan {:?}", plan.phase));
+    let Some(view) = plan.failed_task.as_deref().and_then(|t| plan.run(t)) else {
+        return outcome;
+    };
+    let node = view
+        .task
+        .run_target(view.index)
+        .map_or_else(String::new, |t| format!(" on node {t}"));
+    let error = view
+        .run
+        .error
+        .as_ref()
+        .map_or_else(|| outcome.clone(), ToString::to_string);
+    format!(
+        "task {} ({}){node} failed after {} attempt(s): {error}",
+        view.name(),
+        view.task.task_type,
+        view.run.attempt
+    )
+}
+
+/// The image and sidecar a rollout plan rolls to (its `update` task's params).
+fn rollout_target(plan: &Plan) -> Option<(&Value, &Value)> {
+    let task = plan
+        .tasks
+        .iter()
+        .find(|t| t.task_type == "update-node-template")?;
+    Some((
+        task.params.get("image")?,
+        task.params.get("sidecar").unwrap_or(&Value::Null),
+    ))
+}
+
+/// The internal ClusterIP Service in front of every child's pod.
+fn internal_service(deployment: &SeiNodeDeployment) -> Service {
+    let name = deployment.name_any();
+    let port = |name: &str, port: u16| ServicePort {
+        name: Some(name.to_owned()),
+        port: i32::from(port),
+        target_port: Some(IntOrString::Int(i32::from(port))),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: ObjectMeta {
+            name: Some(deployment.internal_service_name()),
+            namespace: deployment.namespace(),
+            labels: Some(BTreeMap::from([(labels::DEPLOYMENT.to_owned(), name.clone())])),
+            annotations: Some(BTreeMap::from([(
+                labels::MANAGED_BY.to_owned(),
+                labels::MANAGED_BY_DEPLOYMENT.to_owned(),
+            )])),
+            owner_references: deployment.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(BTreeMap::from([(labels::DEPLOYMENT.to_owned(), name)])),
+            publish_not_ready_addresses: Some(false),
+            ports: Some(vec![
+                port("rpc", sei_crds::ports::RPC),
+                port("evm-http", sei_crds::ports::EVM_RPC),
+                port("rest", sei_crds::ports::REST),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Applies the internal Service when it is missing or differs from what the deployment wants.
+async fn reconcile_service(ctx: &Context, deployment: &SeiNodeDeployment) -> Result<(), Error> {
+    let desired = internal_service(deployment);
+    let ns = deployment.namespace().unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = desired.name_any();
+    let existing = api.get_opt(&name).await.map_err(Error::Kube)?;
+    let current = existing.as_ref().is_some_and(|svc| {
+        let (have, want) = (
+            svc.spec.clone().unwrap_or_default(),
+            desired.spec.clone().unwrap_or_default(),
+        );
+        have.selector == want.selector
+            && have
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| (&p.name, p.port))
+                .collect::<Vec<_>>()
+                == want
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| (&p.name, p.port))
+                    .collect::<Vec<_>>()
+            && svc
+                .owner_references()
+                .iter()
+                .any(|r| Some(&r.uid) == deployment.uid().as_ref())
+    });
+    if !current {
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(Error::Kube)?;
+    }
+    Ok(())
+}
+
+/// The fleet phase (reference 1.2, plus Upgrading for rollouts), in order of precedence.
+fn phase_of(
+    deployment: &SeiNodeDeployment,
+    status: &SeiNodeDeploymentStatus,
+    ready: i32,
+    failed: i32,
+) -> SeiNodeDeploymentPhase {
+    use SeiNodeDeploymentPhase as P;
+    let replicas = deployment.spec.replicas;
+    let plan = status.plan.as_ref().map(|p| p.workflow.as_str());
+    let ceremony_failed = status
+        .condition(conditions::GENESIS_CEREMONY_COMPLETE)
+        .is_some_and(|c| c.reason == reasons::CEREMONY_FAILED);
+    if deployment.spec.paused {
+        P::Paused
+    } else if plan == Some(CEREMONY_WORKFLOW) {
+        P::Initializing
+    } else if plan == Some(ROLLOUT_WORKFLOW) {
+        P::Upgrading
+    } else if ceremony_failed {
+        P::Failed
+    } else if status.replicas == 0 {
+        P::Pending
+    } else if failed > 0 && failed == status.replicas {
+        P::Failed
+    } else if failed > 0 {
+        P::Degraded
+    } else if ready == replicas && status.up_to_date_replicas == replicas {
+        P::Ready
+    } else {
+        P::Initializing
+    }
+}
+
+/// Aggregates the children into the status: counts, node summaries, endpoints, conditions and phase.
+fn aggregate(
+    deployment: &SeiNodeDeployment,
+    children: &BTreeMap<i32, SeiNode>,
+    status: &mut SeiNodeDeploymentStatus,
+) {
+    let ns = deployment.namespace().unwrap_or_default();
+    let generation = deployment.metadata.generation;
+    let image = &deployment.spec.template.spec.image;
+    let count = |f: &dyn Fn(&SeiNode) -> bool| {
+        i32::try_from(children.values().filter(|n| f(n)).count()).unwrap_or(i32::MAX)
+    };
+    let ready = count(&|n| n.phase() == Some(SeiNodePhase::Running));
+    let failed = count(&|n| n.phase() == Some(SeiNodePhase::Failed));
+    status.observed_generation = generation;
+    status.replicas = i32::try_from(children.len()).unwrap_or(i32::MAX);
+    status.ready_replicas = ready;
+    status.up_to_date_replicas =
+        count(&|n| n.status.as_ref().and_then(|s| s.current_image.as_deref()) == Some(image.as_str()));
+    status.nodes = children
+        .values()
+        .map(|n| NodeSummary {
+            name: n.name_any(),
+            phase: n.phase(),
+            current_image: n.status.as_ref().and_then(|s| s.current_image.clone()),
+        })
+        .collect();
+    let svc = deployment.internal_service_name();
+    status.internal_service = Some(InternalService {
+        name: svc.clone(),
+        namespace: ns.clone(),
+        ports: InternalServicePorts::default(),
+    });
+    status.endpoints = Some(DeploymentEndpoints {
+        tendermint_rpc: Some(format!("http://{svc}.{ns}.svc:{}", sei_crds::ports::RPC)),
+        tendermint_rest: Some(format!("http://{svc}.{ns}.svc:{}", sei_crds::ports::REST)),
+        nodes: children
+            .values()
+            .map(|n| NodeEvmEndpoints {
+                name: n.name_any(),
+                evm_json_rpc: format!("http://{}.{ns}.svc:{}", n.name_any(), sei_crds::ports::EVM_RPC),
+                evm_ws: format!("ws://{}.{ns}.svc:{}", n.name_any(), sei_crds::ports::EVM_WS),
+            })
+            .collect(),
+    });
+
+    set_conditions(deployment, status, ready, failed);
+    status.phase = Some(phase_of(deployment, status, ready, failed));
+}
+
+/// The conditions derived each reconcile (the plans' effects set the rest).
+fn set_conditions(
+    deployment: &SeiNodeDeployment,
+    status: &mut SeiNodeDeploymentStatus,
+    ready: i32,
+    failed: i32,
+) {
+    let generation = deployment.metadata.generation;
+    let image = &deployment.spec.template.spec.image;
+    let replicas = deployment.spec.replicas;
+    let active = status.plan.as_ref().map(|p| p.workflow.clone());
+    let set = |status: &mut SeiNodeDeploymentStatus, t: &str, s: ConditionStatus, r: &str, m: String| {
+        status.set_condition(condition(t, s, r, m, generation));
+    };
+    let absent = |status: &SeiNodeDeploymentStatus, t: &str| status.condition(t).is_none();
+    if deployment.spec.genesis.is_some() {
+        let complete = status
+            .condition(conditions::GENESIS_CEREMONY_COMPLETE)
+            .is_some_and(|c| c.status == ConditionStatus::True.as_str());
+        if active.as_deref() == Some(CEREMONY_WORKFLOW) && !complete {
+            let m = "the genesis ceremony plan is running".to_owned();
+            set(
+                status,
+                conditions::GENESIS_CEREMONY_COMPLETE,
+                ConditionStatus::False,
+                reasons::IN_PROGRESS,
+                m,
+            );
+        } else if absent(status, conditions::GENESIS_CEREMONY_COMPLETE) {
+            let m = "waiting for every validator SeiNode to exist".to_owned();
+            set(
+                status,
+                conditions::GENESIS_CEREMONY_COMPLETE,
+                ConditionStatus::False,
+                reasons::NOT_STARTED,
+                m,
+            );
+        }
+    }
+    if let Some(workflow) = &active {
+        let m = format!("plan {workflow} is running");
+        set(
+            status,
+            conditions::PLAN_IN_PROGRESS,
+            ConditionStatus::True,
+            reasons::PLAN_STARTED,
+            m,
+        );
+    } else if absent(status, conditions::PLAN_IN_PROGRESS) {
+        set(
+            status,
+            conditions::PLAN_IN_PROGRESS,
+            ConditionStatus::False,
+            reasons::NOT_STARTED,
+            String::new(),
+        );
+    }
+    if active.as_deref() == Some(ROLLOUT_WORKFLOW) {
+        let m = format!("{}/{replicas} SeiNodes run {image}", status.up_to_date_replicas);
+        set(
+            status,
+            conditions::ROLLOUT_IN_PROGRESS,
+            ConditionStatus::True,
+            reasons::IMAGE_ROLLING,
+            m,
+        );
+    } else if absent(status, conditions::ROLLOUT_IN_PROGRESS) {
+        set(
+            status,
+            conditions::ROLLOUT_IN_PROGRESS,
+            ConditionStatus::False,
+            reasons::NOT_STARTED,
+            String::new(),
+        );
+    }
+    let initializing = status.replicas - ready - failed;
+    let message = format!("{ready}/{replicas} nodes ready ({failed} failed, {initializing} initializing)");
+    let (cs, reason) = if status.replicas == 0 {
+        (ConditionStatus::False, reasons::PENDING)
+    } else if failed > 0 {
+        (ConditionStatus::False, reasons::NODES_FAILED)
+    } else if ready >= replicas {
+        (ConditionStatus::True, reasons::ALL_NODES_READY)
+    } else {
+        (ConditionStatus::False, reasons::NODES_INITIALIZING)
+    };
+    set(status, conditions::NODES_READY, cs, reason, message);
+    let paused = deployment.spec.paused;
+    set(
+        status,
+        conditions::PAUSED,
+        ConditionStatus::from(paused),
+        if paused {
+            reasons::PAUSED
+        } else {
+            reasons::NOT_PAUSED
+        },
+        if paused {
+            "spec.paused is true: propagated to every SeiNode; no plan advances".to_owned()
+        } else {
+            String::new()
+        },
+    );
+}
+
+/// Creates and updates the children `0..replicas`, deletes the ones above. Returns the children as they now
+/// are, and events.
+async fn reconcile_children(
+    ctx: &Context,
+    deployment: &SeiNodeDeployment,
+    mut children: BTreeMap<i32, SeiNode>,
+    events: &mut Vec<(EventType, &'static str, String)>,
+) -> Result<BTreeMap<i32, SeiNode>, Error> {
+    let replicas = deployment.spec.replicas;
+    let mut created = Vec::new();
+    for ordinal in 0..replicas {
+        let existing = children.get(&ordinal);
+        let desired = fleet::desired_child(deployment, ordinal, existing, None);
+        if existing.is_some_and(|e| !fleet::needs_apply(e, &desired)) {
+            continue;
+        }
+        let new = existing.is_none();
+        let applied = fleet::apply_child(&ctx.client, &desired)
+            .await
+            .map_err(Error::Kube)?;
+        if new {
+            created.push(applied.name_any());
+        }
+        children.insert(ordinal, applied);
+    }
+    if !created.is_empty() {
+        events.push((
+            EventType::Normal,
+            "SeiNodesCreated",
+            format!("created {}", created.join(", ")),
+        ));
+    }
+    let ns = deployment.namespace().unwrap_or_default();
+    let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let extra: Vec<i32> = children.range(replicas..).map(|(o, _)| *o).collect();
+    let mut deleted = Vec::new();
+    for ordinal in extra {
+        if let Some(child) = children.remove(&ordinal) {
+            if child.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            match api.delete(&child.name_any(), &DeleteParams::background()).await {
+                Ok(_) => deleted.push(child.name_any()),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::Kube(e)),
+            }
+        }
+    }
+    if !deleted.is_empty() {
+        events.push((
+            EventType::Normal,
+            "SeiNodesDeleted",
+            format!("scaled down: deleted {}", deleted.join(", ")),
+        ));
+    }
+    Ok(children)
+}
+
+#[allow(clippy::too_many_lines)] // one reconcile, read top to bottom; each step is commented
+async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Action, Error> {
+    let ns = deployment.namespace().unwrap_or_default();
+    let name = deployment.name_any();
+    let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let generation = deployment.metadata.generation;
+    let before = deployment.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    let mut events: Vec<(EventType, &'static str, String)> = Vec::new();
+    let mut requeue = RESYNC;
+
+    // (2) children, (3) the internal Service
+    let children = list_children(ctx, &deployment).await?;
+    let children = reconcile_children(ctx, &deployment, children, &mut events).await?;
+    reconcile_service(ctx, &deployment).await?;
+
+    // (4) plans
+    let object = Arc::new(serde_json::to_value(&*deployment).map_err(Error::Serialize)?);
+    let owner = Owner {
+        kind: KIND,
+        namespace: ns.clone(),
+        name: name.clone(),
+        object,
+    };
+    let sink = StatusSink::default();
+    match status.plan.take() {
+        // Frozen: the journal stays untouched until the deployment is unpaused.
+        Some(plan) if deployment.spec.paused => status.plan = Some(plan),
+        Some(plan) if plan.phase.is_terminal() => {
+            sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
+            requeue = Duration::from_millis(10);
+        }
+        Some(mut plan) => {
+            if plan.workflow == ROLLOUT_WORKFLOW
+                && plan.on_drift == DriftPolicy::Supersede
+                && let Some((image, sidecar)) = rollout_target(&plan)
+            {
+                let template = &deployment.spec.template.spec;
+                let want_sidecar = serde_json::to_value(&template.sidecar).unwrap_or(Value::Null);
+                if image.as_str() != Some(template.image.as_str()) || *sidecar != want_sidecar {
+                    let why = format!("the template changed during the rollout (now {})", template.image);
+                    if plan.supersede(why.clone()) {
+                        events.push((EventType::Normal, "RolloutSuperseded", why));
+                    }
+                }
+            }
+            let driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
+            ctx.metrics.tasks_started(&plan.workflow, &driven.started);
+            for t in driven.started.iter().filter(|t| t.attempt > 1) {
+                events.push((
+                    EventType::Warning,
+                    "TaskRetried",
+                    format!("task {} attempt {} started", t.task, t.attempt),
+                ));
+            }
+            if let Some(finished) = driven.finished {
+                let succeeded = finished.phase == PlanPhase::Succeeded;
+                let message = if succeeded {
+                    String::new()
+                } else {
+                    failure_message(&plan)
+                };
+                apply_effect(&mut status, finished.effect.as_ref(), generation, &message);
+                let (status_, reason) = if succeeded {
+                    (ConditionStatus::False, reasons::PLAN_COMPLETE)
+                } else {
+                    (ConditionStatus::False, reasons::PLAN_FAILED)
+                };
+                status.set_condition(condition(
+                    conditions::PLAN_IN_PROGRESS,
+                    status_,
+                    reason,
+                    format!(
+                        "plan {} ({}) {:?} {message}",
+                        plan.id, plan.workflow, finished.phase
+                    ),
+                    generation,
+                ));
+                let (kind, reason) = if succeeded {
+                    (EventType::Normal, "PlanSucceeded")
+                } else {
+                    (EventType::Warning, "PlanFailed")
+                };
+                events.push((
+                    kind,
+                    reason,
+                    format!(
+                        "plan {} ({}) {:?} {message}",
+                        plan.id, plan.workflow, finished.phase
+                    ),
+                ));
+                ctx.metrics.plan_finished(&plan);
+                sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
+                requeue = Duration::from_millis(10);
+            } else {
+                if let Some(at) = driven.requeue_at {
+                    requeue = until(at);
+                }
+                status.plan = Some(plan);
+            }
+        }
+        None if deployment.spec.paused => {}
+        None => {
+            let facts = bindings_facts(&deployment, &children);
+            let bindings = Bindings::new(&owner.object, &facts).map_err(Error::Cel)?;
+            if let Some(workflow) = ctx.catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
+                let plan_id = uuid::Uuid::new_v4();
+                let traceparent = TraceParent::for_plan(plan_id).to_string();
+                match workflow.instantiate(&bindings, plan_id, now(), Some(traceparent), &ctx.registry) {
+                    Ok(mut plan) => {
+                        if workflow.name() == CEREMONY_WORKFLOW
+                            && let Some(genesis) = &deployment.spec.genesis
+                        {
+                            let max = genesis.max_ceremony_duration();
+                            let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+                            plan.deadline = Some(
+                                plan.started_at
+                                    .saturating_add(sei_engine::Duration::from_millis(millis)),
+                            );
+                        }
+                        events.push((
+                            EventType::Normal,
+                            "PlanCreated",
+                            format!("plan {plan_id} ({}) created", workflow.name()),
+                        ));
+                        ctx.metrics.plan_created(workflow.name());
+                        status.plan = Some(plan);
+                        // Persist first; the next reconcile (woken by this status write) runs the first tasks.
+                        requeue = Duration::from_millis(10);
+                    }
+                    Err(e) => {
+                        events.push((EventType::Warning, "PlanInvalid", e.to_string()));
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "Workflow could not be instantiated"
+                        );
+                        requeue = Duration::from_secs(30);
+                    }
+                }
+            }
+        }
+    }
+    apply_updates(&mut status, sink.take())?;
+
+    // (5) aggregate status, one write
+    aggregate(&deployment, &children, &mut status);
+    if status != before {
+        let mut desired = (*deployment).clone();
+        desired.status = Some(status.clone());
+        ctx.metrics.status_write(KIND);
+        match api.replace_status(&name, &PostParams::default(), &desired).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),
+            Err(e) => return Err(Error::Kube(e)),
+        }
+        if status.phase != before.phase
+            && let Some(phase) = status.phase
+            // A plan event of this reconcile already tells the phase change (one Event write per transition).
+            && events.is_empty()
+        {
+            events.push((EventType::Normal, "PhaseChanged", format!("phase is now {phase}")));
+        }
+    }
+    for (kind, reason, note) in events {
+        ctx.event(&*deployment, kind, reason, "Reconcile", Some(note))
+            .await;
+    }
+    Ok(Action::requeue(requeue.max(Duration::from_millis(10))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(replicas: i32, max_unavailable: i32) -> SeiNodeDeployment {
+        serde_json::from_value(json!({
+            "apiVersion": "sei.io/v1alpha1",
+            "kind": "SeiNodeDeployment",
+            "metadata": {"name": "f", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "replicas": replicas,
+                "updateStrategy": {"type": "RollingUpdate", "maxUnavailable": max_unavailable},
+                "template": {"spec": {"chainId": "c-1", "image": "seid:v2", "fullNode": {}}},
+            },
+        }))
+        .unwrap()
+    }
+
+    fn children(d: &SeiNodeDeployment, images: &[&str]) -> BTreeMap<i32, SeiNode> {
+        images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| {
+                let i = i32::try_from(i).unwrap();
+                let mut n = fleet::desired_child(d, i, None, None);
+                n.spec.image = (*image).to_owned();
+                (i, n)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn outdated_children_are_cut_into_batches_of_max_unavailable_in_ordinal_order() {
+        let d = deployment(5, 2);
+        let c = children(&d, &["seid:v1", "seid:v2", "seid:v1", "seid:v1", "seid:v1"]);
+        let f = bindings_facts(&d, &c);
+        assert_eq!(f[facts::NODES], json!(["f-0", "f-1", "f-2", "f-3", "f-4"]));
+        assert_eq!(f[facts::ROLLOUT_BATCHES], json!(["f-0,f-2", "f-3,f-4"]));
+        // Children above `replicas` (being scaled away) are neither nodes nor rolled.
+        let d = deployment(2, 1);
+        let f = bindings_facts(&d, &c);
+        assert_eq!(f[facts::NODES], json!(["f-0", "f-1"]));
+        assert_eq!(f[facts::ROLLOUT_BATCHES], json!(["f-0"]));
+    }
+
+    #[test]
+    fn the_builtin_fleet_workflows_compile_with_the_real_task_catalogue() {
+        let catalog = crate::run::load_catalog(None).unwrap();
+        let registry = sei_tasks::catalog::registry();
+        let mut d = deployment(3, 1);
+        d.spec.template.spec.full_node = None;
+        d.spec.template.spec.validator = Some(sei_crds::ValidatorSpec::default());
+        d.spec.genesis = Some(
+            serde_json::from_value(
+                json!({"chainId": "c-1", "accounts": [{"address": "sei1x", "balance": "1usei"}]}),
+            )
+            .unwrap(),
+        );
+        let c = children(&d, &["seid:v2", "seid:v2", "seid:v1"]);
+        let object = serde_json::to_value(&d).unwrap();
+        let b = Bindings::new(&object, &bindings_facts(&d, &c)).unwrap();
+        let t = sei_engine::Timestamp::from_unix_millis(0);
+        for name in [CEREMONY_WORKFLOW, ROLLOUT_WORKFLOW] {
+            let plan = catalog
+                .get(name)
+                .unwrap()
+                .instantiate(&b, uuid::Uuid::nil(), t, None, &registry)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!plan.tasks.is_empty());
+        }
+        let rollout = catalog
+            .get(ROLLOUT_WORKFLOW)
+            .unwrap()
+            .instantiate(&b, uuid::Uuid::nil(), t, None, &registry)
+            .unwrap();
+        let (image, sidecar) = rollout_target(&rollout).unwrap();
+        assert_eq!((image, sidecar), (&json!("seid:v2"), &Value::Null));
+        assert_eq!(rollout.run("update[f-2]").map(|v| v.run.attempt), Some(0));
+    }
+
+    #[test]
+    fn the_phase_follows_plans_failures_and_readiness() {
+        let d = deployment(3, 1);
+        let mut s = SeiNodeDeploymentStatus {
+            replicas: 3,
+            up_to_date_replicas: 3,
+            ..SeiNodeDeploymentStatus::default()
+        };
+        assert_eq!(phase_of(&d, &s, 3, 0), SeiNodeDeploymentPhase::Ready);
+        assert_eq!(phase_of(&d, &s, 2, 1), SeiNodeDeploymentPhase::Degraded);
+        assert_eq!(phase_of(&d, &s, 0, 3), SeiNodeDeploymentPhase::Failed);
+        assert_eq!(phase_of(&d, &s, 1, 0), SeiNodeDeploymentPhase::Initializing);
+        s.replicas = 0;
+        assert_eq!(phase_of(&d, &s, 0, 0), SeiNodeDeploymentPhase::Pending);
+    }
+}
