@@ -106,10 +106,16 @@ pub fn ended(before: Option<&Plan>, after: &Plan, now: Timestamp) -> Vec<Journal
             } else {
                 b_attempt + 1
             };
-            let last = if terminal_now {
+            let in_flight_now = matches!(run.state, TaskState::Running)
+                || (run.state == TaskState::Pending && run.started_at.is_some());
+            // The attempt counter moves on when the next attempt starts: a run waiting for its retry still
+            // carries the number of the attempt that just failed.
+            let last = if terminal_now || (!in_flight_now && !run.state.is_terminal()) {
                 run.attempt
-            } else {
+            } else if in_flight_now {
                 run.attempt.saturating_sub(1)
+            } else {
+                0
             };
             for attempt in first.max(1)..=last {
                 let start = match (attempt == b_attempt, b_start) {
