@@ -1,5 +1,7 @@
 //! End-to-end: SeiNodes on the local cluster, driven by the operator binary and the sidecar simulator.
 
+#![allow(clippy::unwrap_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! A plan is one trace in Jaeger: one root span, exactly one span per executed task attempt, each a child
 //! of the root; also when the operator was killed and restarted mid-plan, and with a retried task.
 
+#![allow(clippy::unwrap_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::collections::{BTreeMap, HashSet};

@@ -1,6 +1,8 @@
 //! The built-in workflows compile against the real task registry, and the plan viewer's output is pinned by
 //! golden files (regenerate with `SEI_UPDATE_GOLDEN=1 cargo test -p sei-operator --test viewer`).
 
+#![allow(clippy::unwrap_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
