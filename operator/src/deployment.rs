@@ -945,6 +945,32 @@ mod tests {
     }
 
     #[test]
+    fn a_hundred_validator_ceremony_plan_is_compact() {
+        let catalog = crate::run::load_catalog(None).unwrap();
+        let mut d = deployment(100, 1);
+        d.spec.template.spec.full_node = None;
+        d.spec.template.spec.validator = Some(sei_crds::ValidatorSpec::default());
+        d.spec.genesis = Some(serde_json::from_value(json!({"chainId": "c-1"})).unwrap());
+        let c = children(&d, &["seid:v2"; 100]);
+        let object = serde_json::to_value(&d).unwrap();
+        let b = Bindings::new(&object, &bindings_facts(&d, &c)).unwrap();
+        let plan = catalog
+            .get(CEREMONY_WORKFLOW)
+            .unwrap()
+            .instantiate(
+                &b,
+                uuid::Uuid::nil(),
+                sei_engine::Timestamp::from_unix_millis(0),
+                None,
+                &sei_tasks::catalog::registry(),
+            )
+            .unwrap();
+        let bytes = serde_json::to_vec(&plan).unwrap().len();
+        eprintln!("100-validator ceremony plan: {bytes} bytes as compiled");
+        assert!(bytes < 64 * 1024, "{bytes} bytes");
+    }
+
+    #[test]
     fn the_phase_follows_plans_failures_and_readiness() {
         let d = deployment(3, 1);
         let mut s = SeiNodeDeploymentStatus {
