@@ -13,6 +13,8 @@
 //! other values as compact JSON). Anything else inside `${ }` is an error: CEL belongs in the
 //! workflow `params`, which the `workflows` crate evaluates before compiling.
 
+use std::fmt::Write as _;
+
 use serde_json::Value;
 
 /// A parsed reference.
@@ -162,8 +164,7 @@ where
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&i.to_string());
+                let _ = write!(pointer, "/{i}");
                 rewrite(item, pointer, resolve)?;
                 pointer.truncate(len);
             }
@@ -171,8 +172,7 @@ where
         Value::Object(map) => {
             for (key, item) in map.iter_mut() {
                 let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                push_pointer_segment(pointer, key);
                 rewrite(item, pointer, resolve)?;
                 pointer.truncate(len);
             }
@@ -180,6 +180,18 @@ where
         _ => {}
     }
     Ok(())
+}
+
+/// Appends `/segment` to a JSON pointer, escaping `~` and `/` (RFC 6901).
+pub(crate) fn push_pointer_segment(pointer: &mut String, segment: &str) {
+    pointer.push('/');
+    for c in segment.chars() {
+        match c {
+            '~' => pointer.push_str("~0"),
+            '/' => pointer.push_str("~1"),
+            c => pointer.push(c),
+        }
+    }
 }
 
 /// Replaces `${ item }` (with any inner spacing) in a target template; other text is kept.

@@ -14,9 +14,11 @@
 //! A string holding a run-time reference (`${ item }`, `${ tasks.… }`) stands for a value that
 //! is only known when the task starts, so it is accepted wherever it appears.
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value};
 
-use crate::reference::has_reference;
+use crate::reference::{has_reference, push_pointer_segment};
 
 /// A value that does not match its schema: where (JSON pointer) and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,11 +101,6 @@ fn integer_format_range(format: &str) -> Option<(f64, f64)> {
         "uint64" | "uint" => (0.0, u64::MAX as f64),
         _ => return None,
     })
-}
-
-fn push_segment(pointer: &mut String, segment: &str) {
-    pointer.push('/');
-    pointer.push_str(&segment.replace('~', "~0").replace('/', "~1"));
 }
 
 fn check(
@@ -276,7 +273,7 @@ fn check_array(
     if let Some(item_schema) = schema.get("items") {
         for (i, item) in items.iter().enumerate() {
             let len = pointer.len();
-            push_segment(pointer, &i.to_string());
+            let _ = write!(pointer, "/{i}");
             check(root, item_schema, item, pointer, depth + 1)?;
             pointer.truncate(len);
         }
@@ -295,7 +292,7 @@ fn check_object(
         for name in required.iter().filter_map(Value::as_str) {
             if !map.contains_key(name) {
                 let len = pointer.len();
-                push_segment(pointer, name);
+                push_pointer_segment(pointer, name);
                 let err = violation(pointer, "required field is missing");
                 pointer.truncate(len);
                 return Err(err);
@@ -317,7 +314,7 @@ fn check_object(
     let additional = schema.get("additionalProperties");
     for (key, item) in map {
         let len = pointer.len();
-        push_segment(pointer, key);
+        push_pointer_segment(pointer, key);
         match (properties.and_then(|p| p.get(key)), additional) {
             (Some(property), _) => check(root, property, item, pointer, depth + 1)?,
             (None, Some(extra)) => {
