@@ -701,6 +701,8 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
     let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = deployment.metadata.generation;
     let before = deployment.status.clone().unwrap_or_default();
+    // The journal as written by this reconcile, for the spans and metrics it completes (after the write).
+    let mut journal_after: Option<sei_engine::Plan> = None;
     let mut status = before.clone();
     let mut events: Vec<(EventType, &'static str, String)> = Vec::new();
     let mut requeue = RESYNC;
@@ -741,7 +743,7 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
                 }
             }
             let driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
-            ctx.metrics.tasks_started(&plan.workflow, &driven.started);
+            journal_after = Some(plan.clone());
             for t in driven.started.iter().filter(|t| t.attempt > 1) {
                 events.push((
                     EventType::Warning,
@@ -845,7 +847,18 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
         desired.status = Some(status.clone());
         ctx.metrics.status_write(KIND);
         match api.replace_status(&name, &PostParams::default(), &desired).await {
-            Ok(_) => {}
+            Ok(_) => {
+                let uid = deployment.metadata.uid.clone().unwrap_or_default();
+                ctx.metrics
+                    .set_active(&uid, status.plan.as_ref().map(|p| p.workflow.as_str()));
+                if let Some(plan) = &status.plan {
+                    ctx.metrics
+                        .journal_written(serde_json::to_vec(plan).map_or(0, |v| v.len()));
+                }
+                if let Some(after) = &journal_after {
+                    crate::spans::record(ctx, before.plan.as_ref(), after).await;
+                }
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),
             Err(e) => return Err(Error::Kube(e)),
         }

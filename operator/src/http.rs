@@ -47,7 +47,15 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let metrics = Arc::clone(&metrics);
-                async move { ([("content-type", "text/plain; version=0.0.4")], metrics.render()) }
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -162,3 +162,36 @@ pub fn ended(before: Option<&Plan>, after: &Plan, now: Timestamp) -> Vec<Journal
     }
     spans
 }
+
+/// After a successful status write: task duration metrics for the attempts that ended, and their spans (with
+/// the plan's root span once it finished) exported when an OTLP endpoint is configured.
+pub async fn record(ctx: &crate::context::Context, before: Option<&Plan>, after: &Plan) {
+    for task in after.tasks.iter().chain(&after.finally) {
+        let prior = before.and_then(|b| b.tasks.iter().chain(&b.finally).find(|t| t.name == task.name));
+        for (r, run) in task.runs.iter().enumerate() {
+            let from = prior.and_then(|t| t.runs.get(r)).map_or(0, |p| p.attempt);
+            for attempt in from + 1..=run.attempt {
+                ctx.metrics
+                    .task_started(&after.workflow, &task.task_type, attempt);
+            }
+        }
+    }
+    let spans = ended(before, after, crate::clock::now());
+    for span in spans.iter().filter(|s| s.parent.is_some()) {
+        let attr = |key: &str| {
+            span.attributes
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        ctx.metrics.task_finished(
+            after,
+            attr(fields::TASK_TYPE),
+            attr(fields::OUTCOME),
+            span.end_ms - span.start_ms,
+        );
+    }
+    if let Some(exporter) = &ctx.journal {
+        exporter.export(spans).await;
+    }
+}
