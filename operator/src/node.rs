@@ -80,6 +80,9 @@ async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
             Err(e) => return Err(Error::Kube(e)),
         }
     }
+    if let Some(uid) = &node.metadata.uid {
+        ctx.superseded.forget(uid);
+    }
     ctx.event(
         &*node,
         EventType::Normal,
@@ -296,6 +299,15 @@ async fn apply_pause_state(
 async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     let ns = node.namespace().unwrap_or_default();
     let name = node.name_any();
+    let uid = node.metadata.uid.clone().unwrap_or_default();
+    let read_version = node.metadata.resource_version.clone().unwrap_or_default();
+    // A cached copy older than our own last status write: acting on its journal would repeat steps
+    // (re-submit a task that has failed since, under the same id). The watch delivers the write and wakes
+    // the controller again; the requeue is only a safety net.
+    if ctx.superseded.is_stale(&uid, &read_version) {
+        tracing::debug!(resource_version = %read_version, "Skipping a stale cached copy");
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = node.metadata.generation;
     let before = node.status.clone().unwrap_or_default();
@@ -444,6 +456,7 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         ctx.metrics.status_write(KIND);
         match api.replace_status(&name, &PostParams::default(), &desired).await {
             Ok(_) => {
+                ctx.superseded.record(&uid, &read_version);
                 if let (Some(exporter), Some(after)) = (&ctx.journal, &journal_after) {
                     exporter
                         .export(crate::spans::ended(before.plan.as_ref(), after, now()))

@@ -428,6 +428,7 @@ async fn controllers(
         platform,
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
+        superseded: crate::context::Superseded::default(),
         journal: match &args.otlp_endpoint {
             Some(endpoint) => Some(Arc::new(sei_observability::journal::JournalExporter::new(
                 "sei-operator",

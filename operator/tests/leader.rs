@@ -14,6 +14,7 @@ use common::{Operator, Sim, eventually, full_node_spec, in_phase, seinode, setup
 const WAIT: Duration = Duration::from_secs(90);
 const LEASE: &str = "sei-operator-leader";
 
+#[allow(clippy::unwrap_used)] // test helper
 async fn holder(leases: &kube::Api<Lease>) -> Option<String> {
     leases
         .get_opt(LEASE)
@@ -50,7 +51,7 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over_after_a_sigkill()
     nodes
         .create(
             &PostParams::default(),
-            &seinode("first", full_node_spec("seid:v1")),
+            &seinode("first", &full_node_spec("seid:v1")),
         )
         .await
         .unwrap();
@@ -71,7 +72,7 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over_after_a_sigkill()
     nodes
         .create(
             &PostParams::default(),
-            &seinode("second", full_node_spec("seid:v1")),
+            &seinode("second", &full_node_spec("seid:v1")),
         )
         .await
         .unwrap();

@@ -18,6 +18,7 @@ use common::{Operator, Recorder, Rng, Sim, full_node_spec, in_phase, phase, plan
 const WAIT: Duration = Duration::from_secs(90);
 
 /// Milliseconds since the Unix epoch of an RFC 3339 timestamp.
+#[allow(clippy::unwrap_used, clippy::panic)] // test helper: a bad timestamp fails the test
 fn millis(rfc3339: &str) -> i64 {
     let t = humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z'))
         .unwrap_or_else(|e| panic!("timestamp {rfc3339:?}: {e}"));
@@ -44,7 +45,7 @@ async fn a_task_failing_twice_is_retried_with_backoff_and_the_node_runs() {
     nodes
         .create(
             &PostParams::default(),
-            &seinode("flaky", full_node_spec("seid:v1")),
+            &seinode("flaky", &full_node_spec("seid:v1")),
         )
         .await
         .unwrap();
@@ -54,8 +55,8 @@ async fn a_task_failing_twice_is_retried_with_backoff_and_the_node_runs() {
 
     // The simulator: three config-apply submissions under three ids, each executed once.
     let attempts = sim.tasks_of_type(ns.name(), "flaky", "config-apply").await;
-    let states: Vec<&str> = attempts.iter().map(|t| t["status"].as_str().unwrap()).collect();
-    assert_eq!(states, ["failed", "failed", "completed"], "{attempts:#?}");
+    let outcomes: Vec<&str> = attempts.iter().map(|t| t["status"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["failed", "failed", "completed"], "{attempts:#?}");
     assert!(attempts.iter().all(|t| t["executions"] == 1), "{attempts:#?}");
     assert!(
         attempts[0]["error"]
@@ -143,7 +144,7 @@ async fn a_task_failing_past_its_budget_fails_the_init_and_the_node() {
     nodes
         .create(
             &PostParams::default(),
-            &seinode("doomed", full_node_spec("seid:v1")),
+            &seinode("doomed", &full_node_spec("seid:v1")),
         )
         .await
         .unwrap();
@@ -170,7 +171,8 @@ async fn a_task_failing_past_its_budget_fails_the_init_and_the_node() {
     assert!(
         attempts
             .iter()
-            .all(|t| t["status"] == "failed" && t["executions"] == 1)
+            .all(|t| t["status"] == "failed" && t["executions"] == 1),
+        "three failed attempts, each executed once: {attempts:#?}"
     );
     assert!(
         sim.tasks_of_type(ns.name(), "doomed", "config-validate")
@@ -213,7 +215,10 @@ async fn sigkill_at_random_moments_of_init_never_executes_a_task_twice() {
         if i % 4 == 0 || all_running {
             let name = format!("crash-{}", created.len());
             nodes
-                .create(&PostParams::default(), &seinode(&name, full_node_spec("seid:v1")))
+                .create(
+                    &PostParams::default(),
+                    &seinode(&name, &full_node_spec("seid:v1")),
+                )
                 .await
                 .unwrap();
             created.push(name);
@@ -236,6 +241,12 @@ async fn sigkill_at_random_moments_of_init_never_executes_a_task_twice() {
         }
     }
     let crash_phase = started.elapsed();
+    // Progress made by the killed operators (so the kills interrupted real work, not only startups).
+    let submitted_while_crashing = sim.tasks().await.as_array().map_or(0, Vec::len);
+    assert!(
+        submitted_while_crashing > 0,
+        "the killed operators never reached the sidecar"
+    );
     let op = Operator::start(ns.env(), ns.name(), &sim, &env);
     for name in &created {
         let node = sei_tests::wait_for(&nodes, name, in_phase("Running"), WAIT)
@@ -260,8 +271,9 @@ async fn sigkill_at_random_moments_of_init_never_executes_a_task_twice() {
         assert_eq!(sim_node["ready"], true, "{name}");
     }
     eprintln!(
-        "crash: {KILLS} SIGKILLs in {crash_phase:?}, {kills_mid_plan} with an init plan active; {} nodes Running \
-         after {:?}; {executed} sidecar task ids, each executed once",
+        "crash: {KILLS} SIGKILLs in {crash_phase:?}, {kills_mid_plan} with an init plan active, \
+         {submitted_while_crashing} sidecar tasks submitted meanwhile; {} nodes Running after {:?}; \
+         {executed} sidecar task ids, each executed once",
         created.len(),
         started.elapsed()
     );
@@ -275,6 +287,7 @@ async fn sigkill_at_random_moments_of_init_never_executes_a_task_twice() {
     }
 }
 
+#[allow(clippy::unwrap_used)] // test helper
 fn secret(name: &str, key: &str, value: &Value) -> Secret {
     serde_json::from_value(json!({
         "apiVersion": "v1",
@@ -326,14 +339,14 @@ async fn validator_key_secrets_are_validated_and_a_malformed_one_fails_terminall
     nodes
         .create(
             &PostParams::default(),
-            &seinode("val-good", validator_spec("good-signing", "good-node-key")),
+            &seinode("val-good", &validator_spec("good-signing", "good-node-key")),
         )
         .await
         .unwrap();
     nodes
         .create(
             &PostParams::default(),
-            &seinode("val-bad", validator_spec("bad-signing", "bad-node-key")),
+            &seinode("val-bad", &validator_spec("bad-signing", "bad-node-key")),
         )
         .await
         .unwrap();

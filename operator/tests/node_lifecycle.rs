@@ -34,6 +34,7 @@ fn condition_is(node: &SeiNode, type_: &str, want: &str) -> bool {
 /// its init keeps its journal as it was (a sidecar task that finished meanwhile is not even polled) even across
 /// later reconciles; once unpaused, both resume and reach Running with 1 replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 async fn a_paused_node_stays_frozen_and_resumes_when_unpaused() {
     let Some(ns) = setup("e2e-pause").await else {
         return;
@@ -50,13 +51,13 @@ async fn a_paused_node_stays_frozen_and_resumes_when_unpaused() {
     let mut frozen = full_node_spec("seid:v1");
     frozen["paused"] = json!(true);
     nodes
-        .create(&PostParams::default(), &seinode("frozen", frozen))
+        .create(&PostParams::default(), &seinode("frozen", &frozen))
         .await
         .unwrap();
     nodes
         .create(
             &PostParams::default(),
-            &seinode("later", full_node_spec("seid:v1")),
+            &seinode("later", &full_node_spec("seid:v1")),
         )
         .await
         .unwrap();
@@ -240,14 +241,14 @@ async fn a_deleted_node_removes_its_pvc_unless_imported() {
     nodes
         .create(
             &PostParams::default(),
-            &seinode("owned", full_node_spec("seid:v1")),
+            &seinode("owned", &full_node_spec("seid:v1")),
         )
         .await
         .unwrap();
     let mut spec = full_node_spec("seid:v1");
     spec["dataVolume"] = json!({"import": {"pvcName": "keep-me"}});
     nodes
-        .create(&PostParams::default(), &seinode("adopter", spec))
+        .create(&PostParams::default(), &seinode("adopter", &spec))
         .await
         .unwrap();
     for name in ["owned", "adopter"] {
@@ -314,12 +315,13 @@ async fn one_status_write_per_change_and_none_when_nothing_changed() {
     let sim = Sim::start(Duration::from_millis(50), vec![]).await;
     let nodes = ns.api::<SeiNode>();
     let recorder = Recorder::start(nodes.clone(), "quiet").await;
-    let op = Operator::start(ns.env(), ns.name(), &sim, &[]);
+    // Without leader election, every API write the operator counts is the node's (no Lease renewals).
+    let op = Operator::start(ns.env(), ns.name(), &sim, &[("SEI_LEADER_ELECT", "false")]);
     let created = Instant::now();
     nodes
         .create(
             &PostParams::default(),
-            &seinode("quiet", full_node_spec("seid:v1")),
+            &seinode("quiet", &full_node_spec("seid:v1")),
         )
         .await
         .unwrap();
@@ -328,6 +330,7 @@ async fn one_status_write_per_change_and_none_when_nothing_changed() {
         .unwrap();
     let to_running = created.elapsed();
     let init_writes = op.node_status_writes().await;
+    let init_api_writes = api_writes(&op).await;
     // Settled: the first probe of the Running node recorded SidecarReady True.
     sei_tests::wait_for(
         &nodes,
@@ -379,7 +382,7 @@ async fn one_status_write_per_change_and_none_when_nothing_changed() {
     }
     let probes = sim.node(ns.name(), "quiet").await["requests"].as_u64().unwrap() - probes_before;
     assert!(
-        probes >= 5,
+        probes >= 3,
         "the pokes woke reconciles that probed the sidecar ({probes} probes)"
     );
     assert_eq!(
@@ -395,10 +398,24 @@ async fn one_status_write_per_change_and_none_when_nothing_changed() {
         "the status did not change during the quiet period"
     );
     eprintln!(
-        "writes: Running after {to_running:?} with {init_writes} status writes; {writes} once settled \
-         (SidecarReady), {conflicts} conflicts; 0 writes in {:?} of quiet with {probes} probing reconciles",
+        "writes: Running after {to_running:?} with {init_writes} status writes ({init_api_writes} API writes \
+         in all); {writes} status writes once settled (SidecarReady), {conflicts} conflicts; 0 writes in {:?} of \
+         quiet with {probes} probing reconciles",
         quiet.elapsed()
     );
+}
+
+/// API writes the operator sent (`sei_kube_requests_total` for create, update, patch and delete).
+async fn api_writes(op: &Operator) -> u64 {
+    let mut n = 0.0;
+    for verb in ["create", "update", "patch", "delete"] {
+        n += op
+            .metric("sei_kube_requests_total", &format!("verb=\"{verb}\""))
+            .await;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a small counter
+    let n = n as u64;
+    n
 }
 
 /// How many times the status differs from the previous state seen (the first state is the baseline).

@@ -2,6 +2,7 @@
 //! simulator served in-process on 127.0.0.1.
 
 #![allow(dead_code)] // each test file uses a subset
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support: a failure fails the test
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -203,7 +204,7 @@ pub(crate) async fn setup(prefix: &str) -> Option<TestNamespace> {
 // ---- Helpers shared by the fault, lifecycle and leader-election tests ----
 
 /// A SeiNode named `name` with `spec` (JSON, as in a manifest).
-pub(crate) fn seinode(name: &str, spec: serde_json::Value) -> sei_crds::SeiNode {
+pub(crate) fn seinode(name: &str, spec: &serde_json::Value) -> sei_crds::SeiNode {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "sei.io/v1alpha1",
         "kind": "SeiNode",
