@@ -208,3 +208,71 @@ async fn a_plan_interrupted_by_operator_crashes_is_still_one_complete_trace() {
         "no attempt was repeated or lost: {attempts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genesis_ceremony_is_one_trace_covering_every_validator() {
+    use sei_crds::SeiNodeDeployment;
+    let Some(ns) = setup("trace-genesis").await else {
+        return;
+    };
+    let sim = Sim::start(Duration::from_millis(50), vec![]).await;
+    let [(k, v)] = otel(ns.env());
+    let _op = Operator::start(ns.env(), ns.name(), &sim, &[(k, v.as_str())]);
+    let fleet: SeiNodeDeployment = serde_json::from_value(json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "SeiNodeDeployment", "metadata": {"name": "net"},
+        "spec": {
+            "replicas": 3,
+            "template": {"spec": {"chainId": "net-1", "image": "seid:v1", "validator": {}}},
+            "genesis": {"chainId": "net-1"},
+        },
+    }))
+    .unwrap();
+    let api = ns.api::<SeiNodeDeployment>();
+    api.create(&PostParams::default(), &fleet).await.unwrap();
+    let snd = sei_tests::wait_for(
+        &api,
+        "net",
+        |d: Option<&SeiNodeDeployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.plan_history.iter().any(|p| p.workflow == "genesis-ceremony"))
+        },
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let plan = snd
+        .status
+        .unwrap()
+        .plan_history
+        .into_iter()
+        .find(|p| p.workflow == "genesis-ceremony")
+        .unwrap();
+    let trace_id = plan.id.simple().to_string();
+    let spans = trace(&ns.env().jaeger_query_url, &trace_id, 30).await;
+    let roots: Vec<_> = spans
+        .iter()
+        .filter(|s| s["references"].as_array().is_none_or(Vec::is_empty))
+        .collect();
+    assert_eq!(roots.len(), 1, "one root: {spans:#?}");
+    assert_eq!(roots[0]["operationName"], "plan genesis-ceremony");
+    for task_type in [
+        "generate-identity",
+        "generate-gentx",
+        "upload-genesis-artifacts",
+        "configure-genesis",
+        "mark-ready",
+    ] {
+        let targets: std::collections::BTreeSet<&str> = spans
+            .iter()
+            .filter(|s| tag(s, "task.type") == Some(task_type))
+            .filter_map(|s| tag(s, "task.target"))
+            .collect();
+        assert_eq!(
+            targets.len(),
+            3,
+            "{task_type} ran once per validator, in this trace: {targets:?}"
+        );
+    }
+    let ids: HashSet<&str> = spans.iter().map(|s| s["spanID"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), spans.len(), "no duplicate spans");
+}
