@@ -58,7 +58,11 @@ impl JournalSpan {
             name: Cow::Owned(self.name),
             start_time: at(self.start_ms),
             end_time: at(self.end_ms.max(self.start_ms)),
-            attributes: self.attributes.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect(),
+            attributes: self
+                .attributes
+                .into_iter()
+                .map(|(k, v)| KeyValue::new(k, v))
+                .collect(),
             dropped_attributes_count: 0,
             events: SpanEvents::default(),
             links: SpanLinks::default(),
@@ -81,14 +85,20 @@ impl JournalExporter {
             .with_tonic()
             .with_endpoint(endpoint)
             .build()
-            .map_err(|source| crate::Error::Exporter { endpoint: endpoint.to_owned(), source })?;
+            .map_err(|source| crate::Error::Exporter {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
         exporter.set_resource(
             &Resource::builder()
                 .with_service_name(service_name.to_owned())
                 .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
                 .build(),
         );
-        Ok(Self { exporter, scope: InstrumentationScope::builder("sei-operator.journal").build() })
+        Ok(Self {
+            exporter,
+            scope: InstrumentationScope::builder("sei-operator.journal").build(),
+        })
     }
 
     /// Sends `spans` (best effort: a failure is logged, the journal stays the source of truth).

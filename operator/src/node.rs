@@ -29,6 +29,7 @@ use sei_observability::trace_context::TraceParent;
 use sei_tasks::task::{Invocation, Outcome, StatusSink, StatusUpdates};
 use sei_workflows::{Bindings, node_binding, node_facts};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use crate::clock::{now, now_time, until};
 use crate::context::Context;
@@ -48,12 +49,27 @@ const UPDATE_WORKFLOWS: &[&str] = &["node-update"];
 pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = node.namespace().unwrap_or_default();
     let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
+    let span = tracing::info_span!(
+        "reconcile",
+        otel.name = %format!("reconcile {KIND} {ns}/{}", node.name_any()),
+        k8s.namespace.name = %ns,
+        k8s.resource.name = %node.name_any(),
+        k8s.resource.kind = KIND,
+        workflow.id = tracing::field::Empty,
+    );
+    if let Some(plan) = node.status.as_ref().and_then(|s| s.plan.as_ref()) {
+        span.record("workflow.id", tracing::field::display(plan.id));
+        if let Some(tp) = plan.traceparent.as_deref() {
+            sei_observability::trace_context::link_span(&span, tp);
+        }
+    }
     finalizer(&api, sei_crds::labels::SEINODE_FINALIZER, node, |event| async {
         match event {
             FinalizerEvent::Apply(node) => apply(node, &ctx).await,
             FinalizerEvent::Cleanup(node) => cleanup(node, &ctx).await,
         }
     })
+    .instrument(span)
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
@@ -360,7 +376,6 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         Some(mut plan) => {
             let driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
             journal_after = Some(plan.clone());
-            ctx.metrics.tasks_started(&plan.workflow, &driven.started);
             for t in driven.started.iter().filter(|t| t.attempt > 1) {
                 events.push((
                     EventType::Warning,
@@ -457,10 +472,14 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         match api.replace_status(&name, &PostParams::default(), &desired).await {
             Ok(_) => {
                 ctx.superseded.record(&uid, &read_version);
-                if let (Some(exporter), Some(after)) = (&ctx.journal, &journal_after) {
-                    exporter
-                        .export(crate::spans::ended(before.plan.as_ref(), after, now()))
-                        .await;
+                ctx.metrics
+                    .set_active(&uid, status.plan.as_ref().map(|p| p.workflow.as_str()));
+                if let Some(plan) = &status.plan {
+                    ctx.metrics
+                        .journal_written(serde_json::to_vec(plan).map_or(0, |v| v.len()));
+                }
+                if let Some(after) = &journal_after {
+                    crate::spans::record(&ctx, before.plan.as_ref(), after).await;
                 }
             }
             Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),

@@ -137,6 +137,36 @@ async fn a_node_init_is_one_trace_with_one_span_per_task_attempt() {
         !attempts.contains_key("snapshot-restore"),
         "skipped tasks have no span"
     );
+    // Reconcile spans (live, from the tracing layer) link to the plan they advanced.
+    let operation = format!("reconcile SeiNode {}/rpc", ns.name());
+    let url = format!(
+        "{}/api/traces?service=sei-operator&operation={}&lookback=1h&limit=100",
+        ns.env().jaeger_query_url,
+        operation.replace(' ', "%20").replace('/', "%2F")
+    );
+    let mut linked = false;
+    for _ in 0..60 {
+        let body: Value = reqwest::get(&url).await.unwrap().json().await.unwrap_or_default();
+        linked = body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["spans"].as_array().cloned().unwrap_or_default())
+            .any(|s| {
+                s["references"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["traceID"] == trace_id(&node).as_str()))
+            });
+        if linked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        linked,
+        "a reconcile span links to the plan's trace {}",
+        trace_id(&node)
+    );
     // The sidecar received the attempt's traceparent, in the plan's trace.
     let sim_node = sim.node(ns.name(), "rpc").await;
     let tp = sim_node["lastTraceparent"]
