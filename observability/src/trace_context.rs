@@ -121,6 +121,23 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Links a `tracing` span (exported through the OpenTelemetry layer) to the span `traceparent` names, e.g. a
+/// reconcile span to the plan it advances. Does nothing for a malformed `traceparent`.
+pub fn link_span(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if let Some(tp) = TraceParent::parse(traceparent) {
+        let cx = SpanContext::new(
+            TraceId::from_bytes(tp.trace_id),
+            SpanId::from_bytes(tp.span_id),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        span.add_link(cx);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,22 +186,5 @@ mod tests {
             derive_span_id(plan, "a", 1),
             derive_span_id(Uuid::from_u128(43), "a", 1)
         );
-    }
-}
-
-/// Links a `tracing` span (exported through the OpenTelemetry layer) to the span `traceparent` names, e.g. a
-/// reconcile span to the plan it advances. Does nothing for a malformed `traceparent`.
-pub fn link_span(span: &tracing::Span, traceparent: &str) {
-    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    if let Some(tp) = TraceParent::parse(traceparent) {
-        let cx = SpanContext::new(
-            TraceId::from_bytes(tp.trace_id),
-            SpanId::from_bytes(tp.span_id),
-            TraceFlags::SAMPLED,
-            true,
-            TraceState::default(),
-        );
-        span.add_link(cx);
     }
 }
