@@ -479,7 +479,7 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
                         .journal_written(serde_json::to_vec(plan).map_or(0, |v| v.len()));
                 }
                 if let Some(after) = &journal_after {
-                    crate::spans::record(&ctx, before.plan.as_ref(), after).await;
+                    crate::spans::record(ctx, before.plan.as_ref(), after).await;
                 }
             }
             Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),
