@@ -187,6 +187,9 @@ where
 }
 
 async fn cleanup(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Action, Error> {
+    if let Some(uid) = &deployment.metadata.uid {
+        ctx.superseded.forget(uid);
+    }
     let ns = deployment.namespace().unwrap_or_default();
     let name = deployment.name_any();
     let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
@@ -698,6 +701,13 @@ async fn reconcile_children(
 async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Action, Error> {
     let ns = deployment.namespace().unwrap_or_default();
     let name = deployment.name_any();
+    let uid = deployment.metadata.uid.clone().unwrap_or_default();
+    let read_version = deployment.metadata.resource_version.clone().unwrap_or_default();
+    // A cached copy older than our own last status write (see `Superseded`): acting on it would repeat steps.
+    if ctx.superseded.is_stale(&uid, &read_version) {
+        tracing::debug!(resource_version = %read_version, "Skipping a stale cached copy");
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = deployment.metadata.generation;
     let before = deployment.status.clone().unwrap_or_default();
@@ -848,7 +858,7 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
         ctx.metrics.status_write(KIND);
         match api.replace_status(&name, &PostParams::default(), &desired).await {
             Ok(_) => {
-                let uid = deployment.metadata.uid.clone().unwrap_or_default();
+                ctx.superseded.record(&uid, &read_version);
                 ctx.metrics
                     .set_active(&uid, status.plan.as_ref().map(|p| p.workflow.as_str()));
                 if let Some(plan) = &status.plan {
