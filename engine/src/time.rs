@@ -68,21 +68,55 @@ impl Timestamp {
     }
 }
 
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// RFC 3339 text into a stack buffer (`YYYY-MM-DDTHH:MM:SS[.mmm]Z`), returning its length.
+    /// Hand-rolled because journals hold thousands of timestamps and `write!` is slow.
+    fn format_into(self, buf: &mut [u8; 24]) -> usize {
         let days = self.0.div_euclid(MILLIS_PER_DAY);
         let in_day = self.0.rem_euclid(MILLIS_PER_DAY);
         let (year, month, day) = civil_from_days(days);
         let (secs, millis) = (in_day / 1000, in_day % 1000);
-        let (hour, minute, second) = (secs / 3600, secs / 60 % 60, secs % 60);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}"
-        )?;
-        if millis != 0 {
-            write!(f, ".{millis:03}")?;
+        let fields: [(i64, usize, u8); 6] = [
+            (year, 4, b'-'),
+            (month, 2, b'-'),
+            (day, 2, b'T'),
+            (secs / 3600, 2, b':'),
+            (secs / 60 % 60, 2, b':'),
+            (secs % 60, 2, 0),
+        ];
+        let mut at = 0;
+        for (value, width, separator) in fields {
+            put_digits(&mut buf[at..at + width], value);
+            at += width;
+            if separator != 0 {
+                buf[at] = separator;
+                at += 1;
+            }
         }
-        f.write_str("Z")
+        if millis != 0 {
+            buf[at] = b'.';
+            put_digits(&mut buf[at + 1..at + 4], millis);
+            at += 4;
+        }
+        buf[at] = b'Z';
+        at + 1
+    }
+}
+
+/// Writes `value` (0 ≤ value < 10^len) as exactly `out.len()` decimal digits.
+fn put_digits(out: &mut [u8], mut value: i64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + u8::try_from(value.rem_euclid(10)).unwrap_or(0);
+        value /= 10;
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 24];
+        let len = self.format_into(&mut buf);
+        // Only ASCII digits and separators were written.
+        f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -96,7 +130,10 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        let mut buf = [0u8; 24];
+        let len = self.format_into(&mut buf);
+        let text = std::str::from_utf8(&buf[..len]).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(text)
     }
 }
 
