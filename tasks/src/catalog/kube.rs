@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -255,7 +255,8 @@ async fn validate_imported_pvc(
 }
 
 /// `apply-statefulset`: server-side apply of the node's StatefulSet, replacing an impostor (same name,
-/// another UID than the one recorded in status) first.
+/// another UID than the one recorded in status) first. With kube-rbac-proxy configured, the proxy's
+/// ConfigMap (`<node>-rbac-proxy-config`, which the pod mounts) is applied before the StatefulSet.
 pub struct ApplyStatefulSet;
 idempotent_task!(ApplyStatefulSet, "apply-statefulset", NoParams, apply_statefulset);
 
@@ -288,6 +289,25 @@ async fn apply_statefulset(cx: &Context, inv: &Invocation) -> Outcome {
             Ok(_) => {}
             Err(e) => return api_error("reading the StatefulSet", &e),
         }
+    }
+    // The pod mounts the kube-rbac-proxy ConfigMap when the proxy is rendered: apply it first, so the pod
+    // never waits for a volume nothing creates.
+    match resources::rbac_proxy_config_map(&node, &cx.platform) {
+        Ok(Some(config_map)) => {
+            let config_maps: Api<ConfigMap> = Api::namespaced(cx.client.clone(), &inv.namespace);
+            if let Err(e) = config_maps
+                .patch(
+                    &config_map.name_any(),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&config_map),
+                )
+                .await
+            {
+                return api_error("applying the kube-rbac-proxy ConfigMap", &e);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return Outcome::terminal(e.to_string()),
     }
     match api
         .patch(
