@@ -96,7 +96,9 @@ pub fn render_plan(plan: &Plan) -> String {
 pub fn render_history(history: &[PlanSummary]) -> String {
     let mut out = String::new();
     for s in history {
-        let took = s.finished_at.map_or_else(|| "-".into(), |f| seconds(s.started_at, f));
+        let took = s
+            .finished_at
+            .map_or_else(|| "-".into(), |f| seconds(s.started_at, f));
         let _ = write!(
             out,
             "{}  {:<18} {:<10} {:>8}  {}",
