@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod node;
 pub mod run;
 pub mod spans;
+pub mod status;
 pub mod viewer;

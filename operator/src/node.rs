@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -468,23 +468,12 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     if status != before {
         let mut desired = (*node).clone();
         desired.status = Some(status.clone());
-        ctx.metrics.status_write(KIND);
-        match api.replace_status(&name, &PostParams::default(), &desired).await {
-            Ok(_) => {
-                ctx.superseded.record(&uid, &read_version);
-                ctx.metrics
-                    .set_active(&uid, status.plan.as_ref().map(|p| p.workflow.as_str()));
-                if let Some(plan) = &status.plan {
-                    ctx.metrics
-                        .journal_written(serde_json::to_vec(plan).map_or(0, |v| v.len()));
-                }
-                if let Some(after) = &journal_after {
-                    crate::spans::record(ctx, before.plan.as_ref(), after).await;
-                }
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),
-            Err(e) => return Err(Error::Kube(e)),
-        }
+        let journal = crate::status::Journal {
+            before: before.plan.as_ref(),
+            after: journal_after.as_ref(),
+            active: status.plan.as_ref(),
+        };
+        crate::status::write_once(ctx, &api, &desired, KIND, journal).await?;
         if status.phase != before.phase
             && let Some(phase) = status.phase
             // A plan event of this reconcile already tells the phase change (one Event write per transition).

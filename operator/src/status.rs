@@ -1,0 +1,58 @@
+//! The one status write of a reconcile, shared by the controllers: guarded by the resourceVersion the
+//! reconcile read (409 = `Error::Conflict`, requeued at once), followed, once it succeeded, by what may
+//! only happen after the journal is persisted (stale-copy bookkeeping, metrics, the journal's spans).
+
+use std::fmt::Debug;
+
+use kube::Resource;
+use kube::api::{Api, PostParams};
+use sei_engine::Plan;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::Context;
+use crate::error::Error;
+
+/// The plan journals around one write.
+pub struct Journal<'a> {
+    /// The active plan as read at the start of the reconcile.
+    pub before: Option<&'a Plan>,
+    /// The plan as this reconcile left it (also when it just finished), if it drove one.
+    pub after: Option<&'a Plan>,
+    /// The plan the written status holds (`None` once finished or when there is none).
+    pub active: Option<&'a Plan>,
+}
+
+/// Writes `desired`'s status (the object as read, with its new status) and records what follows the write.
+pub async fn write_once<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    desired: &K,
+    kind: &str,
+    journal: Journal<'_>,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let meta = desired.meta();
+    let name = meta.name.clone().unwrap_or_default();
+    let uid = meta.uid.clone().unwrap_or_default();
+    let read_version = meta.resource_version.clone().unwrap_or_default();
+    ctx.metrics.status_write(kind);
+    match api.replace_status(&name, &PostParams::default(), desired).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),
+        Err(e) => return Err(Error::Kube(e)),
+    }
+    ctx.superseded.record(&uid, &read_version);
+    ctx.metrics
+        .set_active(&uid, journal.active.map(|p| p.workflow.as_str()));
+    if let Some(plan) = journal.active {
+        ctx.metrics
+            .journal_written(serde_json::to_vec(plan).map_or(0, |v| v.len()));
+    }
+    if let Some(after) = journal.after {
+        crate::spans::record(ctx, journal.before, after).await;
+    }
+    Ok(())
+}
