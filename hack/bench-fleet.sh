@@ -2,40 +2,11 @@
 # Benchmark: genesis ceremonies of N validators and a rolling update of an M-node fleet, against an instant
 # sidecar simulator, on the running local cluster.   Usage: hack/bench-fleet.sh [N...] (default: 4 20)
 # Env: ROLLOUT_NODES (default 20), MAX_UNAVAILABLE (default 1), BENCH_PROFILE (debug|release).
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-D="${SEI_CLUSTER_DIR:-$root/.cluster}"
-[ -f "$D/env" ] || { echo "the local cluster is not up: cargo xtask cluster up" >&2; exit 1; }
-# shellcheck disable=SC1091
-source "$D/env"
-kubectl() { "$SEI_CLUSTER_BIN/kubectl" "$@"; }
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(4 20)
 M="${ROLLOUT_NODES:-20}"; U="${MAX_UNAVAILABLE:-1}"
-profile="${BENCH_PROFILE:-debug}"; flag=""; [ "$profile" = release ] && flag="--release"
-(cd "$root" && cargo build --quiet $flag -p sei-operator -p sei-tests --bin sei-operator --bin sidecar-sim)
-target="$(cd "$root" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/$profile"
-now_ms() { date +%s%3N; }
-ns="bench-fleet-$(date +%s)"; work="$(mktemp -d)"
-cleanup() {
-  [ -n "${op:-}" ] && kill "$op" 2>/dev/null || true
-  [ -n "${sim:-}" ] && kill "$sim" 2>/dev/null || true
-  kubectl delete ns "$ns" --wait=false >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-kubectl apply --server-side -f "$root/crds/generated/" >/dev/null
-kubectl create ns "$ns" >/dev/null
-"$target/sidecar-sim" --listen 127.0.0.1:0 --bucket-dir "$work/bucket" --task-duration 0ms >"$work/sim.out" 2>"$work/sim.log" &
-sim=$!
-for _ in $(seq 1 100); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.05; done
-sim_addr="$(sed -n 's/^listening on //p' "$work/sim.out")"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-KUBECONFIG="$KUBECONFIG" SEI_NAMESPACE="$ns" SEI_LEASE_NAMESPACE="$ns" SEI_HTTP_ADDR="127.0.0.1:$port" \
-  SEI_SIDECAR_URL_TEMPLATE="http://$sim_addr/{namespace}/{name}" SEI_LOG=warn \
-  "$target/sei-operator" run >"$work/op.log" 2>&1 &
-op=$!
-for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
-sleep 1
+ns_prefix=bench-fleet
+# shellcheck source=hack/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 wait_phase() { # name, phase, timeout seconds
   local t0; t0="$(now_ms)"

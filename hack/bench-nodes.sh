@@ -2,42 +2,10 @@
 # Benchmark: N SeiNodes created at once against an instant sidecar simulator, on the running local cluster.
 # Prints the time until all are Running, per-node init latency, API requests by verb per node, status writes
 # per node, the operator's CPU seconds and peak RSS.   Usage: hack/bench-nodes.sh [N] (default 10)
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 N="${1:-10}"
-D="${SEI_CLUSTER_DIR:-$root/.cluster}"
-[ -f "$D/env" ] || { echo "the local cluster is not up: cargo xtask cluster up" >&2; exit 1; }
-# shellcheck disable=SC1091
-source "$D/env"
-kubectl() { "$SEI_CLUSTER_BIN/kubectl" "$@"; }
-profile="${BENCH_PROFILE:-debug}"
-flag=""; [ "$profile" = release ] && flag="--release"
-(cd "$root" && cargo build --quiet $flag -p sei-operator -p sei-tests --bin sei-operator --bin sidecar-sim)
-target="$(cd "$root" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/$profile"
-now_ms() { date +%s%3N; }
-ns="bench-$(date +%s)"
-work="$(mktemp -d)"
-cleanup() {
-  [ -n "${op:-}" ] && kill "$op" 2>/dev/null || true
-  [ -n "${sim:-}" ] && kill "$sim" 2>/dev/null || true
-  kubectl delete ns "$ns" --wait=false >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-kubectl apply --server-side -f "$root/crds/generated/" >/dev/null
-kubectl create ns "$ns" >/dev/null
-
-"$target/sidecar-sim" --listen 127.0.0.1:0 --bucket-dir "$work/bucket" --task-duration 0ms >"$work/sim.out" 2>"$work/sim.log" &
-sim=$!
-for _ in $(seq 1 100); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.05; done
-sim_addr="$(sed -n 's/^listening on //p' "$work/sim.out")"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-KUBECONFIG="$KUBECONFIG" SEI_NAMESPACE="$ns" SEI_LEASE_NAMESPACE="$ns" SEI_HTTP_ADDR="127.0.0.1:$port" \
-  SEI_SIDECAR_URL_TEMPLATE="http://$sim_addr/{namespace}/{name}" SEI_LOG=warn \
-  "$target/sei-operator" run >"$work/op.log" 2>&1 &
-op=$!
-for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
-sleep 1 # leadership + informers
+ns_prefix=bench
+# shellcheck source=hack/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 for i in $(seq 0 $((N - 1))); do
   cat <<YAML
