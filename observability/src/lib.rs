@@ -154,6 +154,10 @@ pub fn provider(service_name: &str, endpoint: &str) -> Result<SdkTracerProvider,
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(service_name.to_owned())
+                .with_attribute(opentelemetry::KeyValue::new(
+                    "service.version",
+                    env!("CARGO_PKG_VERSION"),
+                ))
                 .build(),
         )
         .build())
