@@ -929,6 +929,20 @@ fn start(plan: &mut Plan, graph: &Graph, pos: Pos, now: Timestamp, out: &mut Out
     }
 }
 
+/// The params of run `run` (`task` or `task[item]`) with `${ item }` and output references substituted, as
+/// its `StartTask` effect carried them: for the operator's `PollTask` and `CancelTask` calls, which may need
+/// them after a restart. `None` for an unknown run; `Some(Err)` when a reference cannot be resolved.
+pub fn run_params(plan: &mut Plan, run: &str) -> Option<Result<Arc<Value>, String>> {
+    let graph = graph(plan);
+    let (name, item) = split_run_name(run);
+    let &(s, t) = graph.names.get(name)?;
+    let r = section(plan, s)[t]
+        .runs
+        .iter()
+        .position(|x| x.item.as_deref() == item)?;
+    Some(resolve_params(plan, &graph, (s, t, r)))
+}
+
 /// The run's params with `${ item }` and output references substituted.
 fn resolve_params(plan: &Plan, graph: &Graph, (s, t, r): Pos) -> Result<Arc<Value>, String> {
     let tasks = section(plan, s);

@@ -168,7 +168,7 @@ mod time;
 pub use compile::{Error, Guard, Inputs, Location, Result, compile};
 pub use definition::{BackoffSpec, RetrySpec, TaskSpec, WorkflowDefinition, WorkflowSpec};
 pub use executor::{
-    Effect, Event, EventKind, Lifecycle, Observation, TaskRef, Transition, advance, transition,
+    Effect, Event, EventKind, Lifecycle, Observation, TaskRef, Transition, advance, run_params, transition,
 };
 pub use plan::{
     DEFAULT_POLL_INTERVAL, DriftPolicy, ErrorClass, MAX_ERROR_MESSAGE_BYTES, MAX_OUTPUT_BYTES, Plan,

@@ -82,14 +82,17 @@ enum Call {
     Cancel(TaskRef, Value),
 }
 
-/// The params of the run an effect refers to, for polls and cancels (starts carry resolved ones).
-fn run_params(plan: &Plan, task: &TaskRef) -> Value {
-    let base = task.task.split('[').next().unwrap_or(&task.task);
-    plan.tasks
-        .iter()
-        .chain(&plan.finally)
-        .find(|t| t.name == base)
-        .map_or(Value::Null, |t| (*t.params).clone())
+/// The params of the run an effect refers to, for polls and cancels, resolved as its start's were (run-time
+/// references included, so a task that reads its params when polled sees the same values after a restart).
+fn run_params(plan: &mut Plan, task: &TaskRef) -> Value {
+    match sei_engine::run_params(plan, &task.task) {
+        Some(Ok(params)) => Arc::unwrap_or_clone(params),
+        Some(Err(reason)) => {
+            tracing::debug!(task = %task.task, %reason, "Params of a polled run do not resolve");
+            Value::Null
+        }
+        None => Value::Null,
+    }
 }
 
 async fn perform(

@@ -425,6 +425,43 @@ fn output_references_are_resolved_when_a_run_starts() {
 }
 
 #[test]
+fn run_params_gives_a_polled_run_the_params_its_start_carried() {
+    let mut p = plan(
+        "name: w\ntasks: [{name: id, type: t, forEach: nodes}, \
+         {name: gentx, type: t, forEach: nodes, dependsOn: [id], params: {node: '${ item }', key: '${ tasks.id.outputs.nodeId }'}}]",
+    );
+    let fx = advance(&mut p, &[], t0());
+    let out = |v: &str| Event::Completed(json!({ "nodeId": v }).as_object().unwrap().clone());
+    let done: Vec<_> = starts(&fx)
+        .iter()
+        .map(|t| Observation::of(t, out(&format!("id-{}", t.task))))
+        .collect();
+    let fx = advance(&mut p, &done, at(1));
+    let started: Vec<Value> = fx
+        .iter()
+        .filter_map(|e| {
+            if let Effect::StartTask { params, .. } = e {
+                Some(Value::clone(params))
+            } else {
+                None
+            }
+        })
+        .collect();
+    // Read back from the journal alone (as after a restart): the same params as the start effect.
+    let journal: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+    let mut restored = journal;
+    assert_eq!(
+        *crate::run_params(&mut restored, "gentx[n0]").unwrap().unwrap(),
+        started[0]
+    );
+    assert_eq!(
+        *crate::run_params(&mut restored, "gentx[n1]").unwrap().unwrap(),
+        json!({"node": "n1", "key": "id-id[n1]"})
+    );
+    assert!(crate::run_params(&mut restored, "nope").is_none());
+}
+
+#[test]
 fn a_missing_output_fails_the_dependent_with_class_invalid() {
     let mut p = plan(
         "name: w\ntasks: [{name: a, type: t}, {name: b, type: t, dependsOn: [a], params: {x: '${ tasks.a.outputs.k }'}}]",
