@@ -754,14 +754,7 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
             }
             let driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
             journal_after = Some(plan.clone());
-            for t in driven.started.iter().filter(|t| t.attempt > 1) {
-                events.push((
-                    EventType::Warning,
-                    "TaskRetried",
-                    format!("task {} attempt {} started", t.task, t.attempt),
-                ));
-            }
-            if let Some(finished) = driven.finished {
+            if let Some(finished) = &driven.finished {
                 let succeeded = finished.phase == PlanPhase::Succeeded;
                 let message = if succeeded {
                     String::new()
@@ -784,19 +777,7 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
                     ),
                     generation,
                 ));
-                let (kind, reason) = if succeeded {
-                    (EventType::Normal, "PlanSucceeded")
-                } else {
-                    (EventType::Warning, "PlanFailed")
-                };
-                events.push((
-                    kind,
-                    reason,
-                    format!(
-                        "plan {} ({}) {:?} {message}",
-                        plan.id, plan.workflow, finished.phase
-                    ),
-                ));
+                events.extend(crate::drive::events(&plan, &driven, &message));
                 ctx.metrics.plan_finished(&plan);
                 sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
                 requeue = Duration::from_millis(10);

@@ -228,3 +228,38 @@ pub async fn drive(
     }
     driven
 }
+
+/// The Kubernetes Events a drive warrants: one per retried attempt started, and one when the plan finished
+/// (`message` says why it did not succeed). Both controllers publish them after their status write.
+#[must_use]
+pub fn events(
+    plan: &Plan,
+    driven: &Driven,
+    message: &str,
+) -> Vec<(kube::runtime::events::EventType, &'static str, String)> {
+    use kube::runtime::events::EventType;
+    let mut events: Vec<_> = driven
+        .started
+        .iter()
+        .filter(|t| t.attempt > 1)
+        .map(|t| {
+            (
+                EventType::Warning,
+                "TaskRetried",
+                format!("task {} attempt {} started", t.task, t.attempt),
+            )
+        })
+        .collect();
+    if let Some(finished) = &driven.finished {
+        let (kind, reason) = match finished.phase {
+            PlanPhase::Succeeded => (EventType::Normal, "PlanSucceeded"),
+            _ => (EventType::Warning, "PlanFailed"),
+        };
+        let note = format!(
+            "plan {} ({}) {:?} {message}",
+            plan.id, plan.workflow, finished.phase
+        );
+        events.push((kind, reason, note.trim_end().to_owned()));
+    }
+    events
+}

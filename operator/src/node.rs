@@ -376,15 +376,13 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         Some(mut plan) => {
             let driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
             journal_after = Some(plan.clone());
-            for t in driven.started.iter().filter(|t| t.attempt > 1) {
-                events.push((
-                    EventType::Warning,
-                    "TaskRetried",
-                    format!("task {} attempt {} started", t.task, t.attempt),
-                ));
-            }
+            let failure = driven
+                .finished
+                .as_ref()
+                .and_then(|f| f.message.clone())
+                .unwrap_or_default();
+            events.extend(crate::drive::events(&plan, &driven, &failure));
             if let Some(finished) = driven.finished {
-                let message = finished.message.clone().unwrap_or_default();
                 apply_effect(
                     &mut status,
                     finished.effect.as_ref(),
@@ -394,18 +392,6 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
                 if finished.phase != PlanPhase::Succeeded && plan.workflow == "node-init" {
                     set_phase(&mut status, SeiNodePhase::Failed);
                 }
-                let (kind, reason) = match finished.phase {
-                    PlanPhase::Succeeded => (EventType::Normal, "PlanSucceeded"),
-                    _ => (EventType::Warning, "PlanFailed"),
-                };
-                events.push((
-                    kind,
-                    reason,
-                    format!(
-                        "plan {} ({}) {:?} {message}",
-                        plan.id, plan.workflow, finished.phase
-                    ),
-                ));
                 ctx.metrics.plan_finished(&plan);
                 sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
                 requeue = Duration::from_millis(10);
