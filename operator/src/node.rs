@@ -311,6 +311,54 @@ async fn apply_pause_state(
     }
 }
 
+/// The `onDrift` policy of an active plan: when the plan its workflow would build now differs from the one
+/// running (e.g. the image changed again during node-update), `Supersede` stops new starts and lets in-flight
+/// tasks finish (the plan then ends Cancelled and the trigger builds a fresh one), `Reject` reports the drift
+/// in an Event and keeps going, `Queue` waits for the plan to end.
+fn drift(
+    node: &SeiNode,
+    ctx: &Context,
+    owner: &Owner,
+    plan: &mut sei_engine::Plan,
+) -> Result<Option<(EventType, &'static str, String)>, Error> {
+    if plan.on_drift == sei_engine::DriftPolicy::Queue || plan.stop.is_some() {
+        return Ok(None);
+    }
+    let bindings = Bindings::new(&owner.object, &facts(node, ctx)).map_err(Error::Cel)?;
+    let Some(workflow) = ctx.catalog.get(&plan.workflow) else {
+        return Ok(None);
+    };
+    if !workflow.is_triggered(&bindings).map_err(Error::Workflow)? {
+        return Ok(None);
+    }
+    // Compile what would run now (same plan id, so only the inputs can differ) and compare the task params.
+    let Ok(now_plan) = workflow.instantiate(&bindings, plan.id, plan.started_at, None, &ctx.registry) else {
+        return Ok(None);
+    };
+    let same = now_plan.tasks.len() == plan.tasks.len()
+        && now_plan
+            .tasks
+            .iter()
+            .zip(&plan.tasks)
+            .all(|(a, b)| a.name == b.name && a.params == b.params);
+    if same {
+        return Ok(None);
+    }
+    let why = format!("the {} plan's inputs changed while it ran", plan.workflow);
+    Ok(match plan.on_drift {
+        sei_engine::DriftPolicy::Supersede => plan.supersede(why.clone()).then(|| {
+            let note = format!("{why}: finishing in-flight tasks, then rebuilding");
+            (EventType::Normal, "PlanSuperseded", note)
+        }),
+        sei_engine::DriftPolicy::Reject => Some((
+            EventType::Warning,
+            "DriftRejected",
+            format!("{why}: the running plan continues unchanged"),
+        )),
+        sei_engine::DriftPolicy::Queue => None,
+    })
+}
+
 #[allow(clippy::too_many_lines)] // one reconcile, read top to bottom; each step is commented
 async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     let ns = node.namespace().unwrap_or_default();
@@ -374,6 +422,9 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
             requeue = Duration::from_millis(10);
         }
         Some(mut plan) => {
+            if let Some(event) = drift(&node, ctx, &owner, &mut plan)? {
+                events.push(event);
+            }
             let driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
             journal_after = Some(plan.clone());
             let failure = driven

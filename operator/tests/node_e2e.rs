@@ -150,3 +150,75 @@ async fn an_image_change_runs_node_update_and_records_the_new_image() {
         .and_then(|c| c.image.clone());
     assert_eq!(image.as_deref(), Some("seid:v2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_changed_again_during_an_update_supersedes_it() {
+    let Some(ns) = setup("e2e-supersede").await else {
+        return;
+    };
+    let sim = Sim::start(Duration::from_millis(400), vec![]).await;
+    let _op = Operator::start(ns.env(), ns.name(), &sim, &[]);
+    let nodes = ns.api::<SeiNode>();
+    nodes
+        .create(&PostParams::default(), &full_node("rpc", "seid:v1"))
+        .await
+        .unwrap();
+    sei_tests::wait_for(&nodes, "rpc", phase_is("Running"), WAIT)
+        .await
+        .unwrap();
+    let image = |tag: &str| Patch::Merge(json!({"spec": {"image": tag}}));
+    nodes
+        .patch("rpc", &PatchParams::default(), &image("seid:v2"))
+        .await
+        .unwrap();
+    sei_tests::wait_for(
+        &nodes,
+        "rpc",
+        |n: Option<&SeiNode>| {
+            n.and_then(|n| n.status.as_ref())
+                .and_then(|s| s.plan.as_ref())
+                .is_some_and(|p| p.workflow == "node-update")
+        },
+        WAIT,
+    )
+    .await
+    .unwrap();
+    nodes
+        .patch("rpc", &PatchParams::default(), &image("seid:v3"))
+        .await
+        .unwrap();
+    let node = sei_tests::wait_for(
+        &nodes,
+        "rpc",
+        |n: Option<&SeiNode>| {
+            n.and_then(|n| n.status.as_ref())
+                .is_some_and(|s| s.current_image.as_deref() == Some("seid:v3") && s.plan.is_none())
+        },
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let history = node.status.unwrap().plan_history;
+    let updates: Vec<String> = history
+        .iter()
+        .filter(|h| h.workflow == "node-update")
+        .map(|h| format!("{:?}", h.phase))
+        .collect();
+    assert_eq!(
+        updates,
+        ["Cancelled", "Succeeded"],
+        "the v2 update was superseded, then v3 rolled: {history:?}"
+    );
+    let sts = ns.api::<StatefulSet>().get("rpc").await.unwrap();
+    let image = sts
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .find(|c| c.name == "seid")
+        .and_then(|c| c.image);
+    assert_eq!(image.as_deref(), Some("seid:v3"));
+}
