@@ -347,8 +347,8 @@ fn drift(
     let why = format!("the {} plan's inputs changed while it ran", plan.workflow);
     Ok(match plan.on_drift {
         sei_engine::DriftPolicy::Supersede => plan.supersede(why.clone()).then(|| {
-            let note = format!("{why}: finishing in-flight tasks, then rebuilding");
-            (EventType::Normal, "PlanSuperseded", note)
+            let detail = format!("{why}: finishing in-flight tasks, then rebuilding");
+            (EventType::Normal, "PlanSuperseded", detail)
         }),
         sei_engine::DriftPolicy::Reject => Some((
             EventType::Warning,
