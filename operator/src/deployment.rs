@@ -701,12 +701,8 @@ async fn reconcile_children(
 async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Action, Error> {
     let ns = deployment.namespace().unwrap_or_default();
     let name = deployment.name_any();
-    let uid = deployment.metadata.uid.clone().unwrap_or_default();
-    let read_version = deployment.metadata.resource_version.clone().unwrap_or_default();
-    // A cached copy older than our own last status write (see `Superseded`): acting on it would repeat steps.
-    if ctx.superseded.is_stale(&uid, &read_version) {
-        tracing::debug!(resource_version = %read_version, "Skipping a stale cached copy");
-        return Ok(Action::requeue(Duration::from_millis(500)));
+    if let Some(action) = crate::status::skip_stale(ctx, &deployment.metadata) {
+        return Ok(action);
     }
     let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = deployment.metadata.generation;

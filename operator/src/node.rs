@@ -24,7 +24,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 use sei_crds::conditions::{self, ConditionStatus, reasons};
 use sei_crds::{SeiNode, SeiNodePhase, SeiNodeStatus};
-use sei_engine::{PlanPhase, TaskRef};
+use sei_engine::TaskRef;
 use sei_observability::trace_context::TraceParent;
 use sei_tasks::task::{Invocation, Outcome, StatusSink, StatusUpdates};
 use sei_workflows::{Bindings, node_binding, node_facts};
@@ -363,14 +363,8 @@ fn drift(
 async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     let ns = node.namespace().unwrap_or_default();
     let name = node.name_any();
-    let uid = node.metadata.uid.clone().unwrap_or_default();
-    let read_version = node.metadata.resource_version.clone().unwrap_or_default();
-    // A cached copy older than our own last status write: acting on its journal would repeat steps
-    // (re-submit a task that has failed since, under the same id). The watch delivers the write and wakes
-    // the controller again; the requeue is only a safety net.
-    if ctx.superseded.is_stale(&uid, &read_version) {
-        tracing::debug!(resource_version = %read_version, "Skipping a stale cached copy");
-        return Ok(Action::requeue(Duration::from_millis(500)));
+    if let Some(action) = crate::status::skip_stale(ctx, &node.metadata) {
+        return Ok(action);
     }
     let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = node.metadata.generation;
@@ -440,9 +434,6 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
                     generation,
                     finished.message.as_deref(),
                 );
-                if finished.phase != PlanPhase::Succeeded && plan.workflow == "node-init" {
-                    set_phase(&mut status, SeiNodePhase::Failed);
-                }
                 ctx.metrics.plan_finished(&plan);
                 sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
                 requeue = Duration::from_millis(10);

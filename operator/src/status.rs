@@ -23,6 +23,19 @@ pub struct Journal<'a> {
     pub active: Option<&'a Plan>,
 }
 
+/// `Some(requeue)` when `meta` is a cached copy older than this process's own last status write (see
+/// `context::Superseded`): acting on its journal would repeat steps (re-submit a task that has failed since,
+/// under the same id). The watch delivers the write and wakes the controller; the requeue is a safety net.
+#[must_use]
+pub fn skip_stale(ctx: &Context, meta: &kube::api::ObjectMeta) -> Option<kube::runtime::controller::Action> {
+    let uid = meta.uid.as_deref().unwrap_or_default();
+    let version = meta.resource_version.as_deref().unwrap_or_default();
+    ctx.superseded.is_stale(uid, version).then(|| {
+        tracing::debug!(resource_version = %version, "Skipping a stale cached copy");
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_millis(500))
+    })
+}
+
 /// Writes `desired`'s status (the object as read, with its new status) and records what follows the write.
 pub async fn write_once<K>(
     ctx: &Context,
