@@ -873,6 +873,11 @@ pub struct SeiNodeStatus {
     /// Hash of the genesis file, when a genesis ceremony produced this node's chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub genesis_hash: Option<String>,
+
+    /// The last value of the `sei.io/retry` annotation the controller handled (a new value retries a
+    /// `Failed` node once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_retry: Option<String>,
 }
 
 impl SeiNodeStatus {

@@ -103,9 +103,16 @@ pub struct RunArgs {
     /// Namespace of the Lease (default: --namespace, else the pod's namespace, else `default`).
     #[arg(long, env = "SEI_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
-    /// A lease not renewed for this long is taken over by a standby.
-    #[arg(long, env = "SEI_LEASE_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// A lease not renewed for this long is taken over by a standby (client-go's LeaseDuration).
+    #[arg(long, env = "SEI_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
+    /// The leader stops every write and gives leadership up (exiting non-zero) when it could not renew the
+    /// lease for this long; shorter than --lease-duration, so it stops before a standby can take over.
+    #[arg(long, env = "SEI_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_renew_deadline: Duration,
+    /// How often the leader renews and a standby retries; shorter than --lease-renew-deadline.
+    #[arg(long, env = "SEI_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub lease_retry_period: Duration,
     /// This replica's identity in the Lease (default: hostname-pid).
     #[arg(long, env = "SEI_IDENTITY")]
     pub identity: Option<String>,
@@ -124,4 +131,8 @@ pub struct RunArgs {
     /// A directory of extra workflow YAML files, loaded after the built-in ones.
     #[arg(long, env = "SEI_WORKFLOWS_DIR")]
     pub workflows_dir: Option<PathBuf>,
+    /// TESTS ONLY: crash injection, `name=action;...` (see operator/src/failpoints.rs for the points). Never
+    /// set in production.
+    #[arg(long, env = "SEI_FAILPOINTS", hide_short_help = true)]
+    pub failpoints: Option<String>,
 }

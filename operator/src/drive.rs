@@ -122,8 +122,16 @@ async fn perform(
     };
     let inv = invocation(owner, plan, task, params, sink);
     let outcome = match call {
-        Call::Start(..) => implementation.start(cx, &inv).await,
-        Call::Poll(..) => implementation.poll(cx, &inv).await,
+        Call::Start(..) => {
+            let outcome = implementation.start(cx, &inv).await;
+            crate::failpoints::crash_point("drive::after-start");
+            outcome
+        }
+        Call::Poll(..) => {
+            let outcome = implementation.poll(cx, &inv).await;
+            crate::failpoints::crash_point("drive::after-poll");
+            outcome
+        }
         Call::Cancel(..) => {
             implementation.cancel(cx, &inv).await;
             return None;

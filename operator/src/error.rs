@@ -21,6 +21,10 @@ pub enum Error {
     /// The finalizer helper failed (adding/removing the finalizer, or the inner reconcile).
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// This replica may no longer write: its leader lease could not be renewed within the renew deadline
+    /// (another replica may hold it now). Nothing was written.
+    #[error("not the leader any more: writes are fenced")]
+    Fenced,
 }
 
 impl Error {
@@ -29,14 +33,70 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Conflict => "conflict",
+            Self::Fenced => "fenced",
             Self::Kube(_) => "kube",
             Self::Serialize(_) => "serialize",
             Self::Cel(_) | Self::Workflow(_) => "workflow",
             Self::Finalizer(e) => match &**e {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.category(),
+                kube::runtime::finalizer::Error::AddFinalizer(e)
+                | kube::runtime::finalizer::Error::RemoveFinalizer(e)
+                    if is_conflict(e) =>
+                {
+                    "conflict"
+                }
                 _ => "finalizer",
             },
         }
+    }
+
+    /// Whether the reconcile lost an optimistic-concurrency race (a 409 on the status write, or on the
+    /// finalizer's own patch), seen through the finalizer wrapper: such a reconcile is retried at once.
+    #[must_use]
+    pub fn is_conflict(&self) -> bool {
+        self.category() == "conflict"
+    }
+
+    /// The requeue for a failed reconcile: at once after a conflict (the next reconcile reads the fresher
+    /// object; DESIGN.md section 3), after 5 s otherwise.
+    #[must_use]
+    pub fn requeue(&self) -> std::time::Duration {
+        if self.is_conflict() {
+            std::time::Duration::from_millis(10)
+        } else {
+            std::time::Duration::from_secs(5)
+        }
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::finalizer::Error as FinalizerError;
+
+    fn api_409() -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("the object has been modified", "Conflict")
+                .with_code(409)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn conflicts_are_seen_through_the_finalizer_wrapper_and_requeue_at_once() {
+        let wrapped = Error::Finalizer(Box::new(FinalizerError::ApplyFailed(Error::Conflict)));
+        assert!(wrapped.is_conflict());
+        assert_eq!(wrapped.requeue(), std::time::Duration::from_millis(10));
+        let patch = Error::Finalizer(Box::new(FinalizerError::AddFinalizer(api_409())));
+        assert!(patch.is_conflict());
+        let other = Error::Finalizer(Box::new(FinalizerError::ApplyFailed(Error::Cel("x".into()))));
+        assert!(!other.is_conflict());
+        assert_eq!(other.requeue(), std::time::Duration::from_secs(5));
+        assert!(!Error::Fenced.is_conflict());
     }
 }

@@ -76,6 +76,8 @@ struct Inner {
     status_writes: BTreeMap<String, u64>,
     api_requests: BTreeMap<&'static str, u64>,
     reconcile_errors: BTreeMap<String, u64>,
+    conflicts: BTreeMap<String, u64>,
+    fenced: u64,
 }
 
 #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
@@ -167,9 +169,20 @@ impl Metrics {
         self.with(|m| *m.api_requests.entry(verb).or_default() += 1);
     }
 
-    /// A reconcile failed.
-    pub fn reconcile_error(&self, category: &str) {
-        self.with(|m| *m.reconcile_errors.entry(category.to_owned()).or_default() += 1);
+    /// A reconcile of a `kind` object failed; conflicts (lost optimistic-concurrency races, retried at
+    /// once) are also counted on their own.
+    pub fn reconcile_error(&self, kind: &str, category: &str) {
+        self.with(|m| {
+            *m.reconcile_errors.entry(category.to_owned()).or_default() += 1;
+            if category == "conflict" {
+                *m.conflicts.entry(kind.to_owned()).or_default() += 1;
+            }
+        });
+    }
+
+    /// A write to the API server or a task effect was refused because the leader lease is not held.
+    pub fn fenced(&self) {
+        self.with(|m| m.fenced += 1);
     }
 
     /// The OpenMetrics text exposition (ends with `# EOF`).
@@ -285,6 +298,22 @@ impl Metrics {
         for (c, n) in &m.reconcile_errors {
             let _ = writeln!(out, "sei_reconcile_errors_total{{class=\"{c}\"}} {n}");
         }
+        family(
+            &mut out,
+            "sei_reconcile_conflicts",
+            "counter",
+            "Reconciles that lost an optimistic-concurrency race (HTTP 409) and were retried at once, by kind.",
+        );
+        for (k, n) in &m.conflicts {
+            let _ = writeln!(out, "sei_reconcile_conflicts_total{{kind=\"{k}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "sei_fenced_writes",
+            "counter",
+            "Writes and task effects refused because the leader lease was not renewed within the renew deadline.",
+        );
+        let _ = writeln!(out, "sei_fenced_writes_total {}", m.fenced);
         out.push_str("# EOF\n");
         out
     }
@@ -342,7 +371,7 @@ mod tests {
         m.set_active("u1", Some("node-init"));
         m.set_active("u2", Some("node-init"));
         m.set_active("u2", None);
-        m.reconcile_error("conflict");
+        m.reconcile_error("SeiNode", "conflict");
         let text = m.render();
         assert!(text.ends_with("# EOF\n"));
         assert!(
@@ -351,6 +380,10 @@ mod tests {
         );
         assert!(
             text.contains("sei_reconcile_errors_total{class=\"conflict\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sei_reconcile_conflicts_total{kind=\"SeiNode\"} 1\n"),
             "{text}"
         );
     }

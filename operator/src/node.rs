@@ -77,12 +77,16 @@ pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, 
 /// Policy for failed reconciles: conflicts retry at once, the rest back off.
 #[allow(clippy::needless_pass_by_value)] // the signature kube-runtime's Controller::run expects
 pub fn error_policy(_node: Arc<SeiNode>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(error.category());
-    tracing::warn!(error = error as &dyn std::error::Error, "Reconcile failed");
-    match error {
-        Error::Conflict => Action::requeue(Duration::from_millis(10)),
-        _ => Action::requeue(Duration::from_secs(5)),
+    ctx.metrics.reconcile_error(KIND, error.category());
+    if error.is_conflict() {
+        tracing::debug!(
+            error = error as &dyn std::error::Error,
+            "Reconcile lost a write race; retrying at once"
+        );
+    } else {
+        tracing::warn!(error = error as &dyn std::error::Error, "Reconcile failed");
     }
+    Action::requeue(error.requeue())
 }
 
 async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
@@ -408,14 +412,36 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
 
     // (3) plans
     match status.plan.take() {
-        // Frozen: the plan keeps its journal untouched until the node is unpaused.
-        Some(plan) if node.spec.paused => status.plan = Some(plan),
+        // Frozen: the plan records when it was paused; its deadline and timers resume where they stopped.
+        Some(mut plan) if node.spec.paused => {
+            if plan.pause(now()) {
+                events.push((
+                    EventType::Normal,
+                    "PlanPaused",
+                    format!(
+                        "plan {} ({}) paused: its deadline and timers are frozen",
+                        plan.id, plan.workflow
+                    ),
+                ));
+            }
+            status.plan = Some(plan);
+        }
         // A finished plan left by an older operator version: keep its summary.
         Some(plan) if plan.phase.is_terminal() => {
             sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
             requeue = Duration::from_millis(10);
         }
         Some(mut plan) => {
+            if plan.resume(now()) {
+                events.push((
+                    EventType::Normal,
+                    "PlanResumed",
+                    format!("plan {} ({}) resumed", plan.id, plan.workflow),
+                ));
+            }
+            if let Some(event) = crate::user::cancel_requested(&node.metadata, &mut plan) {
+                events.push(event);
+            }
             if let Some(event) = drift(&node, ctx, &owner, &mut plan)? {
                 events.push(event);
             }
@@ -445,6 +471,31 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
             }
         }
         None if node.spec.paused => {}
+        None if crate::user::retry_requested(&node.metadata, status.observed_retry.as_deref()).is_some() => {
+            let token = crate::user::retry_requested(&node.metadata, status.observed_retry.as_deref());
+            status.observed_retry = token.map(str::to_owned);
+            if status.phase == Some(SeiNodePhase::Failed) {
+                set_phase(&mut status, SeiNodePhase::Pending);
+                events.push((
+                    EventType::Normal,
+                    "RetryRequested",
+                    format!(
+                        "{}: the Failed node goes back to Pending; its init workflow runs again",
+                        sei_crds::labels::RETRY
+                    ),
+                ));
+            } else {
+                events.push((
+                    EventType::Normal,
+                    "RetryIgnored",
+                    format!(
+                        "{}: the node is not Failed; nothing to retry",
+                        sei_crds::labels::RETRY
+                    ),
+                ));
+            }
+            requeue = Duration::from_millis(10);
+        }
         None => {
             let bindings = Bindings::new(&owner.object, &facts(&node, ctx)).map_err(Error::Cel)?;
             if let Some(workflow) = ctx.catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {

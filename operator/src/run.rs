@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use crate::cli::{PlanCommand, PlanTarget, RunArgs, WorkflowCommand};
 use crate::context::Context;
 use crate::http::Readiness;
-use crate::leader::Elector;
+use crate::leader::{Elector, Fence, Timings};
 use crate::metrics::Metrics;
 
 /// The built-in workflows, then every `*.yaml` of `dir` (sorted by name).
@@ -203,7 +203,15 @@ pub async fn plan(cmd: PlanCommand) -> anyhow::Result<String> {
     })
 }
 
-async fn client(args: &RunArgs, metrics: &Arc<Metrics>) -> anyhow::Result<kube::Client> {
+/// The API client: every request counted by verb and carrying `User-Agent: sei-operator/<version>
+/// (<identity>)` (so the API server's audit log tells replicas apart); every write except the Lease's refused
+/// while the leader `fence` is closed.
+async fn client(
+    args: &RunArgs,
+    metrics: &Arc<Metrics>,
+    identity: &str,
+    fence: Fence,
+) -> anyhow::Result<kube::Client> {
     let config = match &args.kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
@@ -213,11 +221,30 @@ async fn client(args: &RunArgs, metrics: &Arc<Metrics>) -> anyhow::Result<kube::
         None => kube::Config::incluster().context("no --kubeconfig and not running in a cluster")?,
     };
     let counted = Arc::clone(metrics);
-    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+    let user_agent = http::HeaderValue::from_str(&format!(
+        "sei-operator/{} ({identity})",
+        env!("CARGO_PKG_VERSION")
+    ))
+    .context("--identity must be printable ASCII (it goes into the User-Agent header)")?;
+    let layer = tower::util::MapRequestLayer::new(move |mut req: http::Request<kube::client::Body>| {
         counted.api_request(crate::metrics::verb(&req));
+        req.headers_mut()
+            .insert(http::header::USER_AGENT, user_agent.clone());
         req
     });
+    let refused = Arc::clone(metrics);
+    let fenced = tower::filter::FilterLayer::new(move |req: http::Request<kube::client::Body>| {
+        let reads = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+        let lease = req.uri().path().starts_with("/apis/coordination.k8s.io/");
+        if reads || lease || fence.is_open() {
+            Ok(req)
+        } else {
+            refused.fenced();
+            Err(crate::error::Error::Fenced)
+        }
+    });
     Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&fenced)
         .with_layer(&layer)
         .build())
 }
@@ -261,6 +288,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         log_format,
         filter: args.log.clone(),
     })?;
+    if let Some(spec) = args.failpoints.as_deref() {
+        let active = crate::failpoints::configure(spec).map_err(anyhow::Error::msg)?;
+        if !active.is_empty() {
+            tracing::warn!(failpoints = %active.join(";"), "Failpoints are active (SEI_FAILPOINTS): this process may crash on purpose");
+        }
+    }
+    let timings = Timings {
+        duration: args.lease_duration,
+        renew_deadline: args.lease_renew_deadline,
+        retry: args.lease_retry_period,
+    };
+    if args.leader_elect {
+        timings.validate().map_err(anyhow::Error::msg)?;
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    // Open only while this replica holds the lease (always, without leader election): see `leader`.
+    let fence = if args.leader_elect {
+        Fence::closed()
+    } else {
+        Fence::always_open()
+    };
     let platform = match PlatformConfig::from_env() {
         Ok(p) => Arc::new(p),
         Err(errors) => bail!("invalid platform configuration:\n{errors}"),
@@ -269,9 +320,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let catalog = load_catalog(args.workflows_dir.as_deref())?;
     validate_catalog(&catalog, &registry)?;
     let metrics = Arc::new(Metrics::default());
-    let client = client(&args, &metrics).await?;
+    let client = client(&args, &metrics, &identity, fence.clone()).await?;
     check_crds(&client).await?;
-    let sidecar = sei_tasks::sidecar::Client::new(platform.sidecar_client_config())?;
+    let sidecar = {
+        let fence = fence.clone();
+        let refused = Arc::clone(&metrics);
+        sei_tasks::sidecar::Client::new(platform.sidecar_client_config())?.with_write_gate(Arc::new(
+            move || {
+                let open = fence.is_open();
+                if !open {
+                    refused.fenced();
+                }
+                open
+            },
+        ))
+    };
 
     let ready = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -296,98 +359,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
     let lease_ns = args
         .lease_namespace
         .clone()
         .or_else(|| args.namespace.clone())
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".into());
-    let elector = Elector::new(
-        client.clone(),
-        &lease_ns,
-        &args.lease_name,
-        &identity,
-        args.lease_duration,
-    );
+    let mut elector = Elector::new(client.clone(), &lease_ns, &args.lease_name, &identity, timings);
+    elector.fence = fence.clone();
     ready.set(true);
-    if args.leader_elect {
-        tracing::info!(identity = %elector.identity(), lease = %args.lease_name, namespace = %lease_ns, "Waiting for leadership");
-        loop {
-            if *stop_rx.borrow() {
-                return Ok(());
-            }
-            match elector.try_acquire_or_renew().await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "Lease check failed"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(elector.renew) => {}
-                () = stopped() => return Ok(()),
-            }
-        }
-        tracing::info!(identity = %elector.identity(), "Became the leader");
-        // Renew in the background; losing the lease stops the controllers (a standby has taken over).
-        let renewing = elector.clone();
-        let stop = stop_rx.clone();
-        let lost = Arc::new(tokio::sync::Notify::new());
-        let lost_tx = Arc::clone(&lost);
-        tokio::spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                tokio::time::sleep(renewing.renew).await;
-                if *stop.borrow() {
-                    return;
-                }
-                match renewing.try_acquire_or_renew().await {
-                    Ok(true) => failures = 0,
-                    Ok(false) => {
-                        tracing::error!("Lost the lease to another replica; stopping");
-                        lost_tx.notify_one();
-                        return;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        tracing::warn!(
-                            error = &e as &dyn std::error::Error,
-                            failures,
-                            "Renewing the lease failed"
-                        );
-                        if renewing.renew * (failures + 1) >= renewing.duration {
-                            lost_tx.notify_one();
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        let result = controllers(
-            &args,
-            client.clone(),
-            platform,
-            sidecar,
-            registry,
-            catalog,
-            metrics,
-            {
-                let stopped = stopped();
-                async move {
-                    tokio::select! {
-                        () = stopped => {}
-                        () = lost.notified() => {}
-                    }
-                }
-            },
-        )
-        .await;
-        elector.release().await;
-        result
-    } else {
-        controllers(
+    if !args.leader_elect {
+        return controllers(
             &args,
             client,
             platform,
@@ -397,7 +379,70 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics,
             stopped(),
         )
-        .await
+        .await;
+    }
+    tracing::info!(identity = %elector.identity(), lease = %args.lease_name, namespace = %lease_ns, "Waiting for leadership");
+    loop {
+        if *stop_rx.borrow() {
+            return Ok(());
+        }
+        match elector.try_acquire_or_renew().await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "Lease check failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(timings.retry) => {}
+            () = stopped() => return Ok(()),
+        }
+    }
+    tracing::info!(identity = %elector.identity(), "Became the leader");
+    let lost = renew_until_lost(elector.clone(), stop_rx.clone());
+    tokio::select! {
+        // SIGTERM: in-flight reconciles finish (their writes are still fenced), then the lease is released.
+        result = controllers(&args, client.clone(), platform, sidecar, registry, catalog, metrics, stopped()) => {
+            elector.release().await;
+            result
+        }
+        // The renew deadline passed: the fence is already closed; dropping the controllers cancels every
+        // in-flight reconcile at its next await. Exit non-zero so that Kubernetes restarts this replica as a
+        // standby (client-go's OnStoppedLeading does the same).
+        why = lost => {
+            elector.fence.close();
+            tracing::error!(reason = %why, "Leadership lost: cancelled in-flight reconciles; exiting");
+            bail!("leadership lost: {why}")
+        }
+    }
+}
+
+/// Renews the lease every retry period; returns why leadership is lost: another replica holds the lease, or
+/// no renewal succeeded within the renew deadline (client-go semantics). Never returns after a SIGTERM.
+async fn renew_until_lost(elector: Elector, stop: watch::Receiver<bool>) -> String {
+    let mut last_success = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(elector.timings.retry).await;
+        if *stop.borrow() {
+            return std::future::pending().await;
+        }
+        // Checked before trying: after a stall (SIGSTOP) longer than the deadline, a renewal that would
+        // succeed now cannot undo that others may have acted meanwhile.
+        if last_success.elapsed() >= elector.timings.renew_deadline {
+            return format!(
+                "the lease was not renewed for {:?} (renew deadline {:?})",
+                last_success.elapsed(),
+                elector.timings.renew_deadline
+            );
+        }
+        let sent = std::time::Instant::now();
+        match elector.try_acquire_or_renew().await {
+            Ok(true) => last_success = sent,
+            Ok(false) => return "another replica holds the lease".to_owned(),
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                since_last_renewal = ?last_success.elapsed(),
+                "Renewing the lease failed"
+            ),
+        }
     }
 }
 

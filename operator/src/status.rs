@@ -51,12 +51,14 @@ where
     let name = meta.name.clone().unwrap_or_default();
     let uid = meta.uid.clone().unwrap_or_default();
     let read_version = meta.resource_version.clone().unwrap_or_default();
+    crate::failpoints::crash_point("status::before-write");
     ctx.metrics.status_write(kind);
     match api.replace_status(&name, &PostParams::default(), desired).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),
         Err(e) => return Err(Error::Kube(e)),
     }
+    crate::failpoints::crash_point("status::after-write");
     ctx.superseded.record(&uid, &read_version);
     ctx.metrics
         .set_active(&uid, journal.active.map(|p| p.workflow.as_str()));
@@ -66,6 +68,7 @@ where
     }
     if let Some(after) = journal.after {
         crate::spans::record(ctx, journal.before, after).await;
+        crate::failpoints::crash_point("status::after-spans");
     }
     Ok(())
 }

@@ -168,6 +168,12 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The write gate is closed (this operator replica is no longer the leader): nothing was sent.
+    #[error("sidecar call {url} not sent: this replica may not write (leader lease not renewed in time)")]
+    Fenced {
+        /// The request URL.
+        url: String,
+    },
 }
 
 impl Error {
@@ -180,7 +186,8 @@ impl Error {
             | Self::Connect { .. }
             | Self::Timeout { .. }
             | Self::Transport { .. }
-            | Self::Decode { .. } => ErrorClass::Transient,
+            | Self::Decode { .. }
+            | Self::Fenced { .. } => ErrorClass::Transient,
             Self::Status { status, .. } if is_transient_status(*status) => ErrorClass::Transient,
             Self::InvalidTemplate { .. }
             | Self::BuildClient(_)
@@ -310,7 +317,11 @@ struct Inner {
     http: reqwest::Client,
     config: Config,
     token: Mutex<CachedToken>,
+    write_gate: Option<WriteGate>,
 }
+
+/// Answers whether calls with an effect (submit, cancel) may be sent now; see [`Client::with_write_gate`].
+pub type WriteGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The token file's content as last read.
 #[derive(Clone)]
@@ -345,8 +356,24 @@ impl Client {
                 http,
                 config,
                 token: Mutex::new(CachedToken::NotRead),
+                write_gate: None,
             }),
         })
+    }
+
+    /// The same client, refusing every call with an effect (`POST`, `DELETE`) while `gate` answers false, with
+    /// [`Error::Fenced`] (transient) and without sending anything: the operator's leader fence.
+    #[must_use]
+    pub fn with_write_gate(self, gate: WriteGate) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                config: inner.config.clone(),
+                token: Mutex::new(CachedToken::NotRead),
+                write_gate: Some(gate),
+            }),
+        }
     }
 
     /// The configuration this client was built with.
@@ -544,6 +571,12 @@ impl NodeClient {
 
     /// Sends one request; on 401 re-reads the token and sends it once more.
     async fn call(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Reply> {
+        if method != Method::GET
+            && let Some(gate) = &self.client.inner.write_gate
+            && !gate()
+        {
+            return Err(Error::Fenced { url: url.to_owned() });
+        }
         let token = self.client.token(false).await?;
         let reply = self
             .send(method.clone(), url, body.clone(), token.as_deref())

@@ -1,6 +1,11 @@
 //! Sidecar-side tasks: each is submitted once to the node's sidecar under the attempt's idempotency key
 //! (`POST /v0/tasks`), then polled (`GET /v0/tasks/{key}`). A retry is a new attempt, so a new key and a new
 //! submission (DESIGN.md section 5, item 3).
+//!
+//! A start first looks the key up (`GET /v0/tasks/{key}`) and adopts what the sidecar knows (running, completed
+//! or failed); it submits only on a 404. A start can repeat, since effects precede the status write that records
+//! them, and the sidecar re-executes a failed id on re-submission: without the lookup, an attempt that failed
+//! in that window would run twice and consume no retry.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -70,6 +75,23 @@ fn outputs(result: Option<Value>) -> Map<String, Value> {
     }
 }
 
+/// The failpoint that makes sidecar starts submit blindly, without looking the attempt up first. Only for the
+/// chaos test's negative run (it must then find duplicate executions); never configured in production.
+pub const SKIP_LOOKUP_FAILPOINT: &str = "sidecar::skip-submit-lookup";
+
+impl<P> SidecarTask<P> {
+    /// What the sidecar's record of an attempt means for it.
+    fn outcome_of(&self, result: sidecar::TaskResult) -> Outcome {
+        match result.status {
+            TaskStatus::Running => Outcome::Running,
+            TaskStatus::Completed => Outcome::Done(outputs(result.result)),
+            TaskStatus::Failed => {
+                failed_result(self.task_type, result.error.as_deref(), result.result.as_ref())
+            }
+        }
+    }
+}
+
 impl<P> Task for SidecarTask<P>
 where
     P: JsonSchema + Serialize + for<'de> Deserialize<'de> + Send + Sync + 'static,
@@ -94,6 +116,20 @@ where
                 .sidecar
                 .node(&inv.namespace, inv.target())
                 .with_traceparent(inv.traceparent.as_deref());
+            // Recovery by lookup (the engine's delivery contract): this start may repeat one whose journal entry
+            // was lost (a crash or a 409 before the status write). The sidecar re-executes a *failed* id that is
+            // submitted again, so adopt what it already knows of this attempt and submit only when it knows
+            // nothing. The failpoint turns the lookup off, to show the chaos test catches the duplicates.
+            if fail::eval(SKIP_LOOKUP_FAILPOINT, |_| ()).is_none() {
+                match node.task(inv.task.key).await {
+                    Ok(found) => {
+                        tracing::debug!(task.id = %inv.task.key, status = ?found.status, "Adopted an attempt the sidecar already knows");
+                        return self.outcome_of(found);
+                    }
+                    Err(e) if e.class() == sidecar::ErrorClass::NotFound => {}
+                    Err(e) => return from_client_error(&e, false),
+                }
+            }
             match node
                 .submit(&SubmitTask::new(inv.task.key, self.task_type, params))
                 .await
@@ -111,13 +147,7 @@ where
                 .node(&inv.namespace, inv.target())
                 .with_traceparent(inv.traceparent.as_deref());
             match node.task(inv.task.key).await {
-                Ok(result) => match result.status {
-                    TaskStatus::Running => Outcome::Running,
-                    TaskStatus::Completed => Outcome::Done(outputs(result.result)),
-                    TaskStatus::Failed => {
-                        failed_result(self.task_type, result.error.as_deref(), result.result.as_ref())
-                    }
-                },
+                Ok(result) => self.outcome_of(result),
                 Err(e) => from_client_error(&e, true),
             }
         })

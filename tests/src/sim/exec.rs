@@ -67,7 +67,7 @@ async fn execute(sim: &Sim, node: &NodeRef, id: Uuid, run: u32, epoch: u64) {
     let fault = sim.with(|s| {
         s.current(node, id, run, epoch)
             .is_some()
-            .then(|| s.take_failure(node, &task_type))
+            .then(|| s.take_failure(node, &task_type, id, run))
     });
     let outcome = match fault {
         None => Outcome::Abandoned,
@@ -78,6 +78,10 @@ async fn execute(sim: &Sim, node: &NodeRef, id: Uuid, run: u32, epoch: u64) {
         if matches!(outcome, Outcome::Abandoned) {
             return;
         }
+        if s.current(node, id, run, epoch).is_none() {
+            return;
+        }
+        *s.node(node).finished.entry(id).or_default() += 1;
         let Some(task) = s.current(node, id, run, epoch) else { return };
         task.completed_at = Some(SystemTime::now());
         let apply = match outcome {

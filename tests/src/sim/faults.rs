@@ -118,6 +118,25 @@ pub struct Fault {
     pub action: Action,
     /// How many more times it fires; `None` = until cleared.
     pub remaining: Option<u32>,
+    /// For `fail`: fires for this share of the selected executions only (0-100; `None` = all), chosen by a
+    /// hash of the task id, so a run is reproducible.
+    pub percent: Option<u8>,
+    /// For `fail`: only first executions of an id (`run` 1), never a re-execution of a re-submitted failed id.
+    pub first_run: bool,
+}
+
+impl Fault {
+    /// Whether this fault applies to execution `run` of task `id` (its `percent` and `firstRun` filters).
+    pub fn applies_to(&self, id: uuid::Uuid, run: u32) -> bool {
+        if self.first_run && run != 1 {
+            return false;
+        }
+        self.percent.is_none_or(|p| {
+            let b = id.as_bytes();
+            let h = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) ^ self.id;
+            h % 100 < u64::from(p)
+        })
+    }
 }
 
 /// The JSON form of a fault (`POST /admin/faults`, and the listing of `GET /admin/faults`).
@@ -154,6 +173,12 @@ pub struct FaultSpec {
     /// In listings: the fault's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
+    /// For `fail`: the share (0-100) of selected executions that fail, chosen by a hash of the task id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// For `fail`: only the first execution of each id fails (a re-submitted failed id then succeeds).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_run: bool,
 }
 
 impl FaultSpec {
@@ -194,6 +219,11 @@ impl FaultSpec {
             selector,
             action,
             remaining: self.count.or(default_count),
+            percent: match self.percent {
+                Some(p) if p > 100 => bail!("percent {p} is above 100"),
+                p => p,
+            },
+            first_run: self.first_run,
         })
     }
 }
@@ -206,6 +236,8 @@ impl Fault {
             node: self.selector.node.as_ref().map(ToString::to_string),
             count: self.remaining,
             id: Some(self.id),
+            percent: self.percent,
+            first_run: self.first_run,
             ..FaultSpec::default()
         };
         match &self.action {

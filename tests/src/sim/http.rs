@@ -38,6 +38,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/admin/nodes/{ns}/{name}", get(show_node))
         .route("/admin/nodes/{ns}/{name}/restart", post(restart_node))
         .route("/admin/tasks", get(all_tasks))
+        .route("/admin/executions", get(all_executions))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(sim)
 }
@@ -248,6 +249,7 @@ async fn submit(State(sim): Shared, Path((ns, name)): NodePath, headers: HeaderM
         };
         if run.is_some() {
             *n.executions.entry(id).or_default() += 1;
+            n.types.insert(id, sub.task_type.clone());
         }
         (run, epoch)
     });
@@ -397,6 +399,28 @@ async fn restart_node(State(sim): Shared, Path((ns, name)): NodePath) -> Respons
     });
     tracing::info!(node = %node, "Sidecar restarted");
     Json(view).into_response()
+}
+
+/// The execution log, across restarts: per node and task id ever submitted, its type, how many times it was
+/// executed and how many of those ran to their end. What the durability tests count duplicates from.
+async fn all_executions(State(sim): Shared) -> Response {
+    let log = sim.with(|s| {
+        let mut all = Vec::new();
+        for (r, n) in &s.nodes {
+            for (id, count) in &n.executions {
+                all.push(json!({
+                    "namespace": r.namespace,
+                    "name": r.name,
+                    "id": id,
+                    "type": n.types.get(id),
+                    "executions": count,
+                    "finished": n.finished.get(id).copied().unwrap_or(0),
+                }));
+            }
+        }
+        all
+    });
+    Json(log).into_response()
 }
 
 async fn all_tasks(State(sim): Shared) -> Response {

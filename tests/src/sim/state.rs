@@ -146,6 +146,11 @@ pub struct Node {
     // What tests observe; survives restarts.
     /// Executions per task id, across restarts.
     pub executions: BTreeMap<Uuid, u32>,
+    /// Executions per task id that ran to their end (completed or failed; not those a restart abandoned),
+    /// across restarts: the effects the task had.
+    pub finished: BTreeMap<Uuid, u32>,
+    /// The type of every id ever submitted, across restarts.
+    pub types: BTreeMap<Uuid, String>,
     /// The last `traceparent` on any request to this sidecar.
     pub last_traceparent: Option<String>,
     /// Requests served.
@@ -203,6 +208,7 @@ impl Node {
         v["namespace"] = json!(node.namespace);
         v["name"] = json!(node.name);
         v["executions"] = json!(self.executions.get(&id).copied().unwrap_or(0));
+        v["finishedExecutions"] = json!(self.finished.get(&id).copied().unwrap_or(0));
         v["lastTraceparent"] = json!(t.last_traceparent);
         v
     }
@@ -291,9 +297,23 @@ impl State {
             .next_back()
     }
 
-    /// Consumes one `fail` fault for an execution of this task, if one applies.
-    pub fn take_failure(&mut self, node: &NodeRef, task: &str) -> Option<Action> {
-        self.first(node, Some(task), |a| matches!(a, Action::Fail { .. }))
+    /// Consumes one `fail` fault for execution `run` of task `id` (type `task`), if one applies.
+    pub fn take_failure(&mut self, node: &NodeRef, task: &str, id: Uuid, run: u32) -> Option<Action> {
+        let i = self.faults.iter().position(|f| {
+            matches!(f.action, Action::Fail { .. })
+                && f.remaining != Some(0)
+                && f.selector.matches(node, Some(task))
+                && f.applies_to(id, run)
+        })?;
+        let f = &mut self.faults[i];
+        let action = f.action.clone();
+        if let Some(n) = &mut f.remaining {
+            *n -= 1;
+            if *n == 0 {
+                self.faults.remove(i);
+            }
+        }
+        Some(action)
     }
 
     /// Fires only the first matching fault selected by `pick`.
