@@ -61,7 +61,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -128,16 +128,21 @@ pub async fn reconcile(deployment: Arc<SeiNodeDeployment>, ctx: Arc<Context>) ->
 /// Policy for failed reconciles: conflicts retry at once, the rest back off.
 #[allow(clippy::needless_pass_by_value)] // the signature kube-runtime's Controller::run expects
 pub fn error_policy(_d: Arc<SeiNodeDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(error.category());
-    tracing::warn!(
-        error = error as &dyn std::error::Error,
-        kind = KIND,
-        "Reconcile failed"
-    );
-    match error {
-        Error::Conflict => Action::requeue(Duration::from_millis(10)),
-        _ => Action::requeue(Duration::from_secs(5)),
+    ctx.metrics.reconcile_error(KIND, error.category());
+    if error.is_conflict() {
+        tracing::debug!(
+            error = error as &dyn std::error::Error,
+            kind = KIND,
+            "Reconcile lost a write race; retrying at once"
+        );
+    } else {
+        tracing::warn!(
+            error = error as &dyn std::error::Error,
+            kind = KIND,
+            "Reconcile failed"
+        );
     }
+    Action::requeue(error.requeue())
 }
 
 /// The children of `deployment`: SeiNodes labelled with its name, by ordinal.
@@ -174,11 +179,10 @@ where
         return Ok(());
     }
     let keep: Vec<_> = refs.iter().filter(|r| r.uid != uid).cloned().collect();
-    let patch = json!({"metadata": {"ownerReferences": keep, "resourceVersion": obj.resource_version()}});
-    match api
-        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    // Guarded: the patch carries the resourceVersion read, so a changed object is refused (409, requeue).
+    let patch = json!({"metadata": {"ownerReferences": keep}});
+    let rv = obj.resource_version().unwrap_or_default();
+    match fleet::patch_guarded(api, &obj.name_any(), &rv, FIELD_MANAGER, false, patch).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict),
@@ -194,11 +198,10 @@ async fn cleanup(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Ac
     let name = deployment.name_any();
     let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     if deployment.phase() != Some(SeiNodeDeploymentPhase::Terminating) {
+        // Guarded like every status write: a stale copy is refused (and the phase is set by a later pass).
         let patch = json!({"status": {"phase": SeiNodeDeploymentPhase::Terminating.as_str()}});
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        let rv = deployment.resource_version().unwrap_or_default();
+        if let Err(e) = fleet::patch_guarded(&api, &name, &rv, FIELD_MANAGER, true, patch).await {
             tracing::debug!(
                 error = &e as &dyn std::error::Error,
                 "Recording phase Terminating failed"
@@ -680,9 +683,16 @@ async fn reconcile_children(
             if child.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            match api.delete(&child.name_any(), &DeleteParams::background()).await {
+            // Exactly the child that was read (its uid): one deleted and created again meanwhile is refused (409).
+            // Not its resourceVersion: its ordinal alone decides, and its status changes all the time.
+            let exactly = DeleteParams::background().preconditions(Preconditions {
+                uid: child.metadata.uid.clone(),
+                resource_version: None,
+            });
+            match api.delete(&child.name_any(), &exactly).await {
                 Ok(_) => deleted.push(child.name_any()),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),
                 Err(e) => return Err(Error::Kube(e)),
             }
         }

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use sei_crds::{SeiNode, SeiNodeDeployment};
@@ -417,6 +417,140 @@ async fn an_image_rollout_never_takes_more_than_max_unavailable_nodes_down() {
             node.name_any()
         );
     }
+}
+
+/// Whether a pod is serving: Ready and not being deleted.
+fn pod_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Watches the pods of `fleet`'s `replicas` children and records, after every pod event, how many of the
+/// expected pods (`<fleet>-<i>-0`) are missing or not Ready. Returns the samples so far.
+fn sample_pod_readiness(
+    ns: &sei_tests::TestNamespace,
+    fleet: &str,
+    replicas: i32,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(usize, Vec<String>)>>> {
+    use futures::StreamExt as _;
+    use kube::runtime::watcher;
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let expected: Vec<String> = (0..replicas).map(|i| format!("{fleet}-{i}-0")).collect();
+    let config = watcher::Config::default().labels(&format!("sei.io/nodedeployment={fleet}"));
+    let stream = watcher::watcher(ns.api::<Pod>(), config);
+    let out = samples.clone();
+    tokio::spawn(async move {
+        let mut pods: std::collections::BTreeMap<String, bool> = std::collections::BTreeMap::new();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    pods.insert(p.name_any(), pod_ready(&p));
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    pods.remove(&p.name_any());
+                }
+                Ok(watcher::Event::Init) | Err(_) => continue,
+                Ok(watcher::Event::InitDone) => {}
+            }
+            let down: Vec<String> = expected
+                .iter()
+                .filter(|name| !pods.get(*name).copied().unwrap_or(false))
+                .cloned()
+                .collect();
+            out.lock().unwrap().push((down.len(), down));
+        }
+    });
+    samples
+}
+
+/// maxUnavailable counts the nodes that are down already: with one pod of a 5-node fleet not Ready, a rollout
+/// with maxUnavailable 2 never has more than 2 pods not Ready (it rolls one node at a time instead of two),
+/// judged from the pods' readiness as a watch sees every change, not from the custom resources' status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_of_a_degraded_fleet_counts_the_pod_already_down_against_max_unavailable() {
+    let Some(ns) = setup("e2e-snd-degraded").await else {
+        return;
+    };
+    let sim = Sim::start(TASK, vec![]).await;
+    let _op = Operator::start(ns.env(), ns.name(), &sim, &[]);
+    let api = ns.api::<SeiNodeDeployment>();
+    api.create(&PostParams::default(), &full_node_fleet("deg", 5, 2, "Delete"))
+        .await
+        .unwrap();
+    sei_tests::wait_for(&api, "deg", ready_with(5), WAIT)
+        .await
+        .unwrap();
+
+    // deg-4's pod stops being Ready (its seid fell behind, say); kwok leaves a Running pod's conditions alone.
+    let pods = ns.api::<Pod>();
+    pods.patch_status(
+        "deg-4-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "Test", "lastTransitionTime": "2025-01-01T00:00:00Z"},
+            {"type": "ContainersReady", "status": "False", "reason": "Test", "lastTransitionTime": "2025-01-01T00:00:00Z"},
+        ]}})),
+    )
+    .await
+    .unwrap();
+    let samples = sample_pod_readiness(&ns, "deg", 5);
+    let started = Instant::now();
+    loop {
+        let seen = samples.lock().unwrap().last().cloned();
+        if seen
+            .as_ref()
+            .is_some_and(|(n, down)| *n == 1 && down == &["deg-4-0".to_owned()])
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the watch never saw deg-4-0 not Ready: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    api.patch(
+        "deg",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": {"spec": {"image": "seid:v2"}}}})),
+    )
+    .await
+    .unwrap();
+    loop {
+        assert!(started.elapsed() < WAIT, "the rollout did not finish");
+        let nodes = children(&ns, "deg").await;
+        let all_new = nodes.len() == 5
+            && nodes
+                .iter()
+                .all(|n| n.status.as_ref().and_then(|s| s.current_image.as_deref()) == Some("seid:v2"));
+        let d = api.get("deg").await.unwrap();
+        if all_new && unavailable(&nodes).is_empty() && ready_with(5)(Some(&d)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let samples = samples.lock().unwrap().clone();
+    let most = samples.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    let worst = samples.iter().find(|(n, _)| *n == most).map(|(_, d)| d.clone());
+    eprintln!(
+        "degraded 5-node rollout (maxUnavailable 2, one pod not Ready): done after {:?}, {} pod samples, at most {most} pods not Ready ({worst:?})",
+        started.elapsed(),
+        samples.len()
+    );
+    assert!(
+        most <= 2,
+        "more than maxUnavailable=2 pods not Ready at once: {worst:?}"
+    );
+    assert_eq!(most, 2, "the watch saw the rolled pods go down beside deg-4-0");
+    // Every pod was replaced (deg-4's too: rolling a node that is down costs nothing more) and is Ready.
+    let last = samples.last().unwrap();
+    assert_eq!(last.0, 0, "every pod is Ready at the end: {last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -494,7 +494,14 @@ async fn the_genesis_tasks_started_twice_under_one_key_run_once_and_exchange_rea
     let all: Vec<String> = serde_json::from_slice(&sim.bucket_file(&format!("{CHAIN}/peers.json"))).unwrap();
     assert_eq!(all.len(), 1, "peers.json lists the one validator: {all:?}");
     assert!(all[0].starts_with(&format!("{node_id}@")));
-    assert_eq!(out["peers"], json!([]), "a node is never its own peer");
+    // The journal keeps the peer list by reference (count + digest), never the list itself.
+    assert_eq!(out["peerCount"], json!(0), "a node is never its own peer");
+    assert_eq!(
+        out["peersSha256"],
+        json!(hex_sha256(b"")),
+        "the digest of no addresses"
+    );
+    assert!(!out.contains_key("peers"), "no peer list in the outputs: {out:?}");
 }
 
 #[tokio::test]
@@ -1267,6 +1274,10 @@ async fn validate_operator_keyring_waits_for_both_secrets_and_judges_their_conte
     assert_eq!(ready(&inv.status.take()).0, "True");
 }
 
+fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 async fn the_pod(ns: &TestNamespace) -> Option<Pod> {
     ns.api::<Pod>()
         .get_opt("rpc-0")
@@ -1406,6 +1417,40 @@ async fn a_rollout_is_observed_only_once_replace_pod_swapped_the_outdated_pod() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(updates.fields["currentImage"], "seid:v2");
+
+    // The plan's image, not the live spec: an apply-statefulset of a plan compiled for seid:v3 renders
+    // seid:v3 although the SeiNode still says seid:v2, and observe-image for seid:v3 waits until the pod, not
+    // only the template, runs it.
+    let inv = node_invocation(&ns, &node, "apply-statefulset", json!({"image": "seid:v3"}));
+    assert_eq!(task("apply-statefulset").start(&cx, &inv).await, Outcome::done());
+    let template = sts_api
+        .get("rpc")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let seid = template.containers.iter().find(|c| c.name == "seid").unwrap();
+    assert_eq!(seid.image.as_deref(), Some("seid:v3"));
+    wait_until("the StatefulSet controller sees the seid:v3 revision", || async {
+        let sts = sts_api.get("rpc").await.unwrap();
+        let status = sts.status.unwrap_or_default();
+        status.observed_generation >= sts.metadata.generation
+            && status.update_revision.is_some()
+            && status.update_revision != Some(update_revision.clone())
+    })
+    .await;
+    for _ in 0..5 {
+        let (outcome, updates) = observe(&cx, &ns, &node, "seid:v3").await;
+        assert_eq!(outcome, Outcome::Running, "the pod still runs seid:v2");
+        assert!(updates.fields.is_empty());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And a plan for seid:v2 no longer succeeds either: the template moved on.
+    let (outcome, _) = observe(&cx, &ns, &node, "seid:v2").await;
+    assert_eq!(outcome, Outcome::Running, "the template runs seid:v3");
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1587,6 +1632,152 @@ async fn update_node_template_started_twice_updates_the_child_once_and_is_done_w
         done,
         "a child that no longer exists counts as done"
     );
+}
+
+/// A bare pod standing for `node`'s pod (kwok makes it Running and Ready).
+async fn fleet_pod(ns: &TestNamespace, node: &str) {
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": format!("{node}-0"), "labels": {"sei.io/nodedeployment": "fleet", "sei.io/node": node}},
+        "spec": {"nodeName": "kwok-node-0", "containers": [{"name": "seid", "image": "seid:v1"}]},
+    }))
+    .unwrap();
+    let pods = ns.api::<Pod>();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let name = format!("{node}-0");
+    wait_until("the pod is Ready", || async {
+        pods.get(&name)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await;
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one degraded fleet, step by step
+async fn update_node_template_counts_children_already_down_against_max_unavailable() {
+    let Some((ns, cx)) = cluster("cat-budget", &unreachable_template(), PlatformConfig::default()).await
+    else {
+        return;
+    };
+    let deployment: SeiNodeDeployment = serde_json::from_value(json!({
+        "apiVersion": "sei.io/v1alpha1",
+        "kind": "SeiNodeDeployment",
+        "metadata": {"name": "fleet"},
+        "spec": {
+            "replicas": 2,
+            "template": {"spec": {"chainId": "atlantic-2", "image": "seid:v1", "fullNode": {}}},
+        },
+    }))
+    .unwrap();
+    let deployment = ns
+        .api::<SeiNodeDeployment>()
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let sidecar_image = cx.platform.images.sidecar.clone();
+    for ordinal in 0..2 {
+        let child = catalog::fleet::desired_child(&deployment, ordinal, None, None);
+        catalog::fleet::apply_child(&ns.client(), &child).await.unwrap();
+        set_phase(
+            &ns,
+            &format!("fleet-{ordinal}"),
+            json!({"phase": "Running", "currentImage": "seid:v1", "currentSidecarImage": sidecar_image}),
+        )
+        .await;
+    }
+    // fleet-0 serves (Running, pod Ready); fleet-1 is Running but has no Ready pod: the fleet is degraded.
+    fleet_pod(&ns, "fleet-0").await;
+    let t = task("update-node-template");
+    let batch = |target: &str, max: u32| {
+        let mut inv = invocation(
+            ns.name(),
+            "SeiNodeDeployment",
+            "fleet",
+            "update-node-template",
+            json!({"image": "seid:v2", "maxUnavailable": max}),
+            serde_json::to_value(&deployment).unwrap(),
+        );
+        inv.task.target = Some(target.to_owned());
+        inv
+    };
+    let nodes = ns.api::<SeiNode>();
+    let image = |name: &'static str| {
+        let nodes = nodes.clone();
+        async move { nodes.get(name).await.unwrap().spec.image }
+    };
+
+    // maxUnavailable 1, one child down already: the batch [fleet-0] must not start.
+    assert_eq!(t.start(&cx, &batch("fleet-0", 1)).await, Outcome::Running);
+    assert_eq!(t.poll(&cx, &batch("fleet-0", 1)).await, Outcome::Running);
+    assert_eq!(image("fleet-0").await, "seid:v1", "held: fleet-1 is down already");
+    // A child that is down already may always roll: it takes nothing more down.
+    assert_eq!(t.start(&cx, &batch("fleet-1", 1)).await, Outcome::Running);
+    assert_eq!(image("fleet-1").await, "seid:v2", "a child already down may roll");
+    // fleet-1's pod is back, but fleet-1 has not finished its update (currentImage is still seid:v1): it still
+    // counts, so fleet-0 waits.
+    fleet_pod(&ns, "fleet-1").await;
+    assert_eq!(t.poll(&cx, &batch("fleet-0", 1)).await, Outcome::Running);
+    assert_eq!(
+        image("fleet-0").await,
+        "seid:v1",
+        "held: fleet-1 is still updating"
+    );
+    // fleet-1 runs the new image: the budget is free again and fleet-0 starts.
+    set_phase(&ns, "fleet-1", json!({"currentImage": "seid:v2"})).await;
+    assert_eq!(t.poll(&cx, &batch("fleet-0", 1)).await, Outcome::Running);
+    assert_eq!(image("fleet-0").await, "seid:v2", "started within the budget");
+}
+
+#[tokio::test]
+async fn a_guarded_write_is_refused_when_the_object_changed_in_between() {
+    let Some((ns, _cx)) = cluster("cat-guard", &unreachable_template(), PlatformConfig::default()).await
+    else {
+        return;
+    };
+    let node = create_node(&ns, "v-0", full_node_spec("seid:v1")).await;
+    let api = ns.api::<SeiNode>();
+    let read = node.resource_version().unwrap();
+    // Someone else writes the node after we read it.
+    api.patch(
+        "v-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"user": "edit"}}})),
+    )
+    .await
+    .unwrap();
+    let manager = catalog::fleet::task_field_manager("collect-and-set-peers");
+    let peers = json!({"spec": {"peers": [{"static": {"addresses": ["a@b:26656"]}}]}});
+    let e = catalog::fleet::patch_guarded(&api, "v-0", &read, &manager, false, peers.clone())
+        .await
+        .unwrap_err();
+    assert!(catalog::fleet::is_conflict(&e), "{e:?}");
+    let status = json!({"status": {"resolvedPeers": ["a@b:26656"]}});
+    let e = catalog::fleet::patch_guarded(&api, "v-0", &read, &manager, true, status.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        catalog::fleet::is_conflict(&e),
+        "the status write is guarded too: {e:?}"
+    );
+    let untouched = api.get("v-0").await.unwrap();
+    assert!(untouched.spec.peers.is_none(), "nothing was written");
+    // Read again: the write goes through, under the task's own field manager.
+    let fresh = untouched.resource_version().unwrap();
+    let written = catalog::fleet::patch_guarded(&api, "v-0", &fresh, &manager, false, peers)
+        .await
+        .unwrap();
+    assert!(written.spec.peers.is_some());
+    let managers: Vec<String> = written
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(managers.contains(&manager), "{managers:?}");
 }
 
 #[tokio::test]

@@ -15,11 +15,12 @@
 //! them and a field only disappears when the template drops it. Other managers' fields (a user's annotations)
 //! are left alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use schemars::JsonSchema;
 use sei_crds::conditions::{self, ConditionStatus};
@@ -28,6 +29,7 @@ use sei_engine::TaskState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::catalog::sidecar::{SetGenesisPeersParams, SidecarTask};
 use crate::task::{Context, Invocation, Outcome, Task, schema_of};
 
 /// Field manager of every write the SeiNodeDeployment controller and its tasks make to child SeiNodes and to
@@ -154,6 +156,53 @@ pub async fn apply_child(client: &kube::Client, child: &SeiNode) -> Result<SeiNo
     .await
 }
 
+/// Field manager of a write a fleet task makes without server-side apply (`sei-operator/<task type>`).
+#[must_use]
+pub fn task_field_manager(task_type: &str) -> String {
+    format!("sei-operator/{task_type}")
+}
+
+/// A merge patch of `name` (its status subresource with `status`) that only applies to the version
+/// `resource_version` of the object: the patch carries `metadata.resourceVersion`, so the API server refuses it
+/// with 409 Conflict when the object changed since it was read (DESIGN.md section 3: every write to another
+/// object is guarded).
+pub async fn patch_guarded<K>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: &str,
+    field_manager: &str,
+    status: bool,
+    mut patch: Value,
+) -> Result<K, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Value::Object(map) = &mut patch {
+        let meta = map.entry("metadata").or_insert_with(|| json!({}));
+        if let Value::Object(meta) = meta {
+            meta.insert(
+                "resourceVersion".to_owned(),
+                Value::String(resource_version.to_owned()),
+            );
+        }
+    }
+    let pp = PatchParams {
+        field_manager: Some(field_manager.to_owned()),
+        ..PatchParams::default()
+    };
+    if status {
+        api.patch_status(name, &pp, &Patch::Merge(&patch)).await
+    } else {
+        api.patch(name, &pp, &Patch::Merge(&patch)).await
+    }
+}
+
+/// Whether an API error is a 409 Conflict (a guarded write lost a race).
+#[must_use]
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
 /// A failed API call: rejections are terminal, everything else is retried at the next poll.
 fn api_error(action: &str, e: &kube::Error) -> Outcome {
     match e {
@@ -274,10 +323,7 @@ async fn collect_and_set_peers(cx: &Context, inv: &Invocation) -> Outcome {
         }
     }
     let api: Api<SeiNode> = Api::namespaced(cx.client.clone(), ns);
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
+    let manager = task_field_manager("collect-and-set-peers");
     for name in &params.nodes {
         let mut others: Vec<String> = addresses
             .iter()
@@ -285,11 +331,14 @@ async fn collect_and_set_peers(cx: &Context, inv: &Invocation) -> Outcome {
             .map(|(_, a)| a.clone())
             .collect();
         others.sort();
-        let node = match api.get_opt(name).await {
+        let mut node = match api.get_opt(name).await {
             Ok(Some(n)) => n,
             Ok(None) => return Outcome::Unavailable(format!("SeiNode {name} does not exist")),
             Err(e) => return api_error("reading a SeiNode", &e),
         };
+        // Both writes are guarded by the resourceVersion just read: a node that changed meanwhile (its own
+        // controller's status write, a user's edit) makes the write fail with 409, and the next poll reads it
+        // again and decides afresh.
         let want_spec = (!others.is_empty()).then(|| json!([{"static": {"addresses": others}}]));
         let have_spec = node
             .spec
@@ -297,9 +346,14 @@ async fn collect_and_set_peers(cx: &Context, inv: &Invocation) -> Outcome {
             .as_ref()
             .and_then(|p| serde_json::to_value(p).ok());
         if want_spec.is_some() && want_spec != have_spec {
+            let rv = node.resource_version().unwrap_or_default();
             let patch = json!({"spec": {"peers": want_spec}});
-            if let Err(e) = api.patch(name, &pp, &Patch::Merge(&patch)).await {
-                return api_error("setting spec.peers", &e);
+            match patch_guarded(&api, name, &rv, &manager, false, patch).await {
+                Ok(n) => node = n,
+                Err(e) if is_conflict(&e) => {
+                    return Outcome::Unavailable(format!("SeiNode {name} changed while setting spec.peers"));
+                }
+                Err(e) => return api_error("setting spec.peers", &e),
             }
         }
         let have_status = node
@@ -308,9 +362,16 @@ async fn collect_and_set_peers(cx: &Context, inv: &Invocation) -> Outcome {
             .map(|s| s.resolved_peers.clone())
             .unwrap_or_default();
         if have_status != others {
+            let rv = node.resource_version().unwrap_or_default();
             let patch = json!({"status": {"resolvedPeers": others}});
-            if let Err(e) = api.patch_status(name, &pp, &Patch::Merge(&patch)).await {
-                return api_error("setting status.resolvedPeers", &e);
+            match patch_guarded(&api, name, &rv, &manager, true, patch).await {
+                Ok(_) => {}
+                Err(e) if is_conflict(&e) => {
+                    return Outcome::Unavailable(format!(
+                        "SeiNode {name} changed while setting status.resolvedPeers"
+                    ));
+                }
+                Err(e) => return api_error("setting status.resolvedPeers", &e),
             }
         }
     }
@@ -326,6 +387,81 @@ pub struct UpdateNodeTemplateParams {
     /// The sidecar settings to roll to (absent: none in the template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<Value>,
+    /// How many of the deployment's children may be unavailable at once, counting the ones already down
+    /// (`updateStrategy.maxUnavailable`, a snapshot taken when the plan was built). Absent (plans compiled
+    /// before it existed): the whole batch starts at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<u32>,
+}
+
+/// Which of a batch's `pending` nodes (not yet given the new template, in order) may start now, so that at
+/// most `max_unavailable` of the fleet's children are down at once. `down` holds the children unavailable now
+/// (not Running, pod not Ready, or started by this batch and not done yet); an admitted node is added to it.
+/// A pending node that is already down costs nothing more and always starts; the others start while the
+/// budget allows, in order (the first that does not fit stops the batch: the rest wait for the next poll).
+pub fn admit(pending: &[String], down: &mut BTreeSet<String>, max_unavailable: usize) -> Vec<String> {
+    let mut admitted = Vec::new();
+    let mut blocked = false;
+    for name in pending {
+        if down.contains(name) {
+            admitted.push(name.clone());
+        } else if !blocked && down.len() < max_unavailable {
+            down.insert(name.clone());
+            admitted.push(name.clone());
+        } else {
+            blocked = true;
+        }
+    }
+    admitted
+}
+
+/// Whether a pod is serving: Ready, and not being deleted.
+#[must_use]
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether a child counts as available: Running, its pod Ready, no plan in flight, and running the image its
+/// spec asks for (a child given a new image is about to go down, whatever its pod says now).
+#[must_use]
+pub fn serving(node: &SeiNode, pod_ready: bool) -> bool {
+    let status = node.status.clone().unwrap_or_default();
+    pod_ready
+        && status.phase == Some(SeiNodePhase::Running)
+        && status.plan.is_none()
+        && status.current_image.as_deref() == Some(node.spec.image.as_str())
+}
+
+/// The children of deployment `deployment` that are unavailable now (see [`serving`]).
+async fn unavailable_children(
+    cx: &Context,
+    namespace: &str,
+    deployment: &str,
+) -> Result<BTreeSet<String>, kube::Error> {
+    let selector = format!("{}={deployment}", labels::DEPLOYMENT);
+    let lp = ListParams::default().labels(&selector);
+    let nodes: Api<SeiNode> = Api::namespaced(cx.client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(cx.client.clone(), namespace);
+    let ready_pods: BTreeSet<String> = pods
+        .list(&lp)
+        .await?
+        .into_iter()
+        .filter(pod_ready)
+        .filter_map(|p| p.labels().get(labels::NODE).cloned())
+        .collect();
+    Ok(nodes
+        .list(&lp)
+        .await?
+        .into_iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_none())
+        .filter(|n| !serving(n, ready_pods.contains(&n.name_any())))
+        .map(|n| n.name_any())
+        .collect())
 }
 
 /// `update-node-template`: propagates the template (in-place fields plus the plan's image and sidecar) to the
@@ -333,6 +469,13 @@ pub struct UpdateNodeTemplateParams {
 /// then waits until each one is Running the new images with no plan in flight (the child's
 /// own `node-update` workflow does the per-node work). A child that no longer exists counts as done; a Failed
 /// child fails the task.
+///
+/// With `maxUnavailable`, a child only gets the new template while the fleet can afford it: the deployment's
+/// children that are down (not Running, pod not Ready, a plan in flight, or not yet on their spec's image; see
+/// [`serving`]), plus the batch's children that were started and are not done yet, never exceed
+/// `maxUnavailable` ([`admit`]); a child that is down already may always
+/// start. The rest of the batch waits for the next poll, so a degraded fleet rolls one node at a time, or
+/// waits until it recovers.
 pub struct UpdateNodeTemplate;
 same_start_and_poll!(
     UpdateNodeTemplate,
@@ -341,6 +484,7 @@ same_start_and_poll!(
     update_node_template
 );
 
+#[allow(clippy::too_many_lines)] // classify the batch, admit, apply: read top to bottom
 async fn update_node_template(cx: &Context, inv: &Invocation) -> Outcome {
     let params: UpdateNodeTemplateParams = match inv.params() {
         Ok(p) => p,
@@ -369,7 +513,9 @@ async fn update_node_template(cx: &Context, inv: &Invocation) -> Outcome {
         .and_then(|s| s.image.clone())
         .unwrap_or_else(|| cx.platform.images.sidecar.clone());
     let api: Api<SeiNode> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    // Classify the batch: not started yet (pending), started and not done (waiting), done.
     let mut waiting = Vec::new();
+    let mut pending: Vec<(String, SeiNode)> = Vec::new();
     for name in inv.target().split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let node = match api.get_opt(name).await {
             Ok(Some(n)) => n,
@@ -380,17 +526,7 @@ async fn update_node_template(cx: &Context, inv: &Invocation) -> Outcome {
             return Outcome::terminal(format!("SeiNode {name} is Failed: {}", failure_of(&node)));
         }
         if node.spec.image != rolled.image || node.spec.sidecar != rolled.sidecar {
-            let Some(ordinal) = ordinal_of(&node) else {
-                return Outcome::terminal(format!(
-                    "SeiNode {name} has no {} label",
-                    labels::DEPLOYMENT_ORDINAL
-                ));
-            };
-            let desired = desired_child(&deployment, ordinal, Some(&node), Some(&rolled));
-            if let Err(e) = apply_child(&cx.client, &desired).await {
-                return api_error("applying the SeiNode", &e);
-            }
-            waiting.push(name.to_owned());
+            pending.push((name.to_owned(), node));
             continue;
         }
         let status = node.status.clone().unwrap_or_default();
@@ -400,6 +536,46 @@ async fn update_node_template(cx: &Context, inv: &Invocation) -> Outcome {
             && status.plan.is_none();
         if !done {
             waiting.push(name.to_owned());
+        }
+    }
+    // Admit as many pending children as the fleet's availability budget allows.
+    let admitted: BTreeSet<String> = match params.max_unavailable {
+        Some(_) if pending.is_empty() => BTreeSet::new(),
+        None => pending.iter().map(|(n, _)| n.clone()).collect(),
+        Some(max) => {
+            let mut down = match unavailable_children(cx, &inv.namespace, &inv.owner).await {
+                Ok(d) => d,
+                Err(e) => return api_error("reading the fleet's availability", &e),
+            };
+            down.extend(waiting.iter().cloned());
+            let names: Vec<String> = pending.iter().map(|(n, _)| n.clone()).collect();
+            let max = usize::try_from(max.max(1)).unwrap_or(1);
+            let admitted = admit(&names, &mut down, max);
+            if admitted.len() < names.len() {
+                tracing::info!(
+                    ?down,
+                    max_unavailable = max,
+                    held = names.len() - admitted.len(),
+                    "Rollout batch waits: the fleet has no availability budget for the rest of it"
+                );
+            }
+            admitted.into_iter().collect()
+        }
+    };
+    for (name, node) in pending {
+        waiting.push(name.clone());
+        if !admitted.contains(&name) {
+            continue;
+        }
+        let Some(ordinal) = ordinal_of(&node) else {
+            return Outcome::terminal(format!(
+                "SeiNode {name} has no {} label",
+                labels::DEPLOYMENT_ORDINAL
+            ));
+        };
+        let desired = desired_child(&deployment, ordinal, Some(&node), Some(&rolled));
+        if let Err(e) = apply_child(&cx.client, &desired).await {
+            return api_error("applying the SeiNode", &e);
         }
     }
     if waiting.is_empty() {
@@ -527,9 +703,96 @@ async fn await_genesis(cx: &Context, inv: &Invocation) -> Outcome {
     Outcome::Done(outputs)
 }
 
-/// Every fleet task.
+/// `set-genesis-peers`: the sidecar task (persistent peers from the ceremony's `peers.json`, without the node
+/// itself), whose result keeps the peer list by reference only. The sidecar answers with the whole list
+/// (`peers`, about 100 bytes a validator): recorded as is, a 60-validator ceremony's run would exceed the
+/// journal's 4 KiB output cap and a 100-validator plan its 64 KiB budget (DESIGN.md section 4: large data moves
+/// by reference, never as task outputs). The list stays in the bucket (`<chainId>/peers.json`) and on the node;
+/// the journal records `peerCount` and `peersSha256` (SHA-256 of the addresses, sorted, one per line) instead.
+pub struct SetGenesisPeers(SidecarTask<SetGenesisPeersParams>);
+
+impl SetGenesisPeers {
+    /// The task type.
+    pub const TYPE: &'static str = "set-genesis-peers";
+}
+
+impl Default for SetGenesisPeers {
+    fn default() -> Self {
+        Self(SidecarTask::new(Self::TYPE))
+    }
+}
+
+/// Outputs of `set-genesis-peers` as the journal keeps them: a `peers` array becomes `peerCount` and
+/// `peersSha256`; any other output longer than [`MAX_INLINE_OUTPUT`] bytes becomes `<key>Sha256`.
+#[must_use]
+pub fn compact_outputs(outcome: Outcome) -> Outcome {
+    let Outcome::Done(outputs) = outcome else {
+        return outcome;
+    };
+    let mut compact = Map::new();
+    for (key, value) in outputs {
+        let inline = serde_json::to_string(&value).map_or(usize::MAX, |s| s.len());
+        match value {
+            Value::Array(items) if key == "peers" => {
+                let mut lines: Vec<String> = items
+                    .iter()
+                    .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
+                    .collect();
+                lines.sort();
+                compact.insert("peerCount".to_owned(), json!(lines.len()));
+                compact.insert("peersSha256".to_owned(), json!(sha256_lines(&lines)));
+            }
+            value if inline > MAX_INLINE_OUTPUT => {
+                compact.insert(format!("{key}Sha256"), json!(sha256_lines(&[value.to_string()])));
+            }
+            value => {
+                compact.insert(key, value);
+            }
+        }
+    }
+    Outcome::Done(compact)
+}
+
+/// Longest output value `set-genesis-peers` keeps inline in the journal.
+pub const MAX_INLINE_OUTPUT: usize = 256;
+
+fn sha256_lines(lines: &[String]) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for line in lines {
+        h.update(line.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().fold(String::with_capacity(64), |mut hex, b| {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
+}
+
+impl Task for SetGenesisPeers {
+    fn task_type(&self) -> &'static str {
+        Self::TYPE
+    }
+    fn params_schema(&self) -> Value {
+        self.0.params_schema()
+    }
+    fn start<'a>(&'a self, cx: &'a Context, inv: &'a Invocation) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move { compact_outputs(self.0.start(cx, inv).await) })
+    }
+    fn poll<'a>(&'a self, cx: &'a Context, inv: &'a Invocation) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move { compact_outputs(self.0.poll(cx, inv).await) })
+    }
+    fn cancel<'a>(&'a self, cx: &'a Context, inv: &'a Invocation) -> BoxFuture<'a, ()> {
+        self.0.cancel(cx, inv)
+    }
+}
+
+/// Every fleet task (registered after the sidecar tasks: [`SetGenesisPeers`] replaces the plain sidecar task
+/// of the same type).
 pub(crate) fn register(r: crate::task::Registry) -> crate::task::Registry {
-    r.with(AwaitNodesRunning)
+    r.with(SetGenesisPeers::default())
+        .with(AwaitNodesRunning)
         .with(CollectAndSetPeers)
         .with(UpdateNodeTemplate)
         .with(RecordGenesisHash)
@@ -620,6 +883,85 @@ mod tests {
         assert_eq!(
             peer_address("ab", "ns", "v-0"),
             "ab@v-0-0.v-0.ns.svc.cluster.local:26656"
+        );
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_healthy_fleet_starts_the_whole_batch_of_max_unavailable() {
+        let mut down = BTreeSet::new();
+        assert_eq!(
+            admit(&names(&["f-0", "f-1"]), &mut down, 2),
+            names(&["f-0", "f-1"])
+        );
+        assert_eq!(down.len(), 2);
+    }
+
+    #[test]
+    fn nodes_already_down_use_up_the_budget_before_a_batch_starts() {
+        // One node of the fleet is down (not in the batch): a batch of 2 with maxUnavailable 2 starts one node.
+        let mut down = BTreeSet::from(["f-4".to_owned()]);
+        assert_eq!(admit(&names(&["f-0", "f-1"]), &mut down, 2), names(&["f-0"]));
+        // Two down: nothing starts, the batch waits.
+        let mut down = BTreeSet::from(["f-3".to_owned(), "f-4".to_owned()]);
+        assert!(admit(&names(&["f-0", "f-1"]), &mut down, 2).is_empty());
+        // A started node of the batch still in flight counts too.
+        let mut down = BTreeSet::from(["f-0".to_owned()]);
+        assert!(admit(&names(&["f-1"]), &mut down, 1).is_empty());
+    }
+
+    #[test]
+    fn a_batch_node_that_is_already_down_costs_nothing_more() {
+        // maxUnavailable 1 and the outdated node itself is the one down: it may be rolled (it cannot get worse).
+        let mut down = BTreeSet::from(["f-2".to_owned()]);
+        assert_eq!(admit(&names(&["f-1", "f-2"]), &mut down, 1), names(&["f-2"]));
+        assert_eq!(down.len(), 1, "the budget stays spent on f-2 alone");
+    }
+
+    #[test]
+    fn set_genesis_peers_keeps_a_count_and_a_digest_of_the_peer_list_not_the_list() {
+        let peers: Vec<String> = (0..99)
+            .map(|i| peer_address(&format!("{i:040x}"), "ns", &format!("v-{i}")))
+            .collect();
+        let raw = Outcome::Done(Map::from_iter([
+            ("peers".to_owned(), json!(peers)),
+            ("note".to_owned(), json!("kept")),
+        ]));
+        let Outcome::Done(out) = compact_outputs(raw) else {
+            panic!("still done")
+        };
+        assert_eq!(out["peerCount"], 99);
+        assert_eq!(out["peersSha256"].as_str().map(str::len), Some(64));
+        assert_eq!(out["note"], "kept");
+        assert!(!out.contains_key("peers"));
+        let bytes = serde_json::to_string(&out).unwrap().len();
+        assert!(bytes < 200, "{bytes} bytes");
+        // The digest does not depend on the order the sidecar listed the peers in.
+        let mut reversed = peers.clone();
+        reversed.reverse();
+        let Outcome::Done(again) = compact_outputs(Outcome::Done(Map::from_iter([(
+            "peers".to_owned(),
+            json!(reversed),
+        )]))) else {
+            panic!()
+        };
+        assert_eq!(again["peersSha256"], out["peersSha256"]);
+        // Other outcomes pass through.
+        assert_eq!(compact_outputs(Outcome::Running), Outcome::Running);
+    }
+
+    #[test]
+    fn set_genesis_peers_replaces_the_plain_sidecar_task_in_the_catalogue() {
+        let registry = crate::catalog::registry();
+        let task = registry.get("set-genesis-peers").unwrap();
+        assert_eq!(task.task_type(), "set-genesis-peers");
+        assert_eq!(
+            task.params_schema(),
+            schema_of::<SetGenesisPeersParams>(),
+            "the same params as the sidecar task"
         );
     }
 }

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Resource, ResourceExt};
 use schemars::JsonSchema;
 use sei_crds::SeiNode;
@@ -37,6 +37,29 @@ fn api_error(action: &str, e: &kube::Error) -> Outcome {
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// A create under this controller's field manager (a create is guarded by nature: 409 when the name is taken).
+fn create_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    }
+}
+
+/// A delete of exactly the object that was read: the API server refuses it (409) when the object was
+/// replaced (another uid) or, with `unchanged`, changed meanwhile, so a task never deletes what it did not look
+/// at.
+fn delete_exactly<K: Resource>(obj: &K, background: bool, unchanged: bool) -> DeleteParams {
+    let base = if background {
+        DeleteParams::background()
+    } else {
+        DeleteParams::default()
+    };
+    base.preconditions(Preconditions {
+        uid: obj.meta().uid.clone(),
+        resource_version: obj.meta().resource_version.clone().filter(|_| unchanged),
+    })
 }
 
 /// The SeiNode the task acts on: the plan's owner when it is that node, else read from the API.
@@ -121,7 +144,7 @@ async fn ensure_data_pvc(cx: &Context, inv: &Invocation) -> Outcome {
     let name = desired.name_any();
     match api.get_opt(&name).await {
         Ok(Some(existing)) => owned_by(&existing, &node, &name),
-        Ok(None) => match api.create(&PostParams::default(), &desired).await {
+        Ok(None) => match api.create(&create_params(), &desired).await {
             Ok(_) => Outcome::done(),
             // Created by a concurrent attempt: check ownership at the next poll.
             Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -254,15 +277,58 @@ async fn validate_imported_pvc(
     Outcome::done()
 }
 
+/// Params of `apply-statefulset`: the images the plan was compiled with (a snapshot, so a plan applies the
+/// images it was built for even when the SeiNode's spec moved on meanwhile, e.g. under `onDrift: Queue`).
+/// Absent: the SeiNode's current spec.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyStatefulSetParams {
+    /// The seid image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The sidecar image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_image: Option<String>,
+}
+
+/// The node as the plan wants it rendered: the params' images over the live spec.
+#[must_use]
+pub fn with_plan_images(
+    mut node: SeiNode,
+    params: &ApplyStatefulSetParams,
+    default_sidecar_image: &str,
+) -> SeiNode {
+    if let Some(image) = params.image.as_ref().filter(|i| !i.is_empty()) {
+        node.spec.image.clone_from(image);
+    }
+    if let Some(image) = params.sidecar_image.as_ref().filter(|i| !i.is_empty()) {
+        let effective = node.spec.sidecar_image().unwrap_or(default_sidecar_image);
+        if effective != image {
+            node.spec.sidecar.get_or_insert_with(Default::default).image = Some(image.clone());
+        }
+    }
+    node
+}
+
 /// `apply-statefulset`: server-side apply of the node's StatefulSet, replacing an impostor (same name,
 /// another UID than the one recorded in status) first. With kube-rbac-proxy configured, the proxy's
-/// ConfigMap (`<node>-rbac-proxy-config`, which the pod mounts) is applied before the StatefulSet.
+/// ConfigMap (`<node>-rbac-proxy-config`, which the pod mounts) is applied before the StatefulSet. The images
+/// come from the params when the workflow passes them ([`ApplyStatefulSetParams`]).
 pub struct ApplyStatefulSet;
-idempotent_task!(ApplyStatefulSet, "apply-statefulset", NoParams, apply_statefulset);
+idempotent_task!(
+    ApplyStatefulSet,
+    "apply-statefulset",
+    ApplyStatefulSetParams,
+    apply_statefulset
+);
 
 async fn apply_statefulset(cx: &Context, inv: &Invocation) -> Outcome {
+    let params: ApplyStatefulSetParams = match inv.params() {
+        Ok(p) => p,
+        Err(o) => return o,
+    };
     let node = match load_node(cx, inv).await {
-        Ok(n) => n,
+        Ok(n) => with_plan_images(n, &params, &cx.platform.images.sidecar),
         Err(o) => return o,
     };
     let desired = match resources::statefulset(&node, &cx.platform) {
@@ -275,7 +341,7 @@ async fn apply_statefulset(cx: &Context, inv: &Invocation) -> Outcome {
     if let Some(tracked) = tracked {
         match api.get_opt(&name).await {
             Ok(Some(existing)) if existing.metadata.uid.as_deref() != Some(tracked.uid.as_str()) => {
-                if let Err(e) = api.delete(&name, &DeleteParams::background()).await
+                if let Err(e) = api.delete(&name, &delete_exactly(&existing, true, false)).await
                     && !is_not_found(&e)
                 {
                     return api_error("deleting an impostor StatefulSet", &e);
@@ -409,7 +475,9 @@ async fn replace_pod(cx: &Context, inv: &Invocation) -> Outcome {
         if !owned || revision == update || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        if let Err(e) = pods.delete(&pod.name_any(), &DeleteParams::default()).await
+        if let Err(e) = pods
+            .delete(&pod.name_any(), &delete_exactly(&pod, false, true))
+            .await
             && !is_not_found(&e)
         {
             return api_error("deleting the outdated pod", &e);
@@ -428,8 +496,122 @@ pub struct ObserveImageParams {
     pub sidecar_image: String,
 }
 
-/// `observe-image`: wait until the StatefulSet's rollout is observed, then record `status.currentImage`
-/// and `status.currentSidecarImage`.
+/// Why the node does not run the plan's images yet, or `None` when it does: the StatefulSet's controller
+/// observed its spec and every replica is at the update revision, the pod template carries `image` (seid,
+/// seid-init) and `sidecar_image`, and (unless the StatefulSet is scaled to 0, a paused node) the pod
+/// `<sts>-0` exists, is not being deleted, belongs to the StatefulSet at its update revision, carries the same
+/// images in its own spec, and runs with its sidecar container started.
+///
+/// Readiness here is the sidecar's, not the pod's Ready condition: seid only starts once the sidecar's
+/// `healthz` is approved by `mark-ready`, which runs after `observe-image`, so waiting for pod Ready would wait
+/// forever on a real kubelet.
+#[must_use]
+pub fn image_not_rolled(
+    sts: &StatefulSet,
+    pod: Option<&Pod>,
+    image: &str,
+    sidecar_image: &str,
+) -> Option<String> {
+    let status = sts.status.clone().unwrap_or_default();
+    let spec = sts.spec.clone().unwrap_or_default();
+    let replicas = spec.replicas.unwrap_or(1);
+    if status.observed_generation.unwrap_or(0) < sts.metadata.generation.unwrap_or(0) {
+        return Some("the StatefulSet controller has not observed the spec yet".into());
+    }
+    // With the OnDelete strategy the StatefulSet controller never advances `currentRevision`: the rollout
+    // is done when every replica runs the update revision.
+    let Some(revision) = status.update_revision.clone().filter(|r| !r.is_empty()) else {
+        return Some("the StatefulSet has no update revision yet".into());
+    };
+    if status.updated_replicas.unwrap_or(0) < replicas {
+        return Some(format!(
+            "{} of {replicas} replicas run the update revision",
+            status.updated_replicas.unwrap_or(0)
+        ));
+    }
+    if let Some(problem) = images_mismatch(spec.template.spec.as_ref(), image, sidecar_image) {
+        return Some(format!("the StatefulSet's pod template {problem}"));
+    }
+    if replicas == 0 {
+        return None;
+    }
+    let pod_name = format!("{}-0", sts.metadata.name.as_deref().unwrap_or_default());
+    let Some(pod) = pod else {
+        return Some(format!("pod {pod_name} does not exist"));
+    };
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Some(format!("pod {pod_name} is being deleted"));
+    }
+    let sts_uid = sts.metadata.uid.as_deref().unwrap_or_default();
+    if !pod
+        .owner_references()
+        .iter()
+        .any(|o| o.kind == "StatefulSet" && o.uid == sts_uid)
+    {
+        return Some(format!("pod {pod_name} does not belong to the StatefulSet"));
+    }
+    if pod.labels().get("controller-revision-hash") != Some(&revision) {
+        return Some(format!("pod {pod_name} is not at the update revision {revision}"));
+    }
+    if let Some(problem) = images_mismatch(pod.spec.as_ref(), image, sidecar_image) {
+        return Some(format!("pod {pod_name} {problem}"));
+    }
+    let pod_status = pod.status.clone().unwrap_or_default();
+    if pod_status.phase.as_deref() != Some("Running") {
+        return Some(format!(
+            "pod {pod_name} is {}",
+            pod_status.phase.as_deref().unwrap_or("not scheduled yet")
+        ));
+    }
+    let sidecar_started = pod_status
+        .init_container_statuses
+        .iter()
+        .chain(pod_status.container_statuses.iter())
+        .flatten()
+        .find(|c| c.name == resources::SIDECAR)
+        .is_none_or(|c| c.ready || c.started == Some(true));
+    if !sidecar_started {
+        return Some(format!("pod {pod_name}'s sidecar has not started"));
+    }
+    None
+}
+
+/// What differs between a pod spec's images and the wanted ones, if anything.
+fn images_mismatch(
+    spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
+    image: &str,
+    sidecar_image: &str,
+) -> Option<String> {
+    let Some(spec) = spec else {
+        return Some("has no spec".into());
+    };
+    let all = || {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+    };
+    let image_of = |name: &str| all().find(|c| c.name == name).and_then(|c| c.image.clone());
+    for (name, want) in [
+        (resources::SEID, image),
+        (resources::SEID_INIT, image),
+        (resources::SIDECAR, sidecar_image),
+    ] {
+        match image_of(name) {
+            Some(have) if have == want => {}
+            None if name != resources::SEID => {}
+            have => {
+                return Some(format!(
+                    "runs {} in {name}, not {want}",
+                    have.as_deref().unwrap_or("no image")
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// `observe-image`: waits until the node runs the plan's images (the StatefulSet's pod template and the pod
+/// itself, see [`image_not_rolled`]), then records `status.currentImage` and `status.currentSidecarImage`.
 pub struct ObserveImage;
 idempotent_task!(ObserveImage, "observe-image", ObserveImageParams, observe_image);
 
@@ -444,13 +626,13 @@ async fn observe_image(cx: &Context, inv: &Invocation) -> Outcome {
         Ok(None) => return Outcome::Unavailable(format!("StatefulSet {} does not exist yet", inv.target())),
         Err(e) => return api_error("reading the StatefulSet", &e),
     };
-    let status = sts.status.clone().unwrap_or_default();
-    let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let observed = status.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0);
-    // With the OnDelete strategy the StatefulSet controller never advances `currentRevision`: the rollout
-    // is done when every replica runs the update revision.
-    let rolled = status.updated_replicas.unwrap_or(0) >= replicas && status.update_revision.is_some();
-    if !(observed && rolled) {
+    let pods: Api<Pod> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    let pod = match pods.get_opt(&format!("{}-0", inv.target())).await {
+        Ok(p) => p,
+        Err(e) => return api_error("reading the node's pod", &e),
+    };
+    if let Some(why) = image_not_rolled(&sts, pod.as_ref(), &params.image, &params.sidecar_image) {
+        tracing::debug!(node = inv.target(), %why, "Waiting for the node to run the plan's images");
         return Outcome::Running;
     }
     inv.status
@@ -778,5 +960,156 @@ mod tests {
         );
         assert!(matches!(api_error("x", &status(500)), Outcome::Unavailable(_)));
         assert!(matches!(api_error("x", &status(409)), Outcome::Unavailable(_)));
+    }
+
+    fn sts(image: &str, sidecar: &str) -> StatefulSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": "n", "uid": "sts-uid", "generation": 2},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"sei.io/node": "n"}},
+                "serviceName": "n",
+                "template": {"spec": {
+                    "initContainers": [
+                        {"name": "seid-init", "image": image},
+                        {"name": "sei-sidecar", "image": sidecar, "restartPolicy": "Always"},
+                    ],
+                    "containers": [{"name": "seid", "image": image}],
+                }},
+            },
+            "status": {"replicas": 1, "observedGeneration": 2, "updatedReplicas": 1, "updateRevision": "n-2"},
+        }))
+        .unwrap()
+    }
+
+    fn pod(image: &str, sidecar: &str, revision: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "n-0",
+                "labels": {"controller-revision-hash": revision},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "n", "uid": "sts-uid"}],
+            },
+            "spec": {
+                "initContainers": [
+                    {"name": "seid-init", "image": image},
+                    {"name": "sei-sidecar", "image": sidecar, "restartPolicy": "Always"},
+                ],
+                "containers": [{"name": "seid", "image": image}],
+            },
+            "status": {
+                "phase": "Running",
+                "initContainerStatuses": [
+                    {"name": "sei-sidecar", "image": sidecar, "imageID": "", "ready": true, "restartCount": 0, "started": true},
+                ],
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn observe_image_waits_for_the_template_and_the_running_pod_to_carry_the_plans_images() {
+        let new = sts("seid:v2", "sidecar:v1");
+        assert_eq!(
+            image_not_rolled(
+                &new,
+                Some(&pod("seid:v2", "sidecar:v1", "n-2")),
+                "seid:v2",
+                "sidecar:v1"
+            ),
+            None
+        );
+        // The pod still runs the old image (not replaced yet, or a stale revision label).
+        let why = image_not_rolled(
+            &new,
+            Some(&pod("seid:v1", "sidecar:v1", "n-2")),
+            "seid:v2",
+            "sidecar:v1",
+        );
+        assert!(why.as_deref().is_some_and(|w| w.contains("seid:v1")), "{why:?}");
+        let why = image_not_rolled(
+            &new,
+            Some(&pod("seid:v2", "sidecar:v1", "n-1")),
+            "seid:v2",
+            "sidecar:v1",
+        );
+        assert!(why.as_deref().is_some_and(|w| w.contains("revision")), "{why:?}");
+        // The StatefulSet's template is on another image than the plan's (applied by a newer spec).
+        let why = image_not_rolled(
+            &sts("seid:v3", "sidecar:v1"),
+            Some(&pod("seid:v3", "sidecar:v1", "n-2")),
+            "seid:v2",
+            "sidecar:v1",
+        );
+        assert!(why.as_deref().is_some_and(|w| w.contains("template")), "{why:?}");
+        // The sidecar image is checked too.
+        assert!(
+            image_not_rolled(
+                &new,
+                Some(&pod("seid:v2", "sidecar:v1", "n-2")),
+                "seid:v2",
+                "sidecar:v2"
+            )
+            .is_some()
+        );
+        // No pod, a pod being deleted, a pod not running, a sidecar not started.
+        assert!(image_not_rolled(&new, None, "seid:v2", "sidecar:v1").is_some());
+        let mut p = pod("seid:v2", "sidecar:v1", "n-2");
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert!(image_not_rolled(&new, Some(&p), "seid:v2", "sidecar:v1").is_some());
+        let mut p = pod("seid:v2", "sidecar:v1", "n-2");
+        p.status.as_mut().unwrap().phase = Some("Pending".into());
+        assert!(image_not_rolled(&new, Some(&p), "seid:v2", "sidecar:v1").is_some());
+        let mut p = pod("seid:v2", "sidecar:v1", "n-2");
+        let c = &mut p
+            .status
+            .as_mut()
+            .unwrap()
+            .init_container_statuses
+            .as_mut()
+            .unwrap()[0];
+        (c.ready, c.started) = (false, Some(false));
+        assert!(image_not_rolled(&new, Some(&p), "seid:v2", "sidecar:v1").is_some());
+        // A StatefulSet whose controller has not caught up.
+        let mut lagging = new.clone();
+        lagging.status.as_mut().unwrap().observed_generation = Some(1);
+        assert!(
+            image_not_rolled(
+                &lagging,
+                Some(&pod("seid:v2", "sidecar:v1", "n-2")),
+                "seid:v2",
+                "sidecar:v1"
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn apply_statefulset_renders_the_plans_images_over_the_live_spec() {
+        let node: SeiNode = serde_json::from_value(json!({
+            "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode",
+            "metadata": {"name": "n", "namespace": "ns"},
+            "spec": {"chainId": "c", "image": "seid:v3", "fullNode": {}},
+        }))
+        .unwrap();
+        let params = ApplyStatefulSetParams {
+            image: Some("seid:v2".into()),
+            sidecar_image: Some("sidecar:default".into()),
+        };
+        let planned = with_plan_images(node.clone(), &params, "sidecar:default");
+        assert_eq!(planned.spec.image, "seid:v2");
+        assert_eq!(
+            planned.spec.sidecar, None,
+            "the default sidecar image needs no sidecar block"
+        );
+        let params = ApplyStatefulSetParams {
+            image: None,
+            sidecar_image: Some("sidecar:v9".into()),
+        };
+        let planned = with_plan_images(node.clone(), &params, "sidecar:default");
+        assert_eq!(planned.spec.image, "seid:v3", "no image param: the live spec");
+        assert_eq!(planned.spec.sidecar_image(), Some("sidecar:v9"));
+        assert_eq!(planned.spec.sidecar_port(), node.spec.sidecar_port());
     }
 }
