@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use crate::definition::{RetrySpec, TaskSpec, WorkflowDefinition};
 use crate::plan::{
-    MAX_ERROR_MESSAGE_BYTES, Plan, PlanPhase, PlannedTask, SCHEMA_VERSION, TaskRun, split_run_name, truncate,
+    DEFAULT_DEADLINE, MAX_ERROR_MESSAGE_BYTES, MAX_PLAN_BYTES, Plan, PlanPhase, PlannedTask, SCHEMA_VERSION,
+    TaskRun, split_run_name, truncate,
 };
 use crate::reference::{Ref, lookup, rewrite};
 use crate::registry::TaskTypeRegistry;
@@ -134,6 +135,12 @@ pub enum Error {
     /// A task declares `when` but the inputs carry no decision for it.
     #[error("{at}: the task has a `when` guard but no evaluated decision was supplied")]
     MissingGuard { at: Box<Location> },
+    /// The compiled plan is over [`MAX_PLAN_BYTES`] of JSON (`bytes`): large data belongs in
+    /// ConfigMaps or Secrets, passed by reference.
+    #[error(
+        "{at}: the compiled plan is {bytes} bytes of JSON, over the {MAX_PLAN_BYTES}-byte journal cap; pass large data by reference"
+    )]
+    PlanTooLarge { at: Box<Location>, bytes: usize },
     /// The inputs carry a `when` decision for a task that has no `when` guard.
     #[error("{at}: a `when` decision was supplied for a task without a `when` guard")]
     UnexpectedGuard { at: Box<Location> },
@@ -244,7 +251,7 @@ pub fn compile(
     cx.check_guards()?;
     let main = cx.stage(&spec.tasks, None, registry)?;
     let finally = cx.stage(&spec.finally, Some(&spec.tasks), registry)?;
-    Ok(Plan {
+    let plan = Plan {
         schema_version: SCHEMA_VERSION,
         id: inputs.plan_id,
         workflow: definition.name.clone(),
@@ -253,7 +260,7 @@ pub fn compile(
         phase: PlanPhase::Active,
         started_at: inputs.now,
         finished_at: None,
-        deadline: deadline.map(|d| inputs.now.saturating_add(d)),
+        deadline: Some(inputs.now.saturating_add(deadline.unwrap_or(DEFAULT_DEADLINE))),
         traceparent: inputs.traceparent.clone(),
         max_parallel: spec.max_parallel,
         poll_interval: poll_interval.filter(|d| *d != crate::plan::DEFAULT_POLL_INTERVAL),
@@ -261,12 +268,21 @@ pub fn compile(
         on_success: spec.on_success.clone(),
         on_failure: spec.on_failure.clone(),
         stop: None,
+        paused_at: None,
         failed_task: None,
         message: None,
         tasks: main,
         finally,
         index: crate::executor::Index::default(),
-    })
+    };
+    let bytes = plan.json_size();
+    if bytes > MAX_PLAN_BYTES {
+        return Err(Error::PlanTooLarge {
+            at: cx.at(None, ""),
+            bytes,
+        });
+    }
+    Ok(plan)
 }
 
 struct Cx<'a> {
@@ -476,6 +492,7 @@ impl Cx<'_> {
             params: std::sync::Arc::new(params),
             retry,
             timeout,
+            settled: None,
             runs,
         })
     }

@@ -28,8 +28,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::plan::{
-    ErrorClass, MAX_ERROR_MESSAGE_BYTES, MAX_OUTPUT_BYTES, Plan, PlanPhase, PlannedTask, Stop, StopCause,
-    TaskError, TaskRun, TaskState, idempotency_key, split_run_name, truncate,
+    ErrorClass, MAX_ERROR_MESSAGE_BYTES, MAX_OUTPUT_BYTES, MAX_PLAN_BYTES, Plan, PlanPhase, PlannedTask,
+    Stop, StopCause, TaskError, TaskRun, TaskState, idempotency_key, split_run_name, truncate,
 };
 use crate::reference::{Ref, has_reference, lookup, rewrite};
 use crate::time::{Duration, Timestamp};
@@ -463,10 +463,21 @@ struct Out {
 ///   `maxParallel` runs are in flight.
 /// - Normal tasks are all terminal after a call with `now >= deadline`.
 /// - An `Active` plan always gets a `RequeueAt`; a finished one gets no effects at all.
+/// - A paused plan ([`Plan::pause`]) gets no effects and does not change: observations passed
+///   while it is paused are ignored (the runs in flight are polled again after the resume).
+///   A paused plan that has a stop request ([`Plan::cancel`], [`Plan::supersede`]) is resumed
+///   at `now` and advanced, so that it ends.
 pub fn advance(plan: &mut Plan, observations: &[Observation], now: Timestamp) -> Vec<Effect> {
     plan.migrate();
     if plan.phase.is_terminal() {
         return Vec::new();
+    }
+    if plan.paused_at.is_some() {
+        if plan.stop.is_none() {
+            return Vec::new();
+        }
+        // A cancel (or supersede) of a paused plan lifts the pause, so that the plan ends.
+        plan.resume(now);
     }
     let graph = graph(plan);
     let mut out = Out::default();
@@ -475,6 +486,59 @@ pub fn advance(plan: &mut Plan, observations: &[Observation], now: Timestamp) ->
     }
     decide(plan, &graph, now, &mut out);
     effects(plan, now, out)
+}
+
+impl Plan {
+    /// Keeps the journal under [`MAX_PLAN_BYTES`]; the operator calls it before each status
+    /// write of an active plan (after deriving the spans of that reconcile).
+    ///
+    /// It first [compacts](Plan::compact) the plan. If the journal is still over the cap, the
+    /// plan ends at once, `Failed`, with stop cause [`StopCause::JournalTooLarge`] and the message
+    /// "journal is N bytes, over the 262144-byte cap": every run that is not terminal is
+    /// `Cancelled` (finally tasks do not run: they would need a journal that can be written), and
+    /// the compaction of the now finished plan drops every output. The returned effects are
+    /// those of a finishing [`crate::advance`]: a `CancelTask` per attempt in flight, then
+    /// `PlanFinished` (with `onFailure`); the operator records the summary and clears the plan,
+    /// so the write that follows is small whatever the size of the journal. Returns no effects
+    /// when the plan fits (or is already finished).
+    pub fn enforce_size_cap(&mut self, now: Timestamp) -> Vec<Effect> {
+        self.compact();
+        if self.phase.is_terminal() {
+            return Vec::new();
+        }
+        let size = self.json_size();
+        if size <= MAX_PLAN_BYTES {
+            return Vec::new();
+        }
+        let message = format!("journal is {size} bytes, over the {MAX_PLAN_BYTES}-byte cap");
+        tracing::warn!(workflow = %self.workflow, plan.id = %self.id, size, "Plan journal over its size cap; failing the plan");
+        self.stop = Some(Stop {
+            cause: StopCause::JournalTooLarge,
+            message: message.clone(),
+        });
+        self.paused_at = None;
+        let mut out = Out::default();
+        for s in [MAIN, FINALLY] {
+            for t in 0..section(self, s).len() {
+                for r in 0..section(self, s)[t].runs.len() {
+                    let lifecycle = section(self, s)[t].runs[r].lifecycle();
+                    if lifecycle.in_flight() {
+                        out.cancels.push(Effect::CancelTask(task_ref(self, (s, t, r))));
+                    }
+                    let run = &mut section_mut(self, s)[t].runs[r];
+                    if !run.state.is_terminal() {
+                        run.state = TaskState::Cancelled;
+                        run.finished_at = Some(now);
+                        run.next_attempt_at = None;
+                        run.reason = Some("not finished: the journal went over its size cap".into());
+                    }
+                }
+            }
+        }
+        finish(self, now, &mut out);
+        self.compact();
+        effects(self, now, out)
+    }
 }
 
 fn apply(plan: &mut Plan, graph: &Graph, observation: &Observation, now: Timestamp) {

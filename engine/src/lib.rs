@@ -171,9 +171,9 @@ pub use executor::{
     Effect, Event, EventKind, Lifecycle, Observation, TaskRef, Transition, advance, run_params, transition,
 };
 pub use plan::{
-    DEFAULT_POLL_INTERVAL, DriftPolicy, ErrorClass, MAX_ERROR_MESSAGE_BYTES, MAX_OUTPUT_BYTES, Plan,
-    PlanPhase, PlanSummary, PlannedTask, RunView, SCHEMA_VERSION, Stop, StopCause, TaskError, TaskRun,
-    TaskState, idempotency_key, push_history,
+    DEFAULT_DEADLINE, DEFAULT_POLL_INTERVAL, DriftPolicy, ErrorClass, MAX_ERROR_MESSAGE_BYTES,
+    MAX_OUTPUT_BYTES, MAX_PLAN_BYTES, Plan, PlanPhase, PlanSummary, PlannedTask, RunView, SCHEMA_VERSION,
+    Settled, Stop, StopCause, TaskError, TaskRun, TaskState, idempotency_key, push_history,
 };
 pub use registry::{Registry, TaskTypeRegistry};
 pub use retry::{DEFAULT_RETRY_ON, RetryPolicy};

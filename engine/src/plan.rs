@@ -12,7 +12,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::ser::SerializeStruct as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -22,7 +23,7 @@ use crate::time::{Duration, Timestamp};
 /// The journal format written by this version of the engine. Older journals are upgraded on read
 /// by [`Plan::migrate`]; newer ones are refused by deserialisation (an older operator must never
 /// advance a journal whose meaning it does not know).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// Bytes kept of an error message (longer ones are cut on a character boundary, ending in `…`).
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 /// Bytes allowed for a task's outputs, measured as compact JSON. Larger outputs fail the attempt
@@ -31,6 +32,14 @@ pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 pub const MAX_OUTPUT_BYTES: usize = 4096;
 /// How often in-flight tasks are polled when a definition does not say (`pollInterval`).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// The deadline of a plan whose definition declares none (`deadline`), so that every plan ends.
+/// A day: the longest built-in workflow (`ceremony-member`) declares 24h, the others 6h or less.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Hard cap on a plan's journal, in bytes of compact JSON. [`crate::compile`] refuses a plan over
+/// it, and [`Plan::enforce_size_cap`] ends an active plan that grows over it (instead of letting
+/// every status write fail). Kubernetes objects are limited to about 1.5 MiB; the cap leaves
+/// room for the rest of the status and for the history of finished plans.
+pub const MAX_PLAN_BYTES: usize = 256 * 1024;
 
 /// Why a task attempt failed; decides whether the attempt is retried (`retryOn`).
 ///
@@ -227,8 +236,15 @@ impl DriftPolicy {
     }
 }
 
-/// Why the normal tasks of a plan stopped early. `TaskFailed` and `DeadlineExceeded` end the plan
-/// `Failed`; `Cancelled` and `Superseded` end it `Cancelled`.
+/// Why the normal tasks of a plan stopped early. `TaskFailed`, `DeadlineExceeded` and
+/// `JournalTooLarge` end the plan `Failed`; `Cancelled` and `Superseded` end it `Cancelled`.
+///
+/// - `TaskFailed`: a normal run failed (or was cancelled by its executor).
+/// - `DeadlineExceeded`: the plan deadline passed.
+/// - `Cancelled`: a caller asked ([`Plan::cancel`]): a user's cancel, recorded with the user's
+///   message (for example `"cancelled by alice: wrong image"`); nothing in the engine uses it.
+/// - `Superseded`: a newer plan replaces this one ([`Plan::supersede`], `onDrift: Supersede`).
+/// - `JournalTooLarge`: the journal grew over [`MAX_PLAN_BYTES`] ([`Plan::enforce_size_cap`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[allow(
     missing_docs,
@@ -239,13 +255,14 @@ pub enum StopCause {
     DeadlineExceeded,
     Cancelled,
     Superseded,
+    JournalTooLarge,
 }
 
 impl StopCause {
     /// The phase a plan stopped for this cause ends in.
     pub const fn phase(self) -> PlanPhase {
         match self {
-            Self::TaskFailed | Self::DeadlineExceeded => PlanPhase::Failed,
+            Self::TaskFailed | Self::DeadlineExceeded | Self::JournalTooLarge => PlanPhase::Failed,
             Self::Cancelled | Self::Superseded => PlanPhase::Cancelled,
         }
     }
@@ -339,7 +356,10 @@ fn de_task_error<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Ta
 }
 
 /// A task of the plan: its definition-derived fields plus one [`TaskRun`] per execution slot.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+///
+/// Serialised by hand so that a settled task (see [`Settled`]) writes its runs as bare items;
+/// reading accepts both forms.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedTask {
     /// Task name, unique in the plan.
@@ -369,9 +389,137 @@ pub struct PlannedTask {
     /// Per-attempt timeout; absent = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Set by [`Plan::compact`] once every run succeeded and nothing still reads their outputs:
+    /// the runs then keep only their item (and their attempt where it differs), and this records
+    /// their common state and the task's first start and last finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<Settled>,
     /// One run per `forEach` item (or exactly one run). May be empty for an empty list.
     #[serde(default)]
     pub runs: Vec<TaskRun>,
+}
+
+/// The common end of every run of a compacted task ([`Plan::compact`]). In memory each run
+/// still carries `state` and `attempt`; in the journal a settled task's runs are written as
+/// `{item}` (plus `attempt` where it differs from this one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Settled {
+    /// The state of every run (`Succeeded`).
+    pub state: TaskState,
+    /// The attempt of every run that does not record its own.
+    pub attempt: u32,
+    /// When the first of the runs' last attempts started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When the last run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+/// The journal form of [`PlannedTask`], read as written (see its `Deserialize`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlannedTaskWire {
+    name: String,
+    #[serde(rename = "type")]
+    task_type: String,
+    #[serde(default)]
+    for_each: Option<String>,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    #[serde(default = "empty_object")]
+    params: Arc<Value>,
+    #[serde(default)]
+    retry: Option<RetryPolicy>,
+    #[serde(default)]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    settled: Option<Settled>,
+    #[serde(default)]
+    runs: Vec<TaskRun>,
+}
+
+impl<'de> Deserialize<'de> for PlannedTask {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = PlannedTaskWire::deserialize(deserializer)?;
+        let mut runs = wire.runs;
+        if let Some(settled) = &wire.settled {
+            for run in &mut runs {
+                run.state = settled.state;
+                if run.attempt == 0 {
+                    run.attempt = settled.attempt;
+                }
+            }
+        }
+        Ok(Self {
+            name: wire.name,
+            task_type: wire.task_type,
+            for_each: wire.for_each,
+            target: wire.target,
+            depends_on: wire.depends_on,
+            params: wire.params,
+            retry: wire.retry,
+            timeout: wire.timeout,
+            settled: wire.settled,
+            runs,
+        })
+    }
+}
+
+impl Serialize for PlannedTask {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("PlannedTask", 10)?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("type", &self.task_type)?;
+        if let Some(for_each) = &self.for_each {
+            out.serialize_field("forEach", for_each)?;
+        }
+        if let Some(target) = &self.target {
+            out.serialize_field("target", target)?;
+        }
+        if !self.depends_on.is_empty() {
+            out.serialize_field("dependsOn", &self.depends_on)?;
+        }
+        if !is_empty_object(&self.params) {
+            out.serialize_field("params", &self.params)?;
+        }
+        if let Some(retry) = &self.retry {
+            out.serialize_field("retry", retry)?;
+        }
+        if let Some(timeout) = &self.timeout {
+            out.serialize_field("timeout", timeout)?;
+        }
+        match &self.settled {
+            None => out.serialize_field("runs", &self.runs)?,
+            Some(settled) => {
+                out.serialize_field("settled", settled)?;
+                out.serialize_field("runs", &SettledRuns(&self.runs, settled.attempt))?;
+            }
+        }
+        out.end()
+    }
+}
+
+/// The runs of a settled task as written: `{item}`, plus `attempt` where it differs.
+struct SettledRuns<'a>(&'a [TaskRun], u32);
+
+impl Serialize for SettledRuns<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Bare<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            item: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            attempt: Option<u32>,
+        }
+        serializer.collect_seq(self.0.iter().map(|run| Bare {
+            item: run.item.as_deref(),
+            attempt: (run.attempt != self.1).then_some(run.attempt),
+        }))
+    }
 }
 
 pub(crate) fn empty_object() -> Arc<Value> {
@@ -443,8 +591,9 @@ fn de_schema_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, 
 /// A compiled, checkpointed workflow run (the `.status.plan` journal).
 ///
 /// Fields are public for reading (status rendering, the CLI, metrics). Mutate a plan only through
-/// [`crate::advance`], [`Plan::cancel`] and [`Plan::supersede`]: the executor caches a derived
-/// index of the task graph, which assumes names and dependencies never change after compiling.
+/// [`crate::advance`], [`Plan::cancel`], [`Plan::supersede`], [`Plan::pause`], [`Plan::resume`],
+/// [`Plan::compact`] and [`Plan::enforce_size_cap`]: the executor caches a derived index of the
+/// task graph, which assumes names and dependencies never change after compiling.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
@@ -470,7 +619,9 @@ pub struct Plan {
     /// When the plan reached a terminal phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
-    /// Normal tasks must finish by this instant; absent = no deadline.
+    /// Normal tasks must finish by this instant. Always set from schema v3 on (the definition's
+    /// `deadline`, else [`DEFAULT_DEADLINE`]); journals of earlier schemas get
+    /// `startedAt + DEFAULT_DEADLINE` on read ([`Plan::migrate`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Timestamp>,
     /// W3C `traceparent` of the plan's root span (schema v1: `traceContext`).
@@ -496,6 +647,9 @@ pub struct Plan {
     /// Set once normal tasks must stop starting; the first cause wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
+    /// Set while the plan is paused ([`Plan::pause`]): when the pause began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<Timestamp>,
     /// Name of the first run that failed (`task` or `task[item]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_task: Option<String>,
@@ -549,6 +703,10 @@ impl Plan {
     ///   attempt): `retries + 1` once the current attempt has started, `retries` otherwise. The renames `createdAt` → `startedAt`,
     ///   `traceContext` → `traceparent`, `Complete` → `Succeeded` and a bare-string `error` are
     ///   handled by deserialisation.
+    /// - v2 → v3: a plan without `deadline` gets `startedAt + DEFAULT_DEADLINE` (every plan
+    ///   ends; one that already ran longer than that fails by deadline on its next advance).
+    ///   v3 also added `pausedAt`, `settled` and the stop cause `JournalTooLarge`, which a v2
+    ///   engine would misread: that is why the version changed (a v2 engine refuses v3).
     pub fn migrate(&mut self) {
         if self.schema_version >= SCHEMA_VERSION {
             return;
@@ -568,6 +726,9 @@ impl Plan {
                     );
                 run.attempt = retries + u32::from(started);
             }
+        }
+        if self.schema_version <= 2 && self.deadline.is_none() {
+            self.deadline = Some(self.started_at.saturating_add(DEFAULT_DEADLINE));
         }
         self.schema_version = SCHEMA_VERSION;
     }
@@ -631,6 +792,148 @@ impl Plan {
         self.request_stop(StopCause::Superseded, reason.into())
     }
 
+    /// Pauses the plan at `now`: until [`Plan::resume`], [`crate::advance`] returns no effects
+    /// and changes nothing (no start, poll, retry, timeout or deadline; the operator does not
+    /// requeue a paused plan and waits for the resume). A stop request lifts the pause (see
+    /// [`crate::advance`]), so a paused plan can still be cancelled. Returns whether the pause was
+    /// recorded (false if the plan is finished or already paused).
+    pub fn pause(&mut self, now: Timestamp) -> bool {
+        if self.phase.is_terminal() || self.paused_at.is_some() {
+            return false;
+        }
+        self.paused_at = Some(now);
+        true
+    }
+
+    /// Whether the plan is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused_at.is_some()
+    }
+
+    /// Resumes a paused plan at `now`. Every clock of the plan moves forward by the paused time,
+    /// so a pause never makes a plan fail by deadline or timeout: the deadline, every
+    /// `nextAttemptAt`, and the `startedAt` of in-flight attempts (the origin of their timeout).
+    /// Returns whether the plan was paused.
+    pub fn resume(&mut self, now: Timestamp) -> bool {
+        let Some(since) = self.paused_at.take() else {
+            return false;
+        };
+        let paused = now.duration_since(since);
+        if paused.is_zero() {
+            return true;
+        }
+        if let Some(deadline) = &mut self.deadline {
+            *deadline = deadline.saturating_add(paused);
+        }
+        for run in self
+            .tasks
+            .iter_mut()
+            .chain(self.finally.iter_mut())
+            .flat_map(|t| t.runs.iter_mut())
+        {
+            if let Some(at) = &mut run.next_attempt_at {
+                *at = at.saturating_add(paused);
+            }
+            if matches!(run.state, TaskState::Pending | TaskState::Running)
+                && let Some(started) = &mut run.started_at
+            {
+                *started = started.saturating_add(paused);
+            }
+        }
+        true
+    }
+
+    /// The size of the journal in bytes of compact JSON (as the operator writes it).
+    pub fn json_size(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        match serde_json::to_writer(&mut count, self) {
+            Ok(()) => count.0,
+            Err(_) => usize::MAX,
+        }
+    }
+
+    /// Drops what the plan no longer needs, to keep the journal small. Pure and idempotent; the
+    /// operator calls it (through [`Plan::enforce_size_cap`]) before each status write, after
+    /// deriving the spans of the runs that ended (it drops their timestamps).
+    ///
+    /// - Outputs of a run are dropped once no run that can still start (any run that is not
+    ///   terminal, in either stage) references its task's outputs (`${ tasks.<task>.outputs.* }`).
+    /// - The error of an earlier attempt is dropped from a `Succeeded` run.
+    /// - A task with at least two runs, all `Succeeded` with nothing else left to keep, is
+    ///   settled ([`Settled`]): the runs keep item, state and attempt, the task records the first
+    ///   start and last finish, and the journal writes each run as its item alone.
+    ///
+    /// Returns whether anything changed.
+    pub fn compact(&mut self) -> bool {
+        let mut referenced: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for task in self.tasks.iter().chain(&self.finally) {
+            if task.runs.iter().any(|run| !run.state.is_terminal()) {
+                output_refs(&task.params, &mut referenced);
+            }
+        }
+        let mut changed = false;
+        for task in self.tasks.iter_mut().chain(self.finally.iter_mut()) {
+            if task.settled.is_some() {
+                continue;
+            }
+            let keep_outputs = referenced.contains(&task.name);
+            for run in &mut task.runs {
+                if !run.state.is_terminal() {
+                    continue;
+                }
+                if !keep_outputs && run.outputs.is_some() {
+                    run.outputs = None;
+                    changed = true;
+                }
+                if run.state == TaskState::Succeeded && run.error.is_some() {
+                    run.error = None;
+                    changed = true;
+                }
+            }
+            let settles = task.runs.len() >= 2
+                && task.runs.iter().all(|run| {
+                    run.state == TaskState::Succeeded
+                        && run.outputs.is_none()
+                        && run.error.is_none()
+                        && run.reason.is_none()
+                        && !run.skip
+                        && run.next_attempt_at.is_none()
+                });
+            if settles {
+                let mut attempts: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+                for run in &task.runs {
+                    *attempts.entry(run.attempt).or_default() += 1;
+                }
+                let attempt = attempts
+                    .iter()
+                    .max_by_key(|&(attempt, count)| (*count, std::cmp::Reverse(*attempt)))
+                    .map_or(1, |(attempt, _)| *attempt);
+                task.settled = Some(Settled {
+                    state: TaskState::Succeeded,
+                    attempt,
+                    started_at: task.runs.iter().filter_map(|run| run.started_at).min(),
+                    finished_at: task.runs.iter().filter_map(|run| run.finished_at).max(),
+                });
+                for run in &mut task.runs {
+                    run.started_at = None;
+                    run.finished_at = None;
+                }
+                changed = true;
+            }
+        }
+        changed
+    }
+
     fn request_stop(&mut self, cause: StopCause, message: String) -> bool {
         if self.phase.is_terminal() || self.stop.is_some() {
             return false;
@@ -660,6 +963,26 @@ impl Plan {
             error,
             message: self.message.clone(),
         }
+    }
+}
+
+/// Adds the names of the tasks whose outputs `value` references to `out`.
+fn output_refs(value: &Value, out: &mut std::collections::HashSet<String>) {
+    match value {
+        Value::String(text) if crate::reference::has_reference(text) => {
+            for piece in crate::reference::parse(text).unwrap_or_default() {
+                if let crate::reference::Piece::Ref {
+                    reference: crate::reference::Ref::Output { task, .. },
+                    ..
+                } = piece
+                {
+                    out.insert(task.to_owned());
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| output_refs(item, out)),
+        Value::Object(map) => map.values().for_each(|item| output_refs(item, out)),
+        _ => {}
     }
 }
 

@@ -109,7 +109,7 @@ fn v1_journals_are_migrated_on_read_and_keep_advancing() {
     for legacy in ["createdAt", "traceContext", "retries", "\"Complete\""] {
         assert!(!written.contains(legacy), "{legacy} is written back");
     }
-    assert!(written.contains("\"schemaVersion\":2"));
+    assert!(written.contains(&format!("\"schemaVersion\":{SCHEMA_VERSION}")));
 }
 
 #[test]

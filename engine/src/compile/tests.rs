@@ -57,7 +57,8 @@ fn assert_at(error: &Error, task: Option<&str>, field: &str) {
         | Error::MissingParam { at, .. }
         | Error::InvalidForEach { at, .. }
         | Error::MissingGuard { at }
-        | Error::UnexpectedGuard { at } => at,
+        | Error::UnexpectedGuard { at }
+        | Error::PlanTooLarge { at, .. } => at,
     };
     assert_eq!(at.workflow, "w", "{error}");
     assert_eq!(at.task.as_deref(), task, "{error}");

@@ -771,3 +771,199 @@ fn tasks_declared_before_their_dependencies_still_wait_for_them() {
     let fx = advance(&mut p, &complete_all(&fx), at(2));
     assert_eq!(start_names(&fx), ["c"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every plan ends: default deadline, pause and resume, cancel by a user
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_plan_without_a_declared_deadline_gets_the_default_one() {
+    let p = plan("name: w\ntasks: [{name: a, type: t}]");
+    assert_eq!(p.deadline, Some(t0().saturating_add(crate::DEFAULT_DEADLINE)));
+    let declared = plan("name: w\ndeadline: 5m\ntasks: [{name: a, type: t}]");
+    assert_eq!(declared.deadline, Some(at(300)));
+}
+
+#[test]
+fn a_paused_plan_yields_nothing_and_changes_nothing() {
+    let mut p = plan("name: w\ntasks: [{name: a, type: t}, {name: b, type: t, dependsOn: [a]}]");
+    let fx = advance(&mut p, &[], t0());
+    assert!(p.pause(at(1)));
+    assert!(!p.pause(at(2)), "already paused");
+    let before = p.clone();
+    // Even the completion of `a` is not applied while paused: it is polled again after resume.
+    assert!(advance(&mut p, &complete_all(&fx), at(2)).is_empty());
+    assert!(advance(&mut p, &[], at(10_000_000)).is_empty());
+    assert_eq!(p, before);
+    assert!(p.resume(at(3)));
+    assert!(!p.resume(at(4)), "not paused any more");
+    let fx = advance(&mut p, &[], at(4));
+    assert_eq!(polls(&fx), ["a"]);
+}
+
+#[test]
+fn resume_shifts_the_deadline_retries_and_timeouts_by_the_paused_time() {
+    let mut p = plan(
+        "name: w\ndeadline: 1m\ntasks:\n  - {name: a, type: t, timeout: 30s}\n  - {name: b, type: t, retry: {maxAttempts: 2, backoff: {initial: 10s, max: 10s}, jitter: 0}}\n",
+    );
+    let fx = advance(&mut p, &[], t0());
+    let accepted: Vec<_> = starts(&fx)
+        .into_iter()
+        .map(|t| Observation::of(t, Event::StartAccepted))
+        .collect();
+    advance(&mut p, &accepted, t0());
+    step(&mut p, "b", Event::Failed(transient("503")), at(1));
+    assert_eq!(run(&p, "b").next_attempt_at, Some(at(11)));
+    // Paused for an hour: far past the deadline, the timeout and the retry time.
+    p.pause(at(5));
+    p.resume(at(3605));
+    assert_eq!(
+        p.deadline,
+        Some(at(3660)),
+        "the deadline moves by the paused hour"
+    );
+    assert_eq!(run(&p, "b").next_attempt_at, Some(at(3611)));
+    assert_eq!(run(&p, "a").started_at, Some(at(3600)));
+    let fx = advance(&mut p, &[], at(3606));
+    assert_eq!(polls(&fx), ["a"], "no timeout, no deadline, retry not due yet");
+    assert!(cancels(&fx).is_empty());
+    assert!(p.stop.is_none());
+    assert_eq!(requeue(&fx), Some(at(3611)));
+    // The shifted clocks still fire: the timeout of `a` 30 s after its shifted start.
+    let fx = advance(&mut p, &[], at(3630));
+    assert_eq!(cancels(&fx), ["a"]);
+}
+
+#[test]
+fn a_pause_never_fails_a_plan_by_its_deadline() {
+    let mut p = plan("name: w\ndeadline: 1m\ntasks: [{name: a, type: t}]");
+    advance(&mut p, &[], t0());
+    p.pause(at(30));
+    p.resume(at(600));
+    let fx = advance(&mut p, &[], at(601));
+    assert!(p.stop.is_none(), "{:?}", p.stop);
+    assert_eq!(polls(&fx), ["a"]);
+    let fx = step(&mut p, "a", completed(), at(602));
+    assert_eq!(finished(&fx).map(|f| f.0), Some(PlanPhase::Succeeded));
+}
+
+#[test]
+fn cancelling_a_paused_plan_lifts_the_pause_so_it_ends() {
+    let mut p = plan("name: w\ntasks: [{name: a, type: t}, {name: b, type: t, dependsOn: [a]}]");
+    advance(&mut p, &[], t0());
+    p.pause(at(1));
+    assert!(p.cancel("cancelled by alice: wrong image"));
+    let fx = step(&mut p, "a", completed(), at(2));
+    assert!(p.paused_at.is_none());
+    assert_eq!(finished(&fx).map(|f| f.0), Some(PlanPhase::Cancelled));
+    let stop = p.stop.clone().unwrap();
+    assert_eq!(stop.cause, StopCause::Cancelled);
+    assert_eq!(p.message.as_deref(), Some("cancelled by alice: wrong image"));
+    assert_eq!(run(&p, "b").state, TaskState::Cancelled);
+    assert!(!p.pause(at(3)), "a finished plan cannot be paused");
+}
+
+#[test]
+fn paused_at_is_journaled_in_camel_case() {
+    let mut p = plan("name: w\ntasks: [{name: a, type: t}]");
+    p.pause(at(1));
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["pausedAt"], "2026-01-01T00:00:01Z");
+    let back = Plan::from_json(&json.to_string()).unwrap();
+    assert_eq!(back, p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded journal: compaction and the size cap
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn compaction_drops_outputs_nothing_pending_reads_and_settles_uniform_runs() {
+    let mut p = plan(
+        "name: w\ntasks:\n  - {name: a, type: t, forEach: nodes}\n  - {name: b, type: t, dependsOn: [a], params: {x: \"${ tasks.a[*].outputs.k }\"}}\n  - {name: c, type: t, dependsOn: [b], retry: {maxAttempts: 2, backoff: {initial: 1s}}}\n",
+    );
+    let out = |v: Value| Event::Completed(v.as_object().cloned().unwrap());
+    advance(&mut p, &[], t0());
+    let done = [
+        obs(&p, "a[n0]", out(json!({"k": 1}))),
+        obs(&p, "a[n1]", out(json!({"k": 2}))),
+    ];
+    advance(&mut p, &done, at(1));
+    p.compact();
+    assert!(
+        run(&p, "a[n0]").outputs.is_some(),
+        "b has not finished: a's outputs stay"
+    );
+    assert!(p.tasks[0].settled.is_none());
+    let fx = step(&mut p, "b", completed(), at(2));
+    assert_eq!(start_names(&fx), ["c"]);
+    step(&mut p, "c", Event::Failed(transient("flaky")), at(3));
+    assert!(p.compact());
+    assert!(
+        run(&p, "a[n0]").outputs.is_none(),
+        "nothing can read a's outputs any more"
+    );
+    let settled = p.tasks[0].settled.clone().unwrap();
+    assert_eq!((settled.state, settled.attempt), (TaskState::Succeeded, 1));
+    assert_eq!(
+        (settled.started_at, settled.finished_at),
+        (Some(t0()), Some(at(1)))
+    );
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json["tasks"][0]["runs"], json!([{"item": "n0"}, {"item": "n1"}]));
+    let back = Plan::from_json(&json.to_string()).unwrap();
+    assert_eq!(back, p);
+    assert_eq!(run(&back, "a[n1]").state, TaskState::Succeeded);
+    assert!(!p.compact(), "compaction is idempotent");
+    // The retry of c succeeds; its earlier error is dropped once it succeeded.
+    let fx = advance(&mut p, &[], at(10));
+    let fx = advance(&mut p, &complete_all(&fx), at(11));
+    assert_eq!(finished(&fx).map(|f| f.0), Some(PlanPhase::Succeeded));
+    assert!(run(&p, "c").error.is_some());
+    p.compact();
+    assert!(run(&p, "c").error.is_none());
+}
+
+#[test]
+fn a_plan_over_the_size_cap_fails_at_once_and_the_failure_shrinks_it() {
+    // 100 runs, each reporting a 3 KiB output that `b` still needs.
+    let items: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();
+    let mut p = plan_with(
+        "name: w\ntasks:\n  - {name: a, type: t, forEach: many}\n  - {name: b, type: t, dependsOn: [a], params: {x: \"${ tasks.a[*].outputs.blob }\"}}\n",
+        &inputs().with_param("many", json!(items)),
+    );
+    let fx = advance(&mut p, &[], t0());
+    assert!(p.enforce_size_cap(t0()).is_empty(), "a small plan is left alone");
+    let blob = "x".repeat(3000);
+    let done: Vec<_> = starts(&fx)
+        .into_iter()
+        .take(99)
+        .map(|t| {
+            Observation::of(
+                t,
+                Event::Completed(json!({"blob": blob}).as_object().cloned().unwrap()),
+            )
+        })
+        .collect();
+    advance(&mut p, &done, at(1));
+    let size = p.json_size();
+    assert!(size > crate::MAX_PLAN_BYTES, "{size}");
+    let fx = p.enforce_size_cap(at(2));
+    assert_eq!(cancels(&fx), ["a[n99]"]);
+    assert_eq!(finished(&fx).map(|f| f.0), Some(PlanPhase::Failed));
+    let stop = p.stop.clone().unwrap();
+    assert_eq!(stop.cause, StopCause::JournalTooLarge);
+    assert_eq!(
+        stop.message,
+        format!("journal is {size} bytes, over the 262144-byte cap")
+    );
+    assert_eq!(p.message.as_deref(), Some(stop.message.as_str()));
+    assert_eq!(run(&p, "b").state, TaskState::Cancelled);
+    assert!(
+        p.json_size() < 16 * 1024,
+        "the failure dropped the outputs: {}",
+        p.json_size()
+    );
+    assert!(p.enforce_size_cap(at(3)).is_empty());
+    assert!(advance(&mut p, &[], at(3)).is_empty());
+}

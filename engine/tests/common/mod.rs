@@ -77,9 +77,22 @@ fn random_task(rng: &mut Rng, name: String, earlier: &[TaskSpec], inputs: &mut I
         task_type: "t".into(),
         ..TaskSpec::default()
     };
-    for dep in earlier {
-        if rng.chance(30) {
-            task.depends_on.push(dep.name.clone());
+    if earlier.len() <= 10 {
+        for dep in earlier {
+            if rng.chance(30) {
+                task.depends_on.push(dep.name.clone());
+            }
+        }
+    } else {
+        // Large DAGs: up to three dependencies, mostly on recent tasks, so that the graph is
+        // wide as well as deep.
+        for _ in 0..rng.below(4) {
+            let range = if rng.chance(70) { 10 } else { earlier.len() as u64 };
+            let back = 1 + rng.below(range);
+            let dep = &earlier[earlier.len() - usize::try_from(back).unwrap()];
+            if !task.depends_on.contains(&dep.name) {
+                task.depends_on.push(dep.name.clone());
+            }
         }
     }
     if rng.chance(25) {
@@ -131,6 +144,12 @@ fn random_task(rng: &mut Rng, name: String, earlier: &[TaskSpec], inputs: &mut I
 /// A random scenario: up to 10 normal and 2 finally tasks, random dependencies, retries,
 /// timeouts, guards, `forEach`, output references, `maxParallel` and deadline.
 pub fn scenario(seed: u64) -> Scenario {
+    scenario_sized(seed, 10)
+}
+
+/// Like [`scenario`], with up to `max_tasks + 1` normal tasks (up to three dependencies each
+/// beyond the first ten).
+pub fn scenario_sized(seed: u64, max_tasks: u64) -> Scenario {
     let mut rng = Rng::new(seed);
     let mut inputs = Inputs::new(Uuid::from_u64_pair(seed, 0x5e1), t0());
     let items: Vec<Value> = ["x", "y", "z"][..usize::try_from(rng.below(4)).unwrap()]
@@ -139,7 +158,7 @@ pub fn scenario(seed: u64) -> Scenario {
         .collect();
     inputs.params.insert("items".into(), Value::Array(items));
     let mut tasks: Vec<TaskSpec> = Vec::new();
-    for i in 0..=rng.below(10) {
+    for i in 0..=rng.below(max_tasks) {
         let task = random_task(&mut rng, format!("task-{i}"), &tasks, &mut inputs);
         tasks.push(task);
     }
