@@ -278,7 +278,7 @@ pub fn compile(
     let bytes = plan.json_size();
     if bytes > MAX_PLAN_BYTES {
         return Err(Error::PlanTooLarge {
-            at: cx.at(None, ""),
+            at: cx.at(None, "tasks"),
             bytes,
         });
     }

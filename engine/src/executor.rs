@@ -239,7 +239,9 @@ pub struct TaskRef {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Start (submit) an attempt. `params` are fully resolved (items and outputs substituted).
-    /// Starting the same key twice must be harmless (the sidecar deduplicates by id).
+    /// It may be delivered again for the same key (after a crash or a lost status write), so
+    /// the task looks the key up before submitting and adopts what it finds (see the crate's
+    /// "Delivery contract"): the sidecar re-runs a *failed* id that is submitted again.
     StartTask {
         /// The attempt to start.
         task: TaskRef,

@@ -59,7 +59,8 @@
 //!    the plan is visible before any side effect.
 //! 2. **Advance**: each reconcile calls [`advance`] with the observations of the effects it
 //!    performed, performs the new effects and repeats while there is progress, then writes the
-//!    plan once and requeues at the [`Effect::RequeueAt`] time.
+//!    plan once (after [`Plan::enforce_size_cap`]) and requeues at the [`Effect::RequeueAt`]
+//!    time.
 //! 3. **Run**: a ready run (dependencies Succeeded or Skipped, `nextAttemptAt` reached, below
 //!    `maxParallel`) is started: `attempt` + 1, `startedAt` = now, [`Effect::StartTask`]. An
 //!    accepted start makes it `Running`; it is then polled until it completes or fails. A
@@ -87,8 +88,29 @@
 //! - Runs in flight never exceed `maxParallel`: `properties::max_parallel_is_never_exceeded`.
 //! - `advance` is idempotent (same observations and time twice: no change, no new attempt):
 //!   `properties::advance_is_idempotent`.
-//! - Writing the journal to JSON and back between any two calls changes nothing, and no
-//!   idempotency key is ever submitted twice: `properties::crash_resume_reaches_the_same_end_state`.
+//! - Writing the *current* journal to JSON and back between any two calls changes nothing:
+//!   `properties::crash_resume_reaches_the_same_end_state` (this alone cannot see a rewind; the
+//!   delivery contract below is guarded by `durability`).
+//! - With lookup-before-submit, crashes and lost status writes at random points between
+//!   performing effects and persisting the journal execute no idempotency key twice, every
+//!   plan ends within a bounded number of reconciles, and the end state agrees with the task
+//!   executor (random DAGs of up to 200 tasks): `durability::rewinds_never_execute_a_key_twice`;
+//!   the same simulation with a blind re-submit executes a key twice:
+//!   `durability::blind_resubmits_execute_a_failed_key_again`.
+//! - Every plan has a deadline ([`DEFAULT_DEADLINE`] when none is declared):
+//!   `executor::tests::a_plan_without_a_declared_deadline_gets_the_default_one`,
+//!   `journal::v2_journals_without_a_deadline_get_the_default_one_on_read`.
+//! - A pause never fails a plan by deadline or timeout; a paused plan yields nothing; a cancel
+//!   lifts the pause: `executor::tests::resume_shifts_the_deadline_retries_and_timeouts_by_the_paused_time`,
+//!   `executor::tests::a_pause_never_fails_a_plan_by_its_deadline`,
+//!   `executor::tests::a_paused_plan_yields_nothing_and_changes_nothing`,
+//!   `executor::tests::cancelling_a_paused_plan_lifts_the_pause_so_it_ends`.
+//! - No journal over [`MAX_PLAN_BYTES`] is compiled or written: `compile::tests` (`PlanTooLarge`),
+//!   `executor::tests::a_plan_over_the_size_cap_fails_at_once_and_the_failure_shrinks_it`.
+//! - A finished 100-validator genesis journal with realistic outputs, compacted, is at most
+//!   64 KiB: `journal::a_finished_100_validator_genesis_journal_compacts_under_64_kib`;
+//!   compaction keeps what runs that can still start read:
+//!   `executor::tests::compaction_drops_outputs_nothing_pending_reads_and_settles_uniform_runs`.
 //! - Normal runs are all terminal at the deadline, the requeue time never passes it, and a plan
 //!   without finally tasks finishes by it: `properties::a_plan_always_ends_by_its_deadline`.
 //! - A retry is never scheduled at or after the deadline:
@@ -117,11 +139,54 @@
 //! - The random scenarios reach every outcome, so the properties are not vacuous:
 //!   `properties::the_simulation_exercises_every_outcome`.
 //!
+//! ## Delivery contract
+//! Effects are delivered **at least once** and take effect **at most once per attempt key**.
+//! The operator performs the effects of a reconcile *before* the one status write that records
+//! them; a crash, or a write that loses (HTTP 409), rewinds the journal to the last persisted
+//! version and the next reconcile repeats what it had done since. The engine makes a repeat
+//! harmless by deriving everything from the journal: the same journal and time give the same
+//! effects, and an attempt always has the same key ([`idempotency_key`]).
+//!
+//! | effect | delivered | how a repeat stays harmless |
+//! |---|---|---|
+//! | [`Effect::StartTask`] | at least once per attempt (again after every rewind past the start) | **recovery by lookup**: before submitting, the task asks its executor for the key (the sidecar's `GET /v0/tasks/{key}`, or the key recorded on a Kubernetes object) and adopts what it finds: running -> [`Event::StartAccepted`], completed -> [`Event::Completed`], failed -> [`Event::Failed`]; it submits only when nothing is found. A blind re-submit is not safe: the sidecar re-runs an id that *failed*. |
+//! | [`Effect::PollTask`] | any number of times | no side effect; observations carry their attempt and stale ones are ignored; `NotFound` for an unacknowledged start re-issues the same key. |
+//! | [`Effect::CancelTask`] | at least once, best effort | idempotent at the executor; the journal already records the outcome. A rewound journal re-derives the cancel when it reaches the same timeout or deadline. |
+//! | [`Effect::RequeueAt`] | a hint | calling [`advance`] early changes nothing but repeated polls; late, timers fire late (they are journal times). An active, unpaused plan always gets one. |
+//! | [`Effect::PlanFinished`] | once per finishing call; again if the write recording the finish is lost | `onSuccess`/`onFailure` set conditions (idempotent); [`push_history`] replaces an entry with the same plan id. |
+//!
+//! Guarded by `durability::rewinds_never_execute_a_key_twice` (the property, with a sidecar
+//! that re-executes failed ids), `durability::blind_resubmits_execute_a_failed_key_again` (the
+//! property fails without the lookup), `properties::advance_is_idempotent` (a repeat starts no
+//! new attempt) and `executor::tests::on_success_is_handed_back_once`. Known limit: a start that
+//! a rewind erases and that the rewound plan never issues again (it stopped meanwhile) leaves
+//! an orphan execution at the executor; it runs once, to its own end.
+//!
+//! ## Every plan ends
+//! - A deadline always applies to the normal tasks: the definition's `deadline`, else
+//!   [`DEFAULT_DEADLINE`] (24h). `finally` tasks are bound only by their own `timeout`.
+//! - [`Plan::pause`] freezes a plan; [`Plan::resume`] moves its deadline, retry times and the
+//!   timeout clocks of attempts in flight forward by the paused time.
+//! - [`Plan::cancel`] records a user's cancel ([`StopCause::Cancelled`] with the user's
+//!   message); it also lifts a pause.
+//! - [`Plan::enforce_size_cap`] ends a plan whose journal grew over [`MAX_PLAN_BYTES`]
+//!   ([`StopCause::JournalTooLarge`]) instead of letting every status write fail.
+//!
+//! ## Bounded journal
+//! [`compile`] refuses a plan over [`MAX_PLAN_BYTES`] of JSON ([`Error::PlanTooLarge`]). Before
+//! each status write the operator calls [`Plan::enforce_size_cap`], which first runs
+//! [`Plan::compact`]: outputs nothing can read any more and errors of earlier attempts of
+//! succeeded runs are dropped, and tasks whose runs all succeeded are settled ([`Settled`]: runs
+//! written as bare items, the task keeping its first start and last finish). Compaction drops
+//! per-run timestamps of settled tasks, so derive the spans of a reconcile before calling it.
+//!
 //! ## Zero-value and sentinel semantics
 //! In the journal an absent field means:
 //! - `schemaVersion`: 1 (the first format; upgraded on read by [`Plan::migrate`]).
 //! - `stop`: the plan is not stopping. `finishedAt`: not finished. `failedTask`: nothing failed.
-//! - `deadline`: none. `maxParallel`: unbounded. `pollInterval`: 5s ([`DEFAULT_POLL_INTERVAL`]).
+//! - `deadline`: only absent in journals before schema v3; [`Plan::migrate`] sets
+//!   `startedAt + DEFAULT_DEADLINE` (a definition without `deadline` compiles to
+//!   `startedAt + DEFAULT_DEADLINE`, 24h). `pausedAt`: not paused. `maxParallel`: unbounded. `pollInterval`: 5s ([`DEFAULT_POLL_INTERVAL`]).
 //!   `onDrift`: `Queue`. `version`, `digest`: not declared / not computed.
 //! - Task `retry`: [`RetryPolicy::default`] (one attempt); inside `retry`, an absent field has
 //!   its default. `timeout`: none. `params`: `{}`. `target`: the item for a `forEach` task,
@@ -133,18 +198,22 @@
 //!   A `Pending` run with `nextAttemptAt` waits for a retry.
 //! - `error` on a `Succeeded` run is the error of an earlier, failed attempt.
 //! - `skip: true`: the `when` guard was false; `reason` says why.
+//! - Task `settled`: absent = the runs are written in full. Present: every run is in
+//!   `settled.state` and has `settled.attempt` unless it records its own `attempt`; runs carry
+//!   no timestamps (the task's `settled.startedAt`/`finishedAt` bound them).
 //! - An [`Observation`] whose `attempt` is not the run's current attempt (or is 0) is stale and
 //!   ignored.
 //!
 //! ## Concurrency and staleness
 //! [`advance`] takes the plan by `&mut` and is meant to be called by one reconcile at a time
 //! (the controller serialises reconciles per object, and status writes are guarded by
-//! `resourceVersion`). If a write loses (HTTP 409), the next reconcile advances the fresher
-//! journal: every effect it repeats is safe because a start is keyed by its idempotency key
-//! (the task executor deduplicates), a poll has no side effect and a cancel is best effort.
+//! `resourceVersion`). If a write loses (HTTP 409), the next reconcile advances the last
+//! persisted journal and repeats effects: a start is recovered by lookup of its idempotency
+//! key (see "Delivery contract"), a poll has no side effect and a cancel is best effort.
 //! Observations carry the attempt they are about, so late or duplicated ones change nothing.
 //! A plan keeps a cached index of its task graph (never serialised, ignored by `==`); mutate
-//! plans only through [`advance`], [`Plan::cancel`] and [`Plan::supersede`].
+//! plans only through [`advance`], [`Plan::cancel`], [`Plan::supersede`], [`Plan::pause`],
+//! [`Plan::resume`], [`Plan::compact`] and [`Plan::enforce_size_cap`].
 //!
 //! ## References and `forEach`
 //! Task params may use `${ params.<name> }` (substituted at compile time), `${ item }` and

@@ -189,6 +189,53 @@ fn v2_genesis_fixture_resumes_for_each_runs_and_resolves_outputs() {
     assert_eq!(plan.finally[0].runs[0].state, TaskState::Succeeded);
 }
 
+#[test]
+fn v3_paused_fixture_with_a_settled_task_resumes_with_its_clocks_shifted() {
+    let mut plan = fixture("v3-rollout-paused-settled.yaml");
+    let pull: Vec<_> = plan.tasks[0].runs.iter().map(|r| (r.state, r.attempt)).collect();
+    assert_eq!(
+        pull,
+        [
+            (TaskState::Succeeded, 1),
+            (TaskState::Succeeded, 1),
+            (TaskState::Succeeded, 2)
+        ]
+    );
+    assert!(plan.is_paused());
+    assert!(advance(&mut plan, &[], at("2026-01-01T02:00:00Z")).is_empty());
+    // Resumed after two hours: the deadline and the running restart's timeout moved with it.
+    assert!(plan.resume(at("2026-01-01T03:01:00Z")));
+    assert_eq!(plan.deadline, Some(at("2026-01-01T03:05:00Z")));
+    let effects = advance(&mut plan, &[], at("2026-01-01T03:01:01Z"));
+    assert!(matches!(&effects[0], Effect::PollTask(t) if t.task == "restart[node-0]"));
+    let last = run_to_end(&mut plan, at("2026-01-01T03:01:02Z"), |_| Map::new());
+    assert!(matches!(
+        &last[0],
+        Effect::PlanFinished {
+            phase: PlanPhase::Succeeded,
+            ..
+        }
+    ));
+    // Written back, the settled task keeps its compact form.
+    let written = serde_json::to_value(&plan).unwrap();
+    assert_eq!(
+        written["tasks"][0]["runs"],
+        json!([{"item": "node-0"}, {"item": "node-1"}, {"item": "node-2", "attempt": 2}])
+    );
+}
+
+#[test]
+fn v2_journals_without_a_deadline_get_the_default_one_on_read() {
+    let json = r#"{"schemaVersion": 2, "id": "00000000-0000-0000-0000-000000000001",
+        "workflow": "w", "startedAt": "2026-01-01T00:00:00Z", "tasks": [{"name": "a", "type": "t", "runs": [{}]}]}"#;
+    let plan = Plan::from_json(json).unwrap();
+    assert_eq!(
+        plan.deadline,
+        Some(at("2026-01-01T00:00:00Z").saturating_add(sei_engine::DEFAULT_DEADLINE))
+    );
+    assert_eq!(plan.schema_version, SCHEMA_VERSION);
+}
+
 const GENESIS_STEPS: [&str; 10] = [
     "generate-identity",
     "generate-gentx",
@@ -204,6 +251,12 @@ const GENESIS_STEPS: [&str; 10] = [
 
 /// A genesis-shaped plan: 100 validators, each a branch of 10 chained `forEach` tasks.
 fn genesis_plan() -> Plan {
+    genesis_plan_with(false)
+}
+
+/// [`genesis_plan`]; with `references`, `generate-gentx` reads the node id of its validator's
+/// identity and `configure-genesis` the hash `await-genesis` reported, as the real ceremony does.
+fn genesis_plan_with(references: bool) -> Plan {
     let mut yaml = String::from(
         "name: genesis-ceremony\nversion: \"1\"\ntarget: SeiNodeDeployment\ndeadline: 15m\nmaxParallel: 50\n\
          params: {chainId: self.spec.genesis.chainId, validators: self.status.nodes}\ntasks:\n",
@@ -219,8 +272,15 @@ fn genesis_plan() -> Plan {
         if i > 0 {
             writeln!(yaml, "    dependsOn: [{}]", GENESIS_STEPS[i - 1]).unwrap();
         }
-        if i < 2 {
+        if references && i == 1 {
+            yaml.push_str("    params: {chainId: \"${ params.chainId }\", nodeId: \"${ tasks.generate-identity.outputs.nodeId }\"}\n");
+        } else if i < 2 {
             yaml.push_str("    params: {chainId: \"${ params.chainId }\", moniker: \"${ item }\"}\n");
+        }
+        if references && i == 4 {
+            yaml.push_str(
+                "    params: {expectedGenesisHash: \"${ tasks.await-genesis.outputs.genesisHash }\"}\n",
+            );
         }
         if i == 4 {
             yaml.push_str(
@@ -261,6 +321,83 @@ fn a_100_validator_genesis_plan_fits_the_journal_budget() {
     eprintln!("genesis plan JSON: compiled {compiled} bytes, finished {finished} bytes");
     // Every run finished carries state, attempt and two timestamps; STYLE.md rule 13's budget.
     assert!(finished < 256 * 1024, "finished genesis plan is {finished} bytes");
+}
+
+/// Realistic outputs of the genesis tasks: node ids, artifact references and the genesis hash.
+fn genesis_outputs(task: &TaskRef) -> Map<String, Value> {
+    let item = task.target.clone().unwrap_or_default();
+    match task.task_type.as_str() {
+        "generate-identity" => outputs(&json!({"nodeId": "6f1c2a3b4d5e4f608a7b9c0d1e2f3a4b5c6d7e8f"})),
+        "generate-gentx" => {
+            outputs(&json!({"gentx": format!("configmap/genesis-artifacts/{item}-gentx.json")}))
+        }
+        "upload-gentx" => outputs(
+            &json!({"uploaded": true, "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}),
+        ),
+        "await-genesis" => outputs(
+            &json!({"genesisHash": "a665a45920422f9d417e4867efdc4fb8a04a1f3fff1fa07e998e86f7f7a27ae3"}),
+        ),
+        _ => Map::new(),
+    }
+}
+
+/// Drives the 100-validator genesis plan to the end with realistic outputs, one status write
+/// per round; with `compact`, calling [`Plan::enforce_size_cap`] before each write as the
+/// operator does. Returns the largest journal written and the finished one, in bytes.
+fn genesis_journal_sizes(compact: bool) -> (usize, usize) {
+    let mut plan = genesis_plan_with(true);
+    let mut now = at("2026-01-01T00:00:00Z");
+    let mut observations = Vec::new();
+    let mut largest = 0;
+    for _ in 0..100 {
+        let effects = advance(&mut plan, &observations, now);
+        if compact {
+            assert!(
+                plan.enforce_size_cap(now).is_empty(),
+                "the genesis plan hit the cap"
+            );
+        }
+        largest = largest.max(plan.json_size());
+        let back = Plan::from_json(&serde_json::to_string(&plan).unwrap()).unwrap();
+        assert_eq!(back, plan, "a compacted journal round-trips exactly");
+        if plan.is_finished() {
+            assert!(matches!(
+                &effects[0],
+                Effect::PlanFinished {
+                    phase: PlanPhase::Succeeded,
+                    ..
+                }
+            ));
+            return (largest, plan.json_size());
+        }
+        observations = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::StartTask { task, .. } | Effect::PollTask(task) => {
+                    Some(Observation::of(task, Event::Completed(genesis_outputs(task))))
+                }
+                _ => None,
+            })
+            .collect();
+        now = now.saturating_add(Duration::from_secs(1));
+    }
+    panic!("plan did not finish: {plan:#?}");
+}
+
+/// The 64 KiB budget holds to the end once finished runs are compacted.
+#[test]
+fn a_finished_100_validator_genesis_journal_compacts_under_64_kib() {
+    let (largest_raw, finished_raw) = genesis_journal_sizes(false);
+    let (largest, finished) = genesis_journal_sizes(true);
+    println!(
+        "genesis journal, 100 validators: without compaction largest {largest_raw} B, finished {finished_raw} B; \
+         with compaction largest {largest} B, finished {finished} B"
+    );
+    assert!(
+        finished <= 64 * 1024,
+        "finished genesis journal is {finished} bytes"
+    );
+    assert!(largest <= sei_engine::MAX_PLAN_BYTES, "{largest}");
 }
 
 #[test]
@@ -362,6 +499,9 @@ fn the_plan_schema_is_structural_with_opaque_params_and_outputs() {
         assert_eq!(field["x-kubernetes-preserve-unknown-fields"], true);
     }
     assert_eq!(plan["properties"]["startedAt"]["format"], "date-time");
+    assert_eq!(plan["properties"]["pausedAt"]["format"], "date-time");
+    assert!(plan["$defs"]["PlannedTask"]["properties"]["settled"].is_object());
+    assert!(plan["$defs"]["StopCause"].to_string().contains("JournalTooLarge"));
 }
 
 #[test]

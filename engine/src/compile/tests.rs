@@ -456,3 +456,20 @@ fn parse_errors_carry_the_source_name() {
     assert!(matches!(e, Error::Parse { .. }));
     assert!(e.to_string().contains("workflow `w` (test.yaml)"), "{e}");
 }
+
+#[test]
+fn a_plan_over_the_journal_cap_does_not_compile() {
+    let blob = "x".repeat(crate::MAX_PLAN_BYTES);
+    let e = compile(
+        &def("name: w\nparams: {blob: self.blob}\ntasks: [{name: a, type: t, params: {data: \"${ params.blob }\"}}]"),
+        &inputs().with_param("blob", json!(blob)),
+        &registry(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::PlanTooLarge { bytes, .. } if bytes > crate::MAX_PLAN_BYTES),
+        "{e}"
+    );
+    assert_at(&e, None, "tasks");
+    assert!(e.to_string().contains("over the 262144-byte journal cap"), "{e}");
+}
