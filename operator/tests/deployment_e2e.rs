@@ -428,12 +428,33 @@ fn pod_ready(p: &Pod) -> bool {
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Sets a pod's Ready (and ContainersReady) condition (kwok leaves a Running pod's conditions alone).
+async fn set_pod_ready(pods: &kube::Api<Pod>, name: &str, ready: bool) -> Result<Pod, kube::Error> {
+    let status = if ready { "True" } else { "False" };
+    let at = k8s_openapi::jiff::Timestamp::now().to_string();
+    let condition =
+        |type_: &str| json!({"type": type_, "status": status, "reason": "Test", "lastTransitionTime": at});
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Strategic(
+            json!({"status": {"conditions": [condition("Ready"), condition("ContainersReady")]}}),
+        ),
+    )
+    .await
+}
+
 /// Watches the pods of `fleet`'s `replicas` children and records, after every pod event, how many of the
 /// expected pods (`<fleet>-<i>-0`) are missing or not Ready. Returns the samples so far.
+///
+/// Like a kubelet whose readiness probe needs a while after a restart (seid catching up), every pod created
+/// after the watch started is held not Ready for `warm_up` once kwok has made it Ready: so a rolled node is
+/// down for a realistic while, and two nodes rolled at once are down together.
 fn sample_pod_readiness(
     ns: &sei_tests::TestNamespace,
     fleet: &str,
     replicas: i32,
+    warm_up: Duration,
 ) -> std::sync::Arc<std::sync::Mutex<Vec<(usize, Vec<String>)>>> {
     use futures::StreamExt as _;
     use kube::runtime::watcher;
@@ -442,19 +463,50 @@ fn sample_pod_readiness(
     let config = watcher::Config::default().labels(&format!("sei.io/nodedeployment={fleet}"));
     let stream = watcher::watcher(ns.api::<Pod>(), config);
     let out = samples.clone();
+    let api = ns.api::<Pod>();
     tokio::spawn(async move {
+        let mut known_uids = std::collections::BTreeSet::new();
         let mut pods: std::collections::BTreeMap<String, bool> = std::collections::BTreeMap::new();
+        // While a (re)list streams in, the map is incomplete: sample only once it is done.
+        let mut listing = std::collections::BTreeMap::new();
+        let mut initializing = false;
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                Ok(watcher::Event::Init) => {
+                    initializing = true;
+                    listing.clear();
+                    continue;
+                }
+                Ok(watcher::Event::InitApply(p)) => {
+                    known_uids.insert(p.uid());
+                    listing.insert(p.name_any(), pod_ready(&p));
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) => {
+                    initializing = false;
+                    pods = std::mem::take(&mut listing);
+                }
+                Ok(watcher::Event::Apply(p)) => {
+                    if pod_ready(&p) && known_uids.insert(p.uid()) {
+                        // A new pod kwok just made Ready: warm up first.
+                        let (api, name) = (api.clone(), p.name_any());
+                        tokio::spawn(async move {
+                            if set_pod_ready(&api, &name, false).await.is_ok() {
+                                tokio::time::sleep(warm_up).await;
+                                let _ = set_pod_ready(&api, &name, true).await;
+                            }
+                        });
+                    }
                     pods.insert(p.name_any(), pod_ready(&p));
                 }
                 Ok(watcher::Event::Delete(p)) => {
                     pods.remove(&p.name_any());
                 }
-                Ok(watcher::Event::Init) | Err(_) => continue,
-                Ok(watcher::Event::InitDone) => {}
+                Err(_) => continue,
+            }
+            if initializing {
+                continue;
             }
             let down: Vec<String> = expected
                 .iter()
@@ -486,18 +538,8 @@ async fn a_rollout_of_a_degraded_fleet_counts_the_pod_already_down_against_max_u
         .unwrap();
 
     // deg-4's pod stops being Ready (its seid fell behind, say); kwok leaves a Running pod's conditions alone.
-    let pods = ns.api::<Pod>();
-    pods.patch_status(
-        "deg-4-0",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"conditions": [
-            {"type": "Ready", "status": "False", "reason": "Test", "lastTransitionTime": "2025-01-01T00:00:00Z"},
-            {"type": "ContainersReady", "status": "False", "reason": "Test", "lastTransitionTime": "2025-01-01T00:00:00Z"},
-        ]}})),
-    )
-    .await
-    .unwrap();
-    let samples = sample_pod_readiness(&ns, "deg", 5);
+    set_pod_ready(&ns.api::<Pod>(), "deg-4-0", false).await.unwrap();
+    let samples = sample_pod_readiness(&ns, "deg", 5, Duration::from_secs(1));
     let started = Instant::now();
     loop {
         let seen = samples.lock().unwrap().last().cloned();
@@ -533,6 +575,12 @@ async fn a_rollout_of_a_degraded_fleet_counts_the_pod_already_down_against_max_u
         if all_new && unavailable(&nodes).is_empty() && ready_with(5)(Some(&d)) {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The last replaced pods warm up.
+    let warm = Instant::now();
+    while samples.lock().unwrap().last().is_none_or(|(n, _)| *n > 0) {
+        assert!(warm.elapsed() < WAIT, "a pod never became Ready again");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let samples = samples.lock().unwrap().clone();

@@ -1291,7 +1291,7 @@ async fn observe(cx: &Context, ns: &TestNamespace, node: &SeiNode, image: &str) 
         ns,
         node,
         "observe-image",
-        json!({"image": image, "sidecarImage": "sidecar:v1"}),
+        json!({"image": image, "sidecarImage": cx.platform.images.sidecar}),
     );
     let outcome = task("observe-image").poll(cx, &inv).await;
     (outcome, inv.status.take())
@@ -1315,9 +1315,12 @@ async fn a_rollout_is_observed_only_once_replace_pod_swapped_the_outdated_pod() 
         let cx = cx.clone();
         async move { task("replace-pod").start(&cx, &inv).await }
     };
+    // The pod only schedules (and runs) once its data PVC exists.
+    let pvc = node_invocation(&ns, &node, "ensure-data-pvc", json!({}));
+    assert_eq!(task("ensure-data-pvc").start(&cx, &pvc).await, Outcome::done());
     assert_eq!(apply(&node).await, Outcome::done());
 
-    // observe-image: Running until the pod of the current revision exists, then Done recording the images.
+    // observe-image: Running until the pod of the current revision runs, then Done recording the images.
     let deadline = Instant::now() + WAIT;
     let updates = loop {
         let (outcome, updates) = observe(&cx, &ns, &node, "seid:v1").await;
@@ -1329,11 +1332,20 @@ async fn a_rollout_is_observed_only_once_replace_pod_swapped_the_outdated_pod() 
             }
             other => panic!("observe-image: {other:?}"),
         }
-        assert!(Instant::now() < deadline, "the first pod never appeared");
+        if Instant::now() >= deadline {
+            let sts = ns.api::<StatefulSet>().get("rpc").await.unwrap();
+            let pod = ns.api::<Pod>().get_opt("rpc-0").await.unwrap();
+            let why =
+                catalog::kube::image_not_rolled(&sts, pod.as_ref(), "seid:v1", &cx.platform.images.sidecar);
+            panic!("the first pod never appeared: {why:?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(updates.fields["currentImage"], "seid:v1");
-    assert_eq!(updates.fields["currentSidecarImage"], "sidecar:v1");
+    assert_eq!(
+        updates.fields["currentSidecarImage"],
+        json!(cx.platform.images.sidecar)
+    );
     wait_until("the pod exists", || async { the_pod(&ns).await.is_some() }).await;
     let first_pod = the_pod(&ns).await.unwrap().uid();
 
@@ -1751,12 +1763,13 @@ async fn a_guarded_write_is_refused_when_the_object_changed_in_between() {
     .await
     .unwrap();
     let manager = catalog::fleet::task_field_manager("collect-and-set-peers");
-    let peers = json!({"spec": {"peers": [{"static": {"addresses": ["a@b:26656"]}}]}});
+    let address = catalog::fleet::peer_address(&"ab".repeat(20), ns.name(), "v-1");
+    let peers = json!({"spec": {"peers": [{"static": {"addresses": [address]}}]}});
     let e = catalog::fleet::patch_guarded(&api, "v-0", &read, &manager, false, peers.clone())
         .await
         .unwrap_err();
     assert!(catalog::fleet::is_conflict(&e), "{e:?}");
-    let status = json!({"status": {"resolvedPeers": ["a@b:26656"]}});
+    let status = json!({"status": {"resolvedPeers": [address]}});
     let e = catalog::fleet::patch_guarded(&api, "v-0", &read, &manager, true, status.clone())
         .await
         .unwrap_err();
