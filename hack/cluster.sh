@@ -139,6 +139,20 @@ exporters: {jaeger_storage_exporter: {trace_storage: mem}}
 EOF
 }
 
+# Audit log of every write (Metadata level: who, what, when, the answer; no bodies), so tests can prove which
+# client wrote what and when (e.g. that a fenced former leader wrote nothing after a takeover).
+write_audit_policy() {
+  cat >"$D/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    verbs: [get, list, watch]
+  - level: Metadata
+EOF
+}
+
 write_env() {
   cat >"$D/env" <<EOF
 export KUBECONFIG=$D/kubeconfig
@@ -166,7 +180,9 @@ cmdline() {
         --service-account-issuer=https://127.0.0.1:$API_PORT \
         --service-account-key-file=$D/pki/sa.key --service-account-signing-key-file=$D/pki/sa.key \
         --service-cluster-ip-range=10.96.0.0/16 --authorization-mode=Node,RBAC \
-        --allow-privileged=true --profiling=false --v=1"
+        --allow-privileged=true --profiling=false --v=1 \
+        --audit-policy-file=$D/audit-policy.yaml --audit-log-path=$D/logs/audit.log --audit-log-format=json \
+        --audit-log-maxsize=200 --audit-log-maxbackup=1"
       ;;
     kube-controller-manager)
       echo "$BIN/kube-controller-manager --kubeconfig=$D/kubeconfig --leader-elect=false \
@@ -274,6 +290,7 @@ cmd_up() {
   gen_pki
   write_kubeconfig
   write_jaeger_config
+  write_audit_policy
   write_env
   local t1=$SECONDS
   start_one etcd 30

@@ -24,7 +24,7 @@ pub enum Command {
     /// Platform settings (images, scheduling, storage, sidecar access) come from SEI_* environment variables,
     /// optionally layered over the YAML file named by SEI_CONTROLLER_CONFIG; all problems are reported at
     /// once at startup.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Inspect workflow definitions.
     #[command(subcommand)]
     Workflow(WorkflowCommand),

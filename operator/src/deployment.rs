@@ -758,8 +758,10 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
                     }
                 }
             }
-            let driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
+            let mut driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
             journal_after = Some(plan.clone());
+            // After the spans' copy: compaction drops the timestamps of settled runs.
+            crate::drive::bound(&mut plan, &mut driven);
             if let Some(finished) = &driven.finished {
                 let succeeded = finished.phase == PlanPhase::Succeeded;
                 let message = if succeeded {

@@ -237,6 +237,32 @@ pub async fn drive(
     driven
 }
 
+/// Keeps the journal under the engine's hard cap before the status write ([`Plan::enforce_size_cap`]): finished
+/// runs are compacted, and a plan still over the cap ends `Failed` with the reason in its message (recorded in
+/// `driven.finished` like any other end) instead of failing its status writes forever. Call it after copying
+/// the journal for the spans (compaction drops the timestamps of settled runs). The cancels it asks for are
+/// not sent: the runs in flight are abandoned, as at a deadline the sidecar would time them out anyway.
+pub fn bound(plan: &mut Plan, driven: &mut Driven) {
+    for effect in plan.enforce_size_cap(now()) {
+        if let Effect::PlanFinished {
+            phase,
+            message,
+            failed_task,
+            effect,
+        } = effect
+        {
+            tracing::warn!(plan = %plan.id, reason = message.as_deref().unwrap_or_default(), "Journal over its size cap; the plan fails");
+            driven.finished = Some(Finished {
+                phase,
+                message,
+                failed_task,
+                effect,
+            });
+            driven.requeue_at = None;
+        }
+    }
+}
+
 /// The Kubernetes Events a drive warrants: one per retried attempt started, and one when the plan finished
 /// (`message` says why it did not succeed). Both controllers publish them after their status write.
 #[must_use]

@@ -245,14 +245,10 @@ mod tests {
         assert!(!fence.is_open(), "closed until the first renewal");
         fence.renewed(Instant::now(), Duration::from_secs(60));
         assert!(fence.is_open());
-        // A renewal sent long ago (e.g. before a SIGSTOP) gives no time: its deadline is already past.
+        // Once the deadline after the renewal passed (e.g. during a SIGSTOP), the fence is closed.
         let stale = Fence::closed();
-        stale.renewed(
-            Instant::now()
-                .checked_sub(Duration::from_secs(1))
-                .unwrap_or_else(Instant::now),
-            Duration::from_millis(500),
-        );
+        stale.renewed(Instant::now(), Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(40));
         assert!(!stale.is_open());
         fence.close();
         assert!(!fence.is_open());

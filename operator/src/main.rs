@@ -10,7 +10,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(sei_operator::run::run(args))),
+            .and_then(|rt| rt.block_on(sei_operator::run::run(*args))),
         Command::Workflow(cmd) => sei_operator::run::workflow(cmd),
         Command::Plan(cmd) => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -445,8 +445,10 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
             if let Some(event) = drift(&node, ctx, &owner, &mut plan)? {
                 events.push(event);
             }
-            let driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
+            let mut driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
             journal_after = Some(plan.clone());
+            // After the spans' copy: compaction drops the timestamps of settled runs.
+            crate::drive::bound(&mut plan, &mut driven);
             let failure = driven
                 .finished
                 .as_ref()

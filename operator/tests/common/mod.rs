@@ -444,3 +444,15 @@ impl Rng {
         lo + self.next_u64() % (hi - lo + 1)
     }
 }
+
+impl Operator {
+    /// The exit status, once the process has exited by itself.
+    pub(crate) fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}

@@ -1,0 +1,398 @@
+//! Chaos (issue 11): the operator is killed again and again, at its failpoints (after a task start, after a
+//! poll, before and after the status write, after the span export) and at random moments, over SeiNode inits,
+//! an image update of each node and a genesis ceremony, while the sidecar simulator fails 30 % of first
+//! executions and restarts now and then (losing its running tasks and its ready flag). Afterwards the simulator's
+//! execution log must show at most one finished execution per task id (= per object, task and attempt), and
+//! every plan must have ended: Succeeded, or Failed naming its task (a Failed node is retried through
+//! `sei.io/retry`, so every node ends Running on the new image).
+//!
+//! Sizes come from the environment, so the same test is CI's small run and the heavy command:
+//! `SEI_CHAOS_KILLS` (default 8), `SEI_CHAOS_NODES` (3), `SEI_CHAOS_VALIDATORS` (2), `SEI_CHAOS_SEED`. The
+//! heavy run: `hack/chaos.sh` (100 kills, 20 nodes, 10 validators). Both print a table.
+//!
+//! The negative run, `with_blind_submits_the_chaos_run_finds_duplicate_executions`, turns lookup-before-submit
+//! off (failpoint `sidecar::skip-submit-lookup`): it must find duplicates, or the positive run proves nothing.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // a test scenario: any failure fails the test
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt as _;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use sei_crds::{SeiNode, SeiNodeDeployment};
+use serde_json::{Value, json};
+
+use common::{Operator, Rng, Sim, full_node_spec, seinode, setup};
+
+/// The crash points of `operator/src/failpoints.rs`.
+const POINTS: &[&str] = &[
+    "drive::after-start",
+    "drive::after-poll",
+    "status::before-write",
+    "status::after-write",
+    "status::after-spans",
+];
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Config {
+    kills: u64,
+    nodes: u64,
+    validators: u64,
+    seed: u64,
+    /// Lookup-before-submit off (the negative run).
+    blind: bool,
+}
+
+#[derive(Default)]
+struct Tally {
+    crashes: BTreeMap<&'static str, u64>,
+    random_kills: u64,
+    sim_restarts: u64,
+    retries: u64,
+}
+
+fn genesis_fleet(name: &str, replicas: u64) -> SeiNodeDeployment {
+    let chain = format!("{name}-chain");
+    serde_json::from_value(json!({
+        "apiVersion": "sei.io/v1alpha1",
+        "kind": "SeiNodeDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"chainId": chain, "image": "seid:v1", "validator": {}}},
+            "genesis": {"chainId": chain, "maxCeremonyDuration": "10m"},
+        },
+    }))
+    .unwrap()
+}
+
+fn node_phase(n: &SeiNode) -> &'static str {
+    common::phase(n)
+}
+
+/// Every plan summary of every object: (object, workflow, phase, failed task).
+fn summaries(nodes: &[SeiNode], fleets: &[SeiNodeDeployment]) -> Vec<(String, Value)> {
+    let mut all = Vec::new();
+    for n in nodes {
+        for s in &n.status.clone().unwrap_or_default().plan_history {
+            all.push((n.name_any(), serde_json::to_value(s).unwrap()));
+        }
+    }
+    for d in fleets {
+        let status = serde_json::to_value(&d.status).unwrap();
+        for s in status["planHistory"].as_array().cloned().unwrap_or_default() {
+            all.push((d.name_any(), s));
+        }
+    }
+    all
+}
+
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
+async fn chaos(prefix: &str, config: &Config) -> Option<(u64, String)> {
+    let ns = setup(prefix).await?;
+    let started = Instant::now();
+    let sim = Sim::start(Duration::from_millis(150), vec![]).await;
+    // 30 % of first executions fail (chosen by a hash of the id); a re-executed id succeeds, so a duplicate
+    // execution is visible in the log as two finished runs of one id.
+    sim.fault(
+        json!({"kind": "fail", "percent": 30, "firstRun": true, "count": 1_000_000,
+                     "error": "injected first-run failure"}),
+    )
+    .await;
+    let nodes = ns.api::<SeiNode>();
+    let fleets = ns.api::<SeiNodeDeployment>();
+    for i in 0..config.nodes {
+        nodes
+            .create(
+                &PostParams::default(),
+                &seinode(&format!("n{i}"), &full_node_spec("seid:v1")),
+            )
+            .await
+            .unwrap();
+    }
+    if config.validators > 0 {
+        fleets
+            .create(&PostParams::default(), &genesis_fleet("val", config.validators))
+            .await
+            .unwrap();
+    }
+    let mut rng = Rng::seeded(config.seed);
+    let mut tally = Tally::default();
+    let mut updated = false;
+    let mut blind = String::new();
+    if config.blind {
+        blind = format!("{}=return;", sei_tasks::catalog::sidecar::SKIP_LOOKUP_FAILPOINT);
+    }
+    for kill in 0..config.kills {
+        // Each life: one crash point armed with some probability, or none (then a random SIGKILL).
+        let point = POINTS[usize::try_from(rng.between(0, POINTS.len() as u64 - 1)).unwrap()];
+        let armed = rng.between(0, 3) > 0;
+        let failpoints = if armed {
+            format!("{blind}{point}={}%return", rng.between(10, 40))
+        } else {
+            blind.clone()
+        };
+        let mut op = Operator::start(
+            ns.env(),
+            ns.name(),
+            &sim,
+            &[
+                ("SEI_FAILPOINTS", failpoints.as_str()),
+                ("SEI_LEADER_ELECT", "false"),
+            ],
+        );
+        let life = Duration::from_millis(rng.between(500, 3000));
+        let until = Instant::now() + life;
+        let mut crashed = None;
+        while Instant::now() < until {
+            if let Some(status) = op.exit_status() {
+                crashed = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        match crashed {
+            Some(status) if status.code() == Some(86) => {
+                let log = op.log();
+                let hit = POINTS
+                    .iter()
+                    .find(|p| log.contains(&format!("failpoint {p}: crashing")))
+                    .copied()
+                    .unwrap_or("unknown");
+                *tally.crashes.entry(hit).or_default() += 1;
+            }
+            Some(status) => panic!(
+                "the operator exited with {status} (not a failpoint crash):\n{}",
+                op.log()
+            ),
+            None => {
+                op.kill();
+                tally.random_kills += 1;
+            }
+        }
+        // Now and then a sidecar restarts (its running tasks and its ready flag are lost).
+        if rng.between(0, 4) == 0 {
+            let target = format!("n{}", rng.between(0, config.nodes.max(1) - 1));
+            let _ = reqwest::Client::new()
+                .post(format!(
+                    "{}/admin/nodes/{}/{target}/restart",
+                    sim.url(),
+                    ns.name()
+                ))
+                .send()
+                .await;
+            tally.sim_restarts += 1;
+        }
+        // Halfway: every node that is Running gets a new image (node-update plans under fire too).
+        if !updated && kill >= config.kills / 2 {
+            for i in 0..config.nodes {
+                let _ = nodes
+                    .patch(
+                        &format!("n{i}"),
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"image": "seid:v2"}})),
+                    )
+                    .await;
+            }
+            updated = true;
+        }
+    }
+    if !updated {
+        for i in 0..config.nodes {
+            nodes
+                .patch(
+                    &format!("n{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"image": "seid:v2"}})),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    // The calm after: one operator without failpoints (lookup still off in the negative run) finishes
+    // everything. Failed nodes are retried by annotation, so the end state is every node Running on v2.
+    let _op = Operator::start(
+        ns.env(),
+        ns.name(),
+        &sim,
+        &[("SEI_FAILPOINTS", blind.as_str()), ("SEI_LEADER_ELECT", "false")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut retried: BTreeMap<String, u32> = BTreeMap::new();
+    loop {
+        let list = nodes.list(&ListParams::default()).await.unwrap().items;
+        let standalone: Vec<&SeiNode> = list.iter().filter(|n| n.name_any().starts_with('n')).collect();
+        let mut done = true;
+        for n in &standalone {
+            let status = n.status.clone().unwrap_or_default();
+            match node_phase(n) {
+                "Failed" if status.plan.is_none() => {
+                    let count = retried.entry(n.name_any()).or_default();
+                    *count += 1;
+                    tally.retries += 1;
+                    nodes
+                        .patch(
+                            &n.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(
+                                json!({"metadata": {"annotations": {"sei.io/retry": count.to_string()}}}),
+                            ),
+                        )
+                        .await
+                        .unwrap();
+                    done = false;
+                }
+                "Running" if status.plan.is_none() && status.current_image.as_deref() == Some("seid:v2") => {}
+                _ => done = false,
+            }
+        }
+        if config.validators > 0 {
+            let d = fleets.get("val").await.unwrap();
+            let s = serde_json::to_value(&d.status).unwrap();
+            if !(s["phase"] == "Ready" || s["phase"] == "Failed") || !s["plan"].is_null() {
+                done = false;
+            }
+        }
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plans still not finished after the chaos: {:#?}",
+            standalone
+                .iter()
+                .map(|n| (
+                    n.name_any(),
+                    node_phase(n),
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.plan.as_ref())
+                        .map(|p| p.workflow.clone())
+                ))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The execution log: ids that ran to their end more than once.
+    let log: Vec<Value> = reqwest::get(format!("{}/admin/executions", sim.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let duplicates: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["finished"].as_u64().unwrap_or(0) > 1)
+        .collect();
+    let node_list = nodes.list(&ListParams::default()).await.unwrap().items;
+    let fleet_list = fleets.list(&ListParams::default()).await.unwrap().items;
+    let plans = summaries(&node_list, &fleet_list);
+    let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
+    for (object, s) in &plans {
+        let phase = s["phase"].as_str().unwrap_or("?").to_owned();
+        if phase == "Failed" {
+            assert!(
+                s["failedTask"].as_str().is_some_and(|t| !t.is_empty())
+                    || s["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "a Failed plan of {object} names neither its task nor a reason: {s}"
+            );
+        }
+        *by_phase.entry(phase).or_default() += 1;
+    }
+    let crashes: u64 = tally.crashes.values().sum();
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "chaos run ({prefix}): seed {}, lookup-before-submit {}",
+        config.seed,
+        if config.blind { "OFF" } else { "on" }
+    );
+    let _ = writeln!(table, "| measure | value |\n|---|---|");
+    let _ = writeln!(table, "| operator lives (kills) | {} |", config.kills);
+    for (p, n) in &tally.crashes {
+        let _ = writeln!(table, "| crashes at failpoint {p} | {n} |");
+    }
+    let _ = writeln!(table, "| failpoint crashes, total | {crashes} |");
+    let _ = writeln!(table, "| random SIGKILLs | {} |", tally.random_kills);
+    let _ = writeln!(table, "| sidecar restarts | {} |", tally.sim_restarts);
+    let _ = writeln!(
+        table,
+        "| SeiNodes / validators | {} / {} |",
+        config.nodes, config.validators
+    );
+    let _ = writeln!(
+        table,
+        "| retries of Failed nodes (sei.io/retry) | {} |",
+        tally.retries
+    );
+    let _ = writeln!(
+        table,
+        "| plans finished | {} ({}) |",
+        plans.len(),
+        by_phase
+            .iter()
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(table, "| task ids executed | {} |", log.len());
+    let _ = writeln!(
+        table,
+        "| ids executed to the end more than once (duplicates) | {} |",
+        duplicates.len()
+    );
+    let _ = writeln!(table, "| wall time | {:.0} s |", started.elapsed().as_secs_f64());
+    for d in duplicates.iter().take(5) {
+        let _ = writeln!(table, "duplicate: {d}");
+    }
+    println!("{table}");
+    Some((u64::try_from(duplicates.len()).unwrap(), table))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_kills_at_failpoints_and_sidecar_faults_never_run_an_attempt_twice() {
+    let config = Config {
+        kills: env_or("SEI_CHAOS_KILLS", 8),
+        nodes: env_or("SEI_CHAOS_NODES", 3),
+        validators: env_or("SEI_CHAOS_VALIDATORS", 2),
+        seed: env_or("SEI_CHAOS_SEED", 11),
+        blind: false,
+    };
+    let Some((duplicates, table)) = chaos("e2e-chaos", &config).await else {
+        return;
+    };
+    assert_eq!(duplicates, 0, "an attempt executed twice:\n{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_blind_submits_the_chaos_run_finds_duplicate_executions() {
+    if std::env::var("SEI_CHAOS_SKIP_NEGATIVE").is_ok() {
+        return;
+    }
+    let config = Config {
+        kills: env_or("SEI_CHAOS_KILLS", 8),
+        nodes: env_or("SEI_CHAOS_NODES", 3),
+        validators: 0,
+        seed: env_or("SEI_CHAOS_SEED", 11),
+        blind: true,
+    };
+    let Some((duplicates, table)) = chaos("e2e-chaos-blind", &config).await else {
+        return;
+    };
+    assert!(
+        duplicates > 0,
+        "with lookup-before-submit off the chaos run must find duplicates:\n{table}"
+    );
+}
