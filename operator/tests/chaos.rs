@@ -59,6 +59,38 @@ struct Tally {
     random_kills: u64,
     sim_restarts: u64,
     retries: u64,
+    control_plane_restarts: Vec<&'static str>,
+}
+
+/// Kills one control-plane process of the local cluster (`etcd`, `kube-apiserver`) and starts it again with
+/// `hack/cluster.sh up` (which starts only what is missing), mid-plan.
+fn restart_component(cluster_dir: &std::path::Path, component: &str) {
+    let pid = std::fs::read_to_string(cluster_dir.join("pids").join(format!("{component}.pid"))).unwrap();
+    let pid = pid.trim();
+    assert!(
+        std::process::Command::new("kill")
+            .arg(pid)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Wait until it is gone (the port must be free for the restart).
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let up = std::process::Command::new(sei_tests::workspace_root().join("hack").join("cluster.sh"))
+        .arg("up")
+        .env("SEI_CLUSTER_DIR", cluster_dir)
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "restarting {component}: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
 }
 
 fn genesis_fleet(name: &str, replicas: u64) -> SeiNodeDeployment {
@@ -133,10 +165,27 @@ async fn chaos(prefix: &str, config: &Config) -> Option<(u64, String)> {
     if config.blind {
         blind = format!("{}=return;", sei_tasks::catalog::sidecar::SKIP_LOOKUP_FAILPOINT);
     }
+    // `SEI_CHAOS_CONTROL_PLANE=1` (the heavy command): the API server, then etcd, restarted once each mid-run.
+    let control_plane = std::env::var("SEI_CHAOS_CONTROL_PLANE").is_ok_and(|v| v == "1");
+    let cluster_dir = ns.env().kubeconfig.parent().unwrap().to_path_buf();
     for kill in 0..config.kills {
-        // Each life: one crash point armed with some probability, or none (then a random SIGKILL).
-        let point = POINTS[usize::try_from(rng.between(0, POINTS.len() as u64 - 1)).unwrap()];
-        let armed = rng.between(0, 3) > 0;
+        if control_plane && (kill == config.kills / 3 || kill == 2 * config.kills / 3) {
+            let component = if kill == config.kills / 3 {
+                "kube-apiserver"
+            } else {
+                "etcd"
+            };
+            restart_component(&cluster_dir, component);
+            tally.control_plane_restarts.push(component);
+        }
+        // Each life: one crash point armed with some probability, or none (then a random SIGKILL). The negative
+        // run arms the point where a start is performed but not journaled, the window the lookup closes.
+        let point = if config.blind {
+            "drive::after-start"
+        } else {
+            POINTS[usize::try_from(rng.between(0, POINTS.len() as u64 - 1)).unwrap()]
+        };
+        let armed = config.blind || rng.between(0, 3) > 0;
         let failpoints = if armed {
             format!("{blind}{point}={}%return", rng.between(10, 40))
         } else {
@@ -329,6 +378,15 @@ async fn chaos(prefix: &str, config: &Config) -> Option<(u64, String)> {
     let _ = writeln!(table, "| sidecar restarts | {} |", tally.sim_restarts);
     let _ = writeln!(
         table,
+        "| control plane restarted mid-run | {} |",
+        if tally.control_plane_restarts.is_empty() {
+            "none".to_owned()
+        } else {
+            tally.control_plane_restarts.join(", ")
+        }
+    );
+    let _ = writeln!(
+        table,
         "| SeiNodes / validators | {} / {} |",
         config.nodes, config.validators
     );
@@ -382,7 +440,7 @@ async fn with_blind_submits_the_chaos_run_finds_duplicate_executions() {
         return;
     }
     let config = Config {
-        kills: env_or("SEI_CHAOS_KILLS", 8),
+        kills: env_or("SEI_CHAOS_KILLS", 12),
         nodes: env_or("SEI_CHAOS_NODES", 3),
         validators: 0,
         seed: env_or("SEI_CHAOS_SEED", 11),

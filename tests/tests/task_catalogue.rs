@@ -265,7 +265,8 @@ fn outputs(outcome: Outcome) -> Map<String, Value> {
 }
 
 /// Starts `task_type` twice under one key, polls it to completion, starts it once more after completion (a
-/// crash between completing and recording), and checks that the simulator executed it exactly once.
+/// crash between completing and recording), and checks that the simulator executed it exactly once. A repeated
+/// start looks the key up first and adopts what the sidecar knows (running, then completed with its outputs).
 async fn run_once_started_twice(
     sim: &Sim,
     cx: &Context,
@@ -282,8 +283,8 @@ async fn run_once_started_twice(
     );
     assert_eq!(
         t.start(cx, &inv).await,
-        Outcome::Accepted,
-        "{task_type}: second start"
+        Outcome::Running,
+        "{task_type}: second start adopts the running attempt"
     );
     let done = poll_until_settled(t.as_ref(), cx, &inv).await;
     let Outcome::Done(out) = done else {
@@ -291,8 +292,8 @@ async fn run_once_started_twice(
     };
     assert_eq!(
         t.start(cx, &inv).await,
-        Outcome::Accepted,
-        "{task_type}: start after completion"
+        Outcome::Done(out.clone()),
+        "{task_type}: a start after completion adopts the result"
     );
     assert_eq!(
         t.poll(cx, &inv).await,
@@ -590,6 +591,20 @@ async fn a_failed_sidecar_task_fails_the_attempt_as_transient_and_a_new_attempt_
                 || *task_type == "config-validate",
             "{task_type}: the message says what failed: {}",
             e.message
+        );
+        // The same attempt started again (its start was never journaled: a crash or a 409) adopts the failure
+        // it finds under its key instead of re-submitting it, which the sidecar would execute a second time.
+        let again = failure(t.start(&cx, &inv).await);
+        assert_eq!(
+            again.class,
+            ErrorClass::Transient,
+            "{task_type}: {}",
+            again.message
+        );
+        assert_eq!(
+            sim.executions(NS, &node, inv.task.key).await,
+            1,
+            "{task_type}: a repeated start of a failed attempt does not execute it again"
         );
     }
 
