@@ -149,7 +149,7 @@
 //!
 //! | effect | delivered | how a repeat stays harmless |
 //! |---|---|---|
-//! | [`Effect::StartTask`] | at least once per attempt (again after every rewind past the start) | **recovery by lookup**: before submitting, the task asks its executor for the key (the sidecar's `GET /v0/tasks/{key}`, or the key recorded on a Kubernetes object) and adopts what it finds: running -> [`Event::StartAccepted`], completed -> [`Event::Completed`], failed -> [`Event::Failed`]; it submits only when nothing is found. A blind re-submit is not safe: the sidecar re-runs an id that *failed*. |
+//! | [`Effect::StartTask`] | at least once per attempt (again after every rewind past the start) | **recovery by lookup**: before submitting, a sidecar task asks the sidecar for the key (`GET /v0/tasks/{key}`) and adopts what it finds: running -> [`Event::StartAccepted`], completed -> [`Event::Completed`], failed -> the attempt fails; it submits only on a 404. A blind re-submit is not safe: the sidecar re-runs an id that *failed*. Kubernetes tasks look at the object itself and converge: server-side apply, a create answered 409 is adopted, `replace-pod` deletes only a pod of an older revision (uid and resourceVersion preconditions), so a repeat finds the work done. |
 //! | [`Effect::PollTask`] | any number of times | no side effect; observations carry their attempt and stale ones are ignored; `NotFound` for an unacknowledged start re-issues the same key. |
 //! | [`Effect::CancelTask`] | at least once, best effort | idempotent at the executor; the journal already records the outcome. A rewound journal re-derives the cancel when it reaches the same timeout or deadline. |
 //! | [`Effect::RequeueAt`] | a hint | calling [`advance`] early changes nothing but repeated polls; late, timers fire late (they are journal times). An active, unpaused plan always gets one. |
@@ -158,7 +158,13 @@
 //! Guarded by `durability::rewinds_never_execute_a_key_twice` (the property, with a sidecar
 //! that re-executes failed ids), `durability::blind_resubmits_execute_a_failed_key_again` (the
 //! property fails without the lookup), `properties::advance_is_idempotent` (a repeat starts no
-//! new attempt) and `executor::tests::on_success_is_handed_back_once`. Known limit: a start that
+//! new attempt) and `executor::tests::on_success_is_handed_back_once`; on the operator's side by
+//! the task catalogue's `a_failed_sidecar_task_fails_the_attempt_as_transient_and_a_new_attempt_runs_again`
+//! (a repeated start of a failed attempt is not executed again) and the chaos test
+//! (`operator/tests/chaos.rs`: kills at the operator's failpoints `drive::after-start`,
+//! `drive::after-poll`, `status::before-write`, `status::after-write`, `status::after-spans`,
+//! listed in `operator/src/failpoints.rs`, and at random moments; its negative run, with the
+//! lookup off through the failpoint `sidecar::skip-submit-lookup`, finds duplicates). Known limit: a start that
 //! a rewind erases and that the rewound plan never issues again (it stopped meanwhile) leaves
 //! an orphan execution at the executor; it runs once, to its own end.
 //!
