@@ -16,8 +16,8 @@ SEI_CHAOS_KILLS="$kills" SEI_CHAOS_VALIDATORS="$validators" SEI_CHAOS_CONTROL_PL
   cargo test -p sei-operator --test chaos -- --nocapture --exact \
   operator_kills_at_failpoints_and_sidecar_faults_never_run_an_attempt_twice 2>&1 |
   grep -E '^(\||chaos run|duplicate:|test result)'
-echo "== the same with lookup-before-submit off: $((kills / 3)) kills"
-SEI_CHAOS_KILLS="$((kills / 3))" \
+echo "== the same with lookup-before-submit off: $((kills / 3)) kills over 5 nodes"
+SEI_CHAOS_KILLS="$((kills / 3))" SEI_CHAOS_NODES=5 \
   cargo test -p sei-operator --test chaos -- --nocapture --exact \
   with_blind_submits_the_chaos_run_finds_duplicate_executions 2>&1 |
   grep -E '^(\||chaos run|duplicate:|test result)'
