@@ -93,21 +93,6 @@ fn restart_component(cluster_dir: &std::path::Path, component: &str) {
     );
 }
 
-fn genesis_fleet(name: &str, replicas: u64) -> SeiNodeDeployment {
-    let chain = format!("{name}-chain");
-    serde_json::from_value(json!({
-        "apiVersion": "sei.io/v1alpha1",
-        "kind": "SeiNodeDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "template": {"spec": {"chainId": chain, "image": "seid:v1", "validator": {}}},
-            "genesis": {"chainId": chain, "maxCeremonyDuration": "10m"},
-        },
-    }))
-    .unwrap()
-}
-
 fn node_phase(n: &SeiNode) -> &'static str {
     common::phase(n)
 }
@@ -186,7 +171,10 @@ async fn chaos(prefix: &str, config: &Config) -> Option<(u64, String)> {
     }
     if config.validators > 0 {
         fleets
-            .create(&PostParams::default(), &genesis_fleet("val", config.validators))
+            .create(
+                &PostParams::default(),
+                &common::genesis_fleet("val", i64::try_from(config.validators).unwrap(), "10m"),
+            )
             .await
             .unwrap();
     }

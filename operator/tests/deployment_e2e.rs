@@ -23,18 +23,7 @@ const WAIT: Duration = Duration::from_secs(120);
 const TASK: Duration = Duration::from_millis(50);
 
 fn genesis_fleet(name: &str, replicas: i32) -> SeiNodeDeployment {
-    let chain = format!("{name}-chain");
-    serde_json::from_value(json!({
-        "apiVersion": "sei.io/v1alpha1",
-        "kind": "SeiNodeDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "template": {"spec": {"chainId": chain, "image": "seid:v1", "validator": {}}},
-            "genesis": {"chainId": chain, "maxCeremonyDuration": "5m"},
-        },
-    }))
-    .unwrap()
+    common::genesis_fleet(name, i64::from(replicas), "5m")
 }
 
 fn full_node_fleet(name: &str, replicas: i32, max_unavailable: i32, policy: &str) -> SeiNodeDeployment {

@@ -456,3 +456,20 @@ impl Operator {
         self.child.id()
     }
 }
+
+/// A SeiNodeDeployment `name` of `replicas` validators that runs a genesis ceremony for chain `<name>-chain`,
+/// bounded by `max_duration`.
+pub(crate) fn genesis_fleet(name: &str, replicas: i64, max_duration: &str) -> sei_crds::SeiNodeDeployment {
+    let chain = format!("{name}-chain");
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "sei.io/v1alpha1",
+        "kind": "SeiNodeDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"chainId": chain, "image": "seid:v1", "validator": {}}},
+            "genesis": {"chainId": chain, "maxCeremonyDuration": max_duration},
+        },
+    }))
+    .unwrap()
+}

@@ -275,7 +275,7 @@ impl State {
             .max()
             .unwrap_or_default();
         let status = self
-            .first(node, task, |a| matches!(a, Action::Status(_)))
+            .first(node, task, |f| matches!(f.action, Action::Status(_)))
             .and_then(|a| match a {
                 Action::Status(code) => Some(code),
                 _ => None,
@@ -299,34 +299,17 @@ impl State {
 
     /// Consumes one `fail` fault for execution `run` of task `id` (type `task`), if one applies.
     pub fn take_failure(&mut self, node: &NodeRef, task: &str, id: Uuid, run: u32) -> Option<Action> {
-        let i = self.faults.iter().position(|f| {
-            matches!(f.action, Action::Fail { .. })
-                && f.remaining != Some(0)
-                && f.selector.matches(node, Some(task))
-                && f.applies_to(id, run)
-        })?;
-        let f = &mut self.faults[i];
-        let action = f.action.clone();
-        if let Some(n) = &mut f.remaining {
-            *n -= 1;
-            if *n == 0 {
-                self.faults.remove(i);
-            }
-        }
-        Some(action)
+        self.first(node, Some(task), |f| {
+            matches!(f.action, Action::Fail { .. }) && f.applies_to(id, run)
+        })
     }
 
     /// Fires only the first matching fault selected by `pick`.
-    fn first(
-        &mut self,
-        node: &NodeRef,
-        task: Option<&str>,
-        pick: impl Fn(&Action) -> bool,
-    ) -> Option<Action> {
+    fn first(&mut self, node: &NodeRef, task: Option<&str>, pick: impl Fn(&Fault) -> bool) -> Option<Action> {
         let i = self
             .faults
             .iter()
-            .position(|f| pick(&f.action) && f.remaining != Some(0) && f.selector.matches(node, task))?;
+            .position(|f| pick(f) && f.remaining != Some(0) && f.selector.matches(node, task))?;
         let f = &mut self.faults[i];
         let action = f.action.clone();
         if let Some(n) = &mut f.remaining {
