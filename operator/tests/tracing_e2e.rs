@@ -16,7 +16,7 @@ use common::{Operator, Sim, setup};
 
 const WAIT: Duration = Duration::from_secs(90);
 /// Tasks node-init executes for a full node without a snapshot source or keys.
-const FULL_NODE_INIT_TASKS: usize = 8;
+const FULL_NODE_INIT_TASKS: usize = 9;
 
 fn full_node(name: &str) -> SeiNode {
     serde_json::from_value(json!({

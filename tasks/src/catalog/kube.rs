@@ -283,6 +283,11 @@ async fn validate_imported_pvc(
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApplyStatefulSetParams {
+    /// The SeiNode spec the plan was compiled with (a snapshot, so that `onDrift: Queue` holds for every field
+    /// of the StatefulSet, not only the images); absent: the live spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    pub spec: Option<Value>,
     /// The seid image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -291,13 +296,17 @@ pub struct ApplyStatefulSetParams {
     pub sidecar_image: Option<String>,
 }
 
-/// The node as the plan wants it rendered: the params' images over the live spec.
-#[must_use]
+/// The node as the plan wants it rendered: the params' spec snapshot (else the live spec), then the params'
+/// images over it. A snapshot that is not a SeiNode spec is an error naming the field.
 pub fn with_plan_images(
     mut node: SeiNode,
     params: &ApplyStatefulSetParams,
     default_sidecar_image: &str,
-) -> SeiNode {
+) -> Result<SeiNode, String> {
+    if let Some(spec) = &params.spec {
+        node.spec = serde_json::from_value(spec.clone())
+            .map_err(|e| format!("params.spec is not a SeiNode spec: {e}"))?;
+    }
     if let Some(image) = params.image.as_ref().filter(|i| !i.is_empty()) {
         node.spec.image.clone_from(image);
     }
@@ -307,7 +316,7 @@ pub fn with_plan_images(
             node.spec.sidecar.get_or_insert_with(Default::default).image = Some(image.clone());
         }
     }
-    node
+    Ok(node)
 }
 
 /// `apply-statefulset`: server-side apply of the node's StatefulSet, replacing an impostor (same name,
@@ -328,7 +337,10 @@ async fn apply_statefulset(cx: &Context, inv: &Invocation) -> Outcome {
         Err(o) => return o,
     };
     let node = match load_node(cx, inv).await {
-        Ok(n) => with_plan_images(n, &params, &cx.platform.images.sidecar),
+        Ok(n) => match with_plan_images(n, &params, &cx.platform.images.sidecar) {
+            Ok(n) => n,
+            Err(e) => return Outcome::failed(ErrorClass::Invalid, e),
+        },
         Err(o) => return o,
     };
     let desired = match resources::statefulset(&node, &cx.platform) {
@@ -1094,22 +1106,42 @@ mod tests {
         }))
         .unwrap();
         let params = ApplyStatefulSetParams {
+            spec: None,
             image: Some("seid:v2".into()),
             sidecar_image: Some("sidecar:default".into()),
         };
-        let planned = with_plan_images(node.clone(), &params, "sidecar:default");
+        let planned = with_plan_images(node.clone(), &params, "sidecar:default").unwrap();
         assert_eq!(planned.spec.image, "seid:v2");
         assert_eq!(
             planned.spec.sidecar, None,
             "the default sidecar image needs no sidecar block"
         );
         let params = ApplyStatefulSetParams {
+            spec: None,
             image: None,
             sidecar_image: Some("sidecar:v9".into()),
         };
-        let planned = with_plan_images(node.clone(), &params, "sidecar:default");
+        let planned = with_plan_images(node.clone(), &params, "sidecar:default").unwrap();
         assert_eq!(planned.spec.image, "seid:v3", "no image param: the live spec");
         assert_eq!(planned.spec.sidecar_image(), Some("sidecar:v9"));
         assert_eq!(planned.spec.sidecar_port(), node.spec.sidecar_port());
+        // The plan's spec snapshot wins over the live spec (a resources edit made while the plan runs waits).
+        let params = ApplyStatefulSetParams {
+            spec: Some(
+                json!({"chainId": "c", "image": "seid:v1", "fullNode": {}, "podLabels": {"tier": "a"}}),
+            ),
+            image: None,
+            sidecar_image: None,
+        };
+        let planned = with_plan_images(node.clone(), &params, "sidecar:default").unwrap();
+        assert_eq!(planned.spec.image, "seid:v1");
+        assert_eq!(planned.metadata.name.as_deref(), Some("n"), "metadata stays live");
+        let bad = ApplyStatefulSetParams {
+            spec: Some(json!({"image": 7})),
+            image: None,
+            sidecar_image: None,
+        };
+        let e = with_plan_images(node, &bad, "sidecar:default").unwrap_err();
+        assert!(e.contains("params.spec"), "{e}");
     }
 }
