@@ -40,7 +40,7 @@ pub const SEINODE_FINALIZER: &str = "seinodes.sei.io";
 /// Finalizer the SeiNodeDeployment controller puts on every SeiNodeDeployment (`<plural>.<group>`).
 pub const SEINODEDEPLOYMENT_FINALIZER: &str = "seinodedeployments.sei.io";
 
-/// Annotation a user sets to the id of an object's active plan to cancel it: no new task starts, tasks in
+/// Annotation a user sets to the id of an object's active plan (SeiNode or SeiNodeDeployment) to cancel it: no new task starts, tasks in
 /// flight finish, the `finally` tasks run, the plan ends `Cancelled` (Event `PlanCancelled`). Naming the plan id
 /// makes the request apply to that plan only, never to one started later.
 pub const CANCEL_PLAN: &str = "sei.io/cancel-plan";

@@ -745,6 +745,9 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
             requeue = Duration::from_millis(10);
         }
         Some(mut plan) => {
+            if let Some(event) = crate::user::cancel_requested(&deployment.metadata, &mut plan) {
+                events.push(event);
+            }
             if plan.workflow == ROLLOUT_WORKFLOW
                 && plan.on_drift == DriftPolicy::Supersede
                 && let Some((image, sidecar)) = rollout_target(&plan)
