@@ -303,10 +303,7 @@ pub fn with_plan_images(
     params: &ApplyStatefulSetParams,
     default_sidecar_image: &str,
 ) -> Result<SeiNode, String> {
-    if let Some(spec) = &params.spec {
-        node.spec = serde_json::from_value(spec.clone())
-            .map_err(|e| format!("params.spec is not a SeiNode spec: {e}"))?;
-    }
+    node = with_plan_spec(node, params.spec.as_ref())?;
     if let Some(image) = params.image.as_ref().filter(|i| !i.is_empty()) {
         node.spec.image.clone_from(image);
     }
@@ -405,13 +402,41 @@ async fn apply_statefulset(cx: &Context, inv: &Invocation) -> Outcome {
     }
 }
 
-/// `apply-service`: server-side apply of the node's headless Service.
+/// The node with the spec snapshot a plan was compiled with (`None`: the live spec unchanged); a snapshot that
+/// is not a SeiNode spec is an error naming the field.
+pub fn with_plan_spec(mut node: SeiNode, spec: Option<&Value>) -> Result<SeiNode, String> {
+    if let Some(spec) = spec {
+        node.spec = serde_json::from_value(spec.clone())
+            .map_err(|e| format!("params.spec is not a SeiNode spec: {e}"))?;
+    }
+    Ok(node)
+}
+
+/// Params of `apply-service`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyServiceParams {
+    /// The SeiNode spec the plan was compiled with (a snapshot); absent: the live spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    pub spec: Option<Value>,
+}
+
+/// `apply-service`: server-side apply of the node's headless Service, rendered from the plan's spec snapshot
+/// when the workflow passes one.
 pub struct ApplyService;
-idempotent_task!(ApplyService, "apply-service", NoParams, apply_service);
+idempotent_task!(ApplyService, "apply-service", ApplyServiceParams, apply_service);
 
 async fn apply_service(cx: &Context, inv: &Invocation) -> Outcome {
+    let params: ApplyServiceParams = match inv.params() {
+        Ok(p) => p,
+        Err(o) => return o,
+    };
     let node = match load_node(cx, inv).await {
-        Ok(n) => n,
+        Ok(n) => match with_plan_spec(n, params.spec.as_ref()) {
+            Ok(n) => n,
+            Err(e) => return Outcome::failed(ErrorClass::Invalid, e),
+        },
         Err(o) => return o,
     };
     let desired = match resources::headless_service(&node, &cx.platform) {
