@@ -221,3 +221,40 @@ async fn a_paused_plan_records_when_and_its_deadline_moves_by_the_pause() {
         "{r:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_plan_is_cancelled_by_annotation_naming_its_id() {
+    let Some(ns) = setup("e2e-cancel-fleet").await else {
+        return;
+    };
+    let sim = Sim::start(Duration::from_secs(3), vec![]).await;
+    let fleets = ns.api::<sei_crds::SeiNodeDeployment>();
+    let _op = Operator::start(ns.env(), ns.name(), &sim, &[]);
+    fleets
+        .create(&PostParams::default(), &common::genesis_fleet("halt", 2, "5m"))
+        .await
+        .unwrap();
+    let plan_id = eventually("a genesis-ceremony plan", WAIT, || async {
+        let d = fleets.get_opt("halt").await.unwrap()?;
+        d.status?.plan.map(|p| p.id.to_string())
+    })
+    .await;
+    fleets
+        .patch(
+            "halt",
+            &PatchParams::default(),
+            &annotate(sei_crds::labels::CANCEL_PLAN, &plan_id),
+        )
+        .await
+        .unwrap();
+    let summary = eventually("the ceremony plan to end Cancelled", WAIT, || async {
+        let d = fleets.get_opt("halt").await.unwrap()?;
+        d.status?
+            .plan_history
+            .into_iter()
+            .find(|s| s.id.to_string() == plan_id)
+    })
+    .await;
+    assert_eq!(format!("{:?}", summary.phase), "Cancelled", "{summary:?}");
+    assert!(reasons(&ns, "halt").await.contains(&"PlanCancelled".to_owned()));
+}
