@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::definition::{RetrySpec, TaskSpec, WorkflowDefinition};
 use crate::plan::{
-    DEFAULT_DEADLINE, MAX_ERROR_MESSAGE_BYTES, MAX_PLAN_BYTES, Plan, PlanPhase, PlannedTask, SCHEMA_VERSION,
-    TaskRun, split_run_name, truncate,
+    DEFAULT_DEADLINE, DEFAULT_FINALLY_TIMEOUT, MAX_ERROR_MESSAGE_BYTES, MAX_PLAN_BYTES, Plan, PlanPhase,
+    PlannedTask, SCHEMA_VERSION, TaskRun, split_run_name, truncate,
 };
 use crate::reference::{Ref, lookup, rewrite};
 use crate::registry::TaskTypeRegistry;
@@ -250,7 +250,10 @@ pub fn compile(
     cx.check_names()?;
     cx.check_guards()?;
     let main = cx.stage(&spec.tasks, None, registry)?;
-    let finally = cx.stage(&spec.finally, Some(&spec.tasks), registry)?;
+    let mut finally = cx.stage(&spec.finally, Some(&spec.tasks), registry)?;
+    for task in &mut finally {
+        task.timeout.get_or_insert(DEFAULT_FINALLY_TIMEOUT);
+    }
     let plan = Plan {
         schema_version: SCHEMA_VERSION,
         id: inputs.plan_id,

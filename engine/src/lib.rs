@@ -170,7 +170,9 @@
 //!
 //! ## Every plan ends
 //! - A deadline always applies to the normal tasks: the definition's `deadline`, else
-//!   [`DEFAULT_DEADLINE`] (24h). `finally` tasks are bound only by their own `timeout`.
+//!   [`DEFAULT_DEADLINE`] (24h). `finally` tasks are bound only by their own `timeout`, which is
+//!   [`DEFAULT_FINALLY_TIMEOUT`] (1h) when they declare none
+//!   (`compile::tests::a_finally_task_without_a_timeout_gets_the_default_one`).
 //! - [`Plan::pause`] freezes a plan; [`Plan::resume`] moves its deadline, retry times and the
 //!   timeout clocks of attempts in flight forward by the paused time.
 //! - [`Plan::cancel`] records a user's cancel ([`StopCause::Cancelled`] with the user's
@@ -246,9 +248,10 @@ pub use executor::{
     Effect, Event, EventKind, Lifecycle, Observation, TaskRef, Transition, advance, run_params, transition,
 };
 pub use plan::{
-    DEFAULT_DEADLINE, DEFAULT_POLL_INTERVAL, DriftPolicy, ErrorClass, MAX_ERROR_MESSAGE_BYTES,
-    MAX_OUTPUT_BYTES, MAX_PLAN_BYTES, Plan, PlanPhase, PlanSummary, PlannedTask, RunView, SCHEMA_VERSION,
-    Settled, Stop, StopCause, TaskError, TaskRun, TaskState, idempotency_key, push_history,
+    DEFAULT_DEADLINE, DEFAULT_FINALLY_TIMEOUT, DEFAULT_POLL_INTERVAL, DriftPolicy, ErrorClass,
+    MAX_ERROR_MESSAGE_BYTES, MAX_OUTPUT_BYTES, MAX_PLAN_BYTES, Plan, PlanPhase, PlanSummary, PlannedTask,
+    RunView, SCHEMA_VERSION, Settled, Stop, StopCause, TaskError, TaskRun, TaskState, idempotency_key,
+    push_history,
 };
 pub use registry::{Registry, TaskTypeRegistry};
 pub use retry::{DEFAULT_RETRY_ON, RetryPolicy};

@@ -35,6 +35,9 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// The deadline of a plan whose definition declares none (`deadline`), so that every plan ends.
 /// A day: the longest built-in workflow (`ceremony-member`) declares 24h, the others 6h or less.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
+/// The timeout of a `finally` task that declares none: the deadline does not bind finally tasks (they run
+/// whatever the outcome), so without a timeout of their own one could keep a plan from ever ending.
+pub const DEFAULT_FINALLY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Hard cap on a plan's journal, in bytes of compact JSON. [`crate::compile`] refuses a plan over
 /// it, and [`Plan::enforce_size_cap`] ends an active plan that grows over it (instead of letting
 /// every status write fail). Kubernetes objects are limited to about 1.5 MiB; the cap leaves

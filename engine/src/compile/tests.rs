@@ -473,3 +473,17 @@ fn a_plan_over_the_journal_cap_does_not_compile() {
     assert_at(&e, None, "tasks");
     assert!(e.to_string().contains("over the 262144-byte journal cap"), "{e}");
 }
+
+#[test]
+fn a_finally_task_without_a_timeout_gets_the_default_one() {
+    let plan = compile_yaml(
+        "name: w\ntasks: [{name: a, type: t}]\nfinally: [{name: f, type: t}, {name: g, type: t, timeout: 5m}]",
+    )
+    .unwrap();
+    assert_eq!(plan.finally[0].timeout, Some(crate::DEFAULT_FINALLY_TIMEOUT));
+    assert_eq!(plan.finally[1].timeout, Some(crate::Duration::from_secs(300)));
+    assert_eq!(
+        plan.tasks[0].timeout, None,
+        "normal tasks are bound by the deadline"
+    );
+}
