@@ -128,21 +128,7 @@ pub async fn reconcile(deployment: Arc<SeiNodeDeployment>, ctx: Arc<Context>) ->
 /// Policy for failed reconciles: conflicts retry at once, the rest back off.
 #[allow(clippy::needless_pass_by_value)] // the signature kube-runtime's Controller::run expects
 pub fn error_policy(_d: Arc<SeiNodeDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(KIND, error.category());
-    if error.is_conflict() {
-        tracing::debug!(
-            error = error as &dyn std::error::Error,
-            kind = KIND,
-            "Reconcile lost a write race; retrying at once"
-        );
-    } else {
-        tracing::warn!(
-            error = error as &dyn std::error::Error,
-            kind = KIND,
-            "Reconcile failed"
-        );
-    }
-    Action::requeue(error.requeue())
+    crate::error::policy(KIND, error, &ctx.metrics)
 }
 
 /// The children of `deployment`: SeiNodes labelled with its name, by ordinal.

@@ -161,6 +161,7 @@ pub async fn drive(
         let effects = sei_engine::advance(plan, &observations, now());
         observations.clear();
         let mut calls = Vec::new();
+        let effects: Vec<Effect> = effects.into_iter().filter_map(|e| driven.record(e)).collect();
         for effect in effects {
             match effect {
                 Effect::StartTask { task, params, .. } => {
@@ -177,20 +178,7 @@ pub async fn drive(
                     let params = run_params(plan, &task);
                     calls.push(Call::Cancel(task, params));
                 }
-                Effect::PlanFinished {
-                    phase,
-                    message,
-                    failed_task,
-                    effect,
-                } => {
-                    driven.finished = Some(Finished {
-                        phase,
-                        message,
-                        failed_task,
-                        effect,
-                    });
-                }
-                Effect::RequeueAt(at) => driven.requeue_at = Some(at),
+                Effect::PlanFinished { .. } | Effect::RequeueAt(_) => {}
             }
         }
         if calls.is_empty() {
@@ -210,31 +198,42 @@ pub async fn drive(
     }
     if !observations.is_empty() {
         // Record what the last round learned (its effects are due at the next requeue).
-        let effects = sei_engine::advance(plan, &observations, now());
-        for effect in effects {
-            match effect {
-                Effect::RequeueAt(at) => driven.requeue_at = Some(at),
-                Effect::PlanFinished {
+        for effect in sei_engine::advance(plan, &observations, now()) {
+            driven.record(effect);
+        }
+    }
+    driven
+}
+
+impl Driven {
+    /// Records a `RequeueAt` or `PlanFinished` effect (a finished plan has no requeue); hands back the others,
+    /// which are calls to perform.
+    fn record(&mut self, effect: Effect) -> Option<Effect> {
+        match effect {
+            Effect::RequeueAt(at) => {
+                if self.finished.is_none() {
+                    self.requeue_at = Some(at);
+                }
+                None
+            }
+            Effect::PlanFinished {
+                phase,
+                message,
+                failed_task,
+                effect,
+            } => {
+                self.finished = Some(Finished {
                     phase,
                     message,
                     failed_task,
                     effect,
-                } => {
-                    driven.finished = Some(Finished {
-                        phase,
-                        message,
-                        failed_task,
-                        effect,
-                    });
-                }
-                _ => {}
+                });
+                self.requeue_at = None;
+                None
             }
+            other => Some(other),
         }
     }
-    if driven.finished.is_some() {
-        driven.requeue_at = None;
-    }
-    driven
 }
 
 /// Keeps the journal under the engine's hard cap before the status write ([`Plan::enforce_size_cap`]): finished
@@ -243,23 +242,12 @@ pub async fn drive(
 /// the journal for the spans (compaction drops the timestamps of settled runs). The cancels it asks for are
 /// not sent: the runs in flight are abandoned, as at a deadline the sidecar would time them out anyway.
 pub fn bound(plan: &mut Plan, driven: &mut Driven) {
+    let was_finished = driven.finished.is_some();
     for effect in plan.enforce_size_cap(now()) {
-        if let Effect::PlanFinished {
-            phase,
-            message,
-            failed_task,
-            effect,
-        } = effect
-        {
-            tracing::warn!(plan = %plan.id, reason = message.as_deref().unwrap_or_default(), "Journal over its size cap; the plan fails");
-            driven.finished = Some(Finished {
-                phase,
-                message,
-                failed_task,
-                effect,
-            });
-            driven.requeue_at = None;
-        }
+        driven.record(effect);
+    }
+    if !was_finished && let Some(finished) = &driven.finished {
+        tracing::warn!(plan = %plan.id, reason = finished.message.as_deref().unwrap_or_default(), "Journal over its size cap; the plan fails");
     }
 }
 

@@ -70,6 +70,26 @@ impl Error {
     }
 }
 
+/// What both controllers' `error_policy` does: count the error (and a conflict on its own), log it (a lost
+/// write race only at debug), and requeue per [`Error::requeue`].
+pub fn policy(
+    kind: &str,
+    error: &Error,
+    metrics: &crate::metrics::Metrics,
+) -> kube::runtime::controller::Action {
+    metrics.reconcile_error(kind, error.category());
+    if error.is_conflict() {
+        tracing::debug!(
+            error = error as &dyn std::error::Error,
+            kind,
+            "Reconcile lost a write race; retrying at once"
+        );
+    } else {
+        tracing::warn!(error = error as &dyn std::error::Error, kind, "Reconcile failed");
+    }
+    kube::runtime::controller::Action::requeue(error.requeue())
+}
+
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }

@@ -20,13 +20,22 @@
 /// Exit code of a crash injected by a failpoint.
 pub const CRASH_EXIT_CODE: i32 = 86;
 
-/// The points of this crate, for `--help` and validation.
-pub const POINTS: &[&str] = &[
+/// The points where the operator can be made to crash (the first five rows of the table).
+pub const CRASH_POINTS: &[&str] = &[
     "drive::after-start",
     "drive::after-poll",
     "status::before-write",
     "status::after-write",
     "status::after-spans",
+];
+
+/// Every point `SEI_FAILPOINTS` may name: the crash points and the lookup breaker.
+pub const POINTS: &[&str] = &[
+    CRASH_POINTS[0],
+    CRASH_POINTS[1],
+    CRASH_POINTS[2],
+    CRASH_POINTS[3],
+    CRASH_POINTS[4],
     sei_tasks::catalog::sidecar::SKIP_LOOKUP_FAILPOINT,
 ];
 

@@ -72,6 +72,16 @@ impl Fence {
         }
     }
 
+    /// Whether a write may be sent now; a refused one is counted in `metrics` (`sei_fenced_writes_total`).
+    /// What both fenced clients (the API client's layer, the sidecar client's write gate) ask.
+    pub fn permits_write(&self, metrics: &crate::metrics::Metrics) -> bool {
+        let open = self.is_open();
+        if !open {
+            metrics.fenced();
+        }
+        open
+    }
+
     /// Whether a write may be sent now.
     #[must_use]
     pub fn is_open(&self) -> bool {
@@ -142,13 +152,68 @@ fn micro_now() -> MicroTime {
 impl Elector {
     /// An elector for lease `namespace/name` as `identity`.
     #[must_use]
-    pub fn new(client: kube::Client, namespace: &str, name: &str, identity: &str, timings: Timings) -> Self {
+    /// An elector for lease `namespace/name` as `identity`, opening `fence` while it holds the lease. The
+    /// client's writes are fenced too: the Lease path is exempt (see `run::client`).
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        timings: Timings,
+        fence: Fence,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
             identity: identity.to_owned(),
             timings,
-            fence: Fence::closed(),
+            fence,
+        }
+    }
+
+    /// Tries to acquire the lease every retry period until it holds it (`true`) or `stopped` resolves first
+    /// (`false`).
+    pub async fn acquire(&self, stopped: impl Future<Output = ()>) -> bool {
+        tokio::pin!(stopped);
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "Lease check failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.timings.retry) => {}
+                () = &mut stopped => return false,
+            }
+        }
+    }
+
+    /// Renews the lease every retry period; returns why leadership is lost: another replica holds the lease,
+    /// or no renewal succeeded within the renew deadline (client-go semantics). The caller stops on SIGTERM
+    /// by dropping this future.
+    pub async fn hold(&self) -> String {
+        let mut last_success = Instant::now();
+        loop {
+            tokio::time::sleep(self.timings.retry).await;
+            // Checked before trying: after a stall (SIGSTOP) longer than the deadline, a renewal that would
+            // succeed now cannot undo that others may have acted meanwhile.
+            if last_success.elapsed() >= self.timings.renew_deadline {
+                return format!(
+                    "the lease was not renewed for {:?} (renew deadline {:?})",
+                    last_success.elapsed(),
+                    self.timings.renew_deadline
+                );
+            }
+            let sent = Instant::now();
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_success = sent,
+                Ok(false) => return "another replica holds the lease".to_owned(),
+                Err(e) => tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    since_last_renewal = ?last_success.elapsed(),
+                    "Renewing the lease failed"
+                ),
+            }
         }
     }
 

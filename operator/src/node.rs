@@ -77,16 +77,7 @@ pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, 
 /// Policy for failed reconciles: conflicts retry at once, the rest back off.
 #[allow(clippy::needless_pass_by_value)] // the signature kube-runtime's Controller::run expects
 pub fn error_policy(_node: Arc<SeiNode>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(KIND, error.category());
-    if error.is_conflict() {
-        tracing::debug!(
-            error = error as &dyn std::error::Error,
-            "Reconcile lost a write race; retrying at once"
-        );
-    } else {
-        tracing::warn!(error = error as &dyn std::error::Error, "Reconcile failed");
-    }
-    Action::requeue(error.requeue())
+    crate::error::policy(KIND, error, &ctx.metrics)
 }
 
 async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
@@ -363,6 +354,22 @@ fn drift(
     })
 }
 
+/// `sei.io/retry` with a new value on a node without a plan: a Failed node goes back to Pending (its init
+/// workflow runs again); the value is recorded in `status.observedRetry` either way. The Event to publish.
+fn retry(node: &SeiNode, status: &mut SeiNodeStatus) -> Option<(EventType, &'static str, String)> {
+    let token = crate::user::retry_requested(&node.metadata, status.observed_retry.as_deref())?;
+    status.observed_retry = Some(token.to_owned());
+    let key = sei_crds::labels::RETRY;
+    Some(if status.phase == Some(SeiNodePhase::Failed) {
+        set_phase(status, SeiNodePhase::Pending);
+        let why = format!("{key}: the Failed node goes back to Pending; its init workflow runs again");
+        (EventType::Normal, "RetryRequested", why)
+    } else {
+        let why = format!("{key}: the node is not Failed; nothing to retry");
+        (EventType::Normal, "RetryIgnored", why)
+    })
+}
+
 #[allow(clippy::too_many_lines)] // one reconcile, read top to bottom; each step is commented
 async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     let ns = node.namespace().unwrap_or_default();
@@ -411,19 +418,19 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     }
 
     // (3) plans
+    let retried = status.plan.is_none() && !node.spec.paused && {
+        let event = retry(&node, &mut status);
+        let retried = event.is_some();
+        events.extend(event);
+        retried
+    };
+    if retried {
+        requeue = Duration::from_millis(10);
+    }
     match status.plan.take() {
         // Frozen: the plan records when it was paused; its deadline and timers resume where they stopped.
         Some(mut plan) if node.spec.paused => {
-            if plan.pause(now()) {
-                events.push((
-                    EventType::Normal,
-                    "PlanPaused",
-                    format!(
-                        "plan {} ({}) paused: its deadline and timers are frozen",
-                        plan.id, plan.workflow
-                    ),
-                ));
-            }
+            events.extend(crate::user::pause(&mut plan));
             status.plan = Some(plan);
         }
         // A finished plan left by an older operator version: keep its summary.
@@ -432,13 +439,7 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
             requeue = Duration::from_millis(10);
         }
         Some(mut plan) => {
-            if plan.resume(now()) {
-                events.push((
-                    EventType::Normal,
-                    "PlanResumed",
-                    format!("plan {} ({}) resumed", plan.id, plan.workflow),
-                ));
-            }
+            events.extend(crate::user::resume(&mut plan));
             if let Some(event) = crate::user::cancel_requested(&node.metadata, &mut plan) {
                 events.push(event);
             }
@@ -473,31 +474,8 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
             }
         }
         None if node.spec.paused => {}
-        None if crate::user::retry_requested(&node.metadata, status.observed_retry.as_deref()).is_some() => {
-            let token = crate::user::retry_requested(&node.metadata, status.observed_retry.as_deref());
-            status.observed_retry = token.map(str::to_owned);
-            if status.phase == Some(SeiNodePhase::Failed) {
-                set_phase(&mut status, SeiNodePhase::Pending);
-                events.push((
-                    EventType::Normal,
-                    "RetryRequested",
-                    format!(
-                        "{}: the Failed node goes back to Pending; its init workflow runs again",
-                        sei_crds::labels::RETRY
-                    ),
-                ));
-            } else {
-                events.push((
-                    EventType::Normal,
-                    "RetryIgnored",
-                    format!(
-                        "{}: the node is not Failed; nothing to retry",
-                        sei_crds::labels::RETRY
-                    ),
-                ));
-            }
-            requeue = Duration::from_millis(10);
-        }
+        // A retry of a Failed node was handled above; the trigger sees the new phase at the next reconcile.
+        None if retried => {}
         None => {
             let bindings = Bindings::new(&owner.object, &facts(&node, ctx)).map_err(Error::Cel)?;
             if let Some(workflow) = ctx.catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {

@@ -236,10 +236,9 @@ async fn client(
     let fenced = tower::filter::FilterLayer::new(move |req: http::Request<kube::client::Body>| {
         let reads = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
         let lease = req.uri().path().starts_with("/apis/coordination.k8s.io/");
-        if reads || lease || fence.is_open() {
+        if reads || lease || fence.permits_write(&refused) {
             Ok(req)
         } else {
-            refused.fenced();
             Err(crate::error::Error::Fenced)
         }
     });
@@ -323,17 +322,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = client(&args, &metrics, &identity, fence.clone()).await?;
     check_crds(&client).await?;
     let sidecar = {
-        let fence = fence.clone();
-        let refused = Arc::clone(&metrics);
-        sei_tasks::sidecar::Client::new(platform.sidecar_client_config())?.with_write_gate(Arc::new(
-            move || {
-                let open = fence.is_open();
-                if !open {
-                    refused.fenced();
-                }
-                open
-            },
-        ))
+        let (fence, refused) = (fence.clone(), Arc::clone(&metrics));
+        sei_tasks::sidecar::Client::new(platform.sidecar_client_config())?
+            .with_write_gate(Arc::new(move || fence.permits_write(&refused)))
     };
 
     let ready = Readiness::default();
@@ -365,49 +356,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .or_else(|| args.namespace.clone())
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".into());
-    let mut elector = Elector::new(client.clone(), &lease_ns, &args.lease_name, &identity, timings);
-    elector.fence = fence.clone();
+    let elector = Elector::new(
+        client.clone(),
+        &lease_ns,
+        &args.lease_name,
+        &identity,
+        timings,
+        fence,
+    );
     ready.set(true);
+    let controllers = controllers(
+        &args,
+        client,
+        platform,
+        sidecar,
+        registry,
+        catalog,
+        metrics,
+        stopped(),
+    );
     if !args.leader_elect {
-        return controllers(
-            &args,
-            client,
-            platform,
-            sidecar,
-            registry,
-            catalog,
-            metrics,
-            stopped(),
-        )
-        .await;
+        return controllers.await;
     }
     tracing::info!(identity = %elector.identity(), lease = %args.lease_name, namespace = %lease_ns, "Waiting for leadership");
-    loop {
-        if *stop_rx.borrow() {
-            return Ok(());
-        }
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "Lease check failed"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(timings.retry) => {}
-            () = stopped() => return Ok(()),
-        }
+    if !elector.acquire(stopped()).await {
+        return Ok(());
     }
     tracing::info!(identity = %elector.identity(), "Became the leader");
-    let lost = renew_until_lost(elector.clone(), stop_rx.clone());
     tokio::select! {
         // SIGTERM: in-flight reconciles finish (their writes are still fenced), then the lease is released.
-        result = controllers(&args, client.clone(), platform, sidecar, registry, catalog, metrics, stopped()) => {
+        result = controllers => {
             elector.release().await;
             result
         }
         // The renew deadline passed: the fence is already closed; dropping the controllers cancels every
         // in-flight reconcile at its next await. Exit non-zero so that Kubernetes restarts this replica as a
         // standby (client-go's OnStoppedLeading does the same).
-        why = lost => {
+        why = elector.hold() => {
             elector.fence.close();
             tracing::error!(reason = %why, "Leadership lost: cancelled in-flight reconciles; exiting");
             bail!("leadership lost: {why}")
@@ -415,38 +400,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Renews the lease every retry period; returns why leadership is lost: another replica holds the lease, or
-/// no renewal succeeded within the renew deadline (client-go semantics). Never returns after a SIGTERM.
-async fn renew_until_lost(elector: Elector, stop: watch::Receiver<bool>) -> String {
-    let mut last_success = std::time::Instant::now();
-    loop {
-        tokio::time::sleep(elector.timings.retry).await;
-        if *stop.borrow() {
-            return std::future::pending().await;
-        }
-        // Checked before trying: after a stall (SIGSTOP) longer than the deadline, a renewal that would
-        // succeed now cannot undo that others may have acted meanwhile.
-        if last_success.elapsed() >= elector.timings.renew_deadline {
-            return format!(
-                "the lease was not renewed for {:?} (renew deadline {:?})",
-                last_success.elapsed(),
-                elector.timings.renew_deadline
-            );
-        }
-        let sent = std::time::Instant::now();
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => last_success = sent,
-            Ok(false) => return "another replica holds the lease".to_owned(),
-            Err(e) => tracing::warn!(
-                error = &e as &dyn std::error::Error,
-                since_last_renewal = ?last_success.elapsed(),
-                "Renewing the lease failed"
-            ),
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)] // the wiring of `run`, called twice
+#[allow(clippy::too_many_arguments)] // the wiring of `run`
 async fn controllers(
     args: &RunArgs,
     client: kube::Client,

@@ -1,5 +1,6 @@
-//! What users ask of a plan through annotations (documented in the README and on the constants):
-//! `sei.io/cancel-plan: <plan id>` cancels that active plan, `sei.io/retry: <new value>` retries a Failed node.
+//! What users ask of a plan (documented in the README and on the constants): `spec.paused` pauses and resumes
+//! it, `sei.io/cancel-plan: <plan id>` cancels that active plan, `sei.io/retry: <new value>` retries a Failed
+//! node.
 
 use kube::api::ObjectMeta;
 use kube::runtime::events::EventType;
@@ -28,6 +29,25 @@ pub fn cancel_requested(meta: &ObjectMeta, plan: &mut Plan) -> Option<(EventType
                 ),
             )
         })
+}
+
+/// Pauses `plan` (`spec.paused`): its clock stops; the Event to publish, once.
+pub fn pause(plan: &mut Plan) -> Option<(EventType, &'static str, String)> {
+    plan.pause(crate::clock::now()).then(|| {
+        let note = format!(
+            "plan {} ({}) paused: its deadline and timers are frozen",
+            plan.id, plan.workflow
+        );
+        (EventType::Normal, "PlanPaused", note)
+    })
+}
+
+/// Resumes a paused `plan` (its deadline and timers move by the pause); the Event to publish, once.
+pub fn resume(plan: &mut Plan) -> Option<(EventType, &'static str, String)> {
+    plan.resume(crate::clock::now()).then(|| {
+        let note = format!("plan {} ({}) resumed", plan.id, plan.workflow);
+        (EventType::Normal, "PlanResumed", note)
+    })
 }
 
 /// The `sei.io/retry` value when it is new (differs from `observed`).

@@ -28,14 +28,8 @@ use serde_json::{Value, json};
 
 use common::{Operator, Rng, Sim, full_node_spec, seinode, setup};
 
-/// The crash points of `operator/src/failpoints.rs`.
-const POINTS: &[&str] = &[
-    "drive::after-start",
-    "drive::after-poll",
-    "status::before-write",
-    "status::after-write",
-    "status::after-spans",
-];
+/// The crash points of `operator/src/failpoints.rs` (its list, without the lookup breaker).
+const POINTS: &[&str] = sei_operator::failpoints::CRASH_POINTS;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -142,109 +136,120 @@ async fn set_images(nodes: &kube::Api<SeiNode>, count: u64, version: u32) {
     }
 }
 
-#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
-async fn chaos(prefix: &str, config: &Config) -> Option<(u64, String)> {
-    let ns = setup(prefix).await?;
-    let started = Instant::now();
-    // The negative run makes the window wider (tasks end before a restarted operator repeats their start, and
-    // more of them fail) so that it finds what a blind re-submit does in a few lives; the positive run uses the
-    // issue's 30 %.
-    let (task_ms, fail_percent) = if config.blind { (50, 70) } else { (150, 30) };
-    let sim = Sim::start(Duration::from_millis(task_ms), vec![]).await;
-    // A share of first executions fail (chosen by a hash of the id); a re-executed id succeeds, so a duplicate
-    // execution is visible in the log as two finished runs of one id.
-    sim.fault(
-        json!({"kind": "fail", "percent": fail_percent, "firstRun": true, "count": 1_000_000,
-                     "error": "injected first-run failure"}),
-    )
-    .await;
-    let nodes = ns.api::<SeiNode>();
-    let fleets = ns.api::<SeiNodeDeployment>();
-    for i in 0..config.nodes {
-        nodes
-            .create(
-                &PostParams::default(),
-                &seinode(&format!("n{i}"), &full_node_spec("seid:v1")),
-            )
-            .await
-            .unwrap();
-    }
-    if config.validators > 0 {
-        fleets
-            .create(
-                &PostParams::default(),
-                &common::genesis_fleet("val", i64::try_from(config.validators).unwrap(), "10m"),
-            )
-            .await
-            .unwrap();
-    }
-    let mut rng = Rng::seeded(config.seed);
-    let mut tally = Tally::default();
-    let mut version = 1;
-    let mut retried: BTreeMap<String, u32> = BTreeMap::new();
-    let mut blind = String::new();
-    if config.blind {
-        blind = format!("{}=return;", sei_tasks::catalog::sidecar::SKIP_LOOKUP_FAILPOINT);
-    }
-    // `SEI_CHAOS_CONTROL_PLANE=1` (the heavy command): the API server, then etcd, restarted once each mid-run.
-    let control_plane = std::env::var("SEI_CHAOS_CONTROL_PLANE").is_ok_and(|v| v == "1");
-    let cluster_dir = ns.env().kubeconfig.parent().unwrap().to_path_buf();
-    for kill in 0..config.kills {
-        if control_plane && (kill == config.kills / 3 || kill == 2 * config.kills / 3) {
-            let component = if kill == config.kills / 3 {
-                "kube-apiserver"
-            } else {
-                "etcd"
-            };
-            restart_component(&cluster_dir, component);
-            tally.control_plane_restarts.push(component);
+/// One chaos run: its namespace, simulator, objects and what happened so far.
+struct Run<'c> {
+    config: &'c Config,
+    ns: sei_tests::TestNamespace,
+    sim: Sim,
+    nodes: kube::Api<SeiNode>,
+    fleets: kube::Api<SeiNodeDeployment>,
+    rng: Rng,
+    tally: Tally,
+    /// The last value of `sei.io/retry` set on each node.
+    retried: BTreeMap<String, u32>,
+    /// The image version the nodes are asked to run.
+    version: u32,
+    /// `SEI_FAILPOINTS` of every life: the lookup turned off in the negative run.
+    blind: String,
+    /// Simulated task duration (ms) and share of first executions that fail (%).
+    task_ms: u64,
+    fail_percent: u64,
+}
+
+impl<'c> Run<'c> {
+    /// The namespace, a simulator failing a share of first executions, the SeiNodes and the genesis fleet.
+    async fn start(prefix: &str, config: &'c Config) -> Option<Self> {
+        let ns = setup(prefix).await?;
+        // The negative run makes the window wider (tasks end before a restarted operator repeats their start,
+        // and more of them fail) so that it finds what a blind re-submit does in a few lives; the positive run
+        // uses the 30 %.
+        let (task_ms, fail_percent) = if config.blind { (50, 70) } else { (150, 30) };
+        let sim = Sim::start(Duration::from_millis(task_ms), vec![]).await;
+        // A share of first executions fail (chosen by a hash of the id); a re-executed id succeeds, so a
+        // duplicate execution is visible in the log as two finished runs of one id.
+        sim.fault(
+            json!({"kind": "fail", "percent": fail_percent, "firstRun": true, "count": 1_000_000,
+                         "error": "injected first-run failure"}),
+        )
+        .await;
+        let nodes = ns.api::<SeiNode>();
+        let fleets = ns.api::<SeiNodeDeployment>();
+        for i in 0..config.nodes {
+            let node = seinode(&format!("n{i}"), &full_node_spec("seid:v1"));
+            nodes.create(&PostParams::default(), &node).await.unwrap();
         }
-        // Each life: one crash point armed with some probability, or none (then a random SIGKILL). The negative
-        // run arms the point where a start is performed but not journaled, the window the lookup closes.
-        let point = if config.blind {
+        if config.validators > 0 {
+            let fleet = common::genesis_fleet("val", i64::try_from(config.validators).unwrap(), "10m");
+            fleets.create(&PostParams::default(), &fleet).await.unwrap();
+        }
+        let blind = if config.blind {
+            format!("{}=return;", sei_tasks::catalog::sidecar::SKIP_LOOKUP_FAILPOINT)
+        } else {
+            String::new()
+        };
+        Some(Self {
+            config,
+            ns,
+            sim,
+            nodes,
+            fleets,
+            rng: Rng::seeded(config.seed),
+            tally: Tally::default(),
+            retried: BTreeMap::new(),
+            version: 1,
+            blind,
+            task_ms,
+            fail_percent,
+        })
+    }
+
+    /// `SEI_FAILPOINTS` for the next life: one crash point armed with some probability, or none (the life
+    /// then ends in a random SIGKILL). The negative run arms the point where a start is performed but not
+    /// journaled, the window the lookup closes.
+    fn failpoints(&mut self) -> String {
+        let point = if self.config.blind {
             "drive::after-start"
         } else {
-            POINTS[usize::try_from(rng.between(0, POINTS.len() as u64 - 1)).unwrap()]
+            POINTS[usize::try_from(self.rng.between(0, POINTS.len() as u64 - 1)).unwrap()]
         };
-        let armed = config.blind || rng.between(0, 3) > 0;
-        let failpoints = if armed {
-            let percent = if config.blind {
-                rng.between(8, 20)
-            } else {
-                rng.between(10, 40)
-            };
-            format!("{blind}{point}={percent}%return")
+        if !(self.config.blind || self.rng.between(0, 3) > 0) {
+            return self.blind.clone();
+        }
+        let percent = if self.config.blind {
+            self.rng.between(8, 20)
         } else {
-            blind.clone()
+            self.rng.between(10, 40)
         };
+        format!("{}{point}={percent}%return", self.blind)
+    }
+
+    /// One operator life of 0.5-3 s, ended by a failpoint crash or a SIGKILL, tallied.
+    async fn life(&mut self) {
+        let failpoints = self.failpoints();
         let mut op = Operator::start(
-            ns.env(),
-            ns.name(),
-            &sim,
+            self.ns.env(),
+            self.ns.name(),
+            &self.sim,
             &[
                 ("SEI_FAILPOINTS", failpoints.as_str()),
                 ("SEI_LEADER_ELECT", "false"),
             ],
         );
-        let life = Duration::from_millis(rng.between(500, 3000));
-        let until = Instant::now() + life;
+        let until = Instant::now() + Duration::from_millis(self.rng.between(500, 3000));
         let mut crashed = None;
-        while Instant::now() < until {
-            if let Some(status) = op.exit_status() {
-                crashed = Some(status);
-                break;
-            }
+        while Instant::now() < until && crashed.is_none() {
+            crashed = op.exit_status();
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         match crashed {
-            Some(status) if status.code() == Some(86) => {
+            Some(status) if status.code() == Some(sei_operator::failpoints::CRASH_EXIT_CODE) => {
                 let log = op.log();
                 let hit = POINTS
                     .iter()
                     .find(|p| log.contains(&format!("failpoint {p}: crashing")))
                     .copied()
                     .unwrap_or("unknown");
-                *tally.crashes.entry(hit).or_default() += 1;
+                *self.tally.crashes.entry(hit).or_default() += 1;
             }
             Some(status) => panic!(
                 "the operator exited with {status} (not a failpoint crash):\n{}",
@@ -252,191 +257,231 @@ async fn chaos(prefix: &str, config: &Config) -> Option<(u64, String)> {
             ),
             None => {
                 op.kill();
-                tally.random_kills += 1;
+                self.tally.random_kills += 1;
             }
         }
-        // Now and then a sidecar restarts (its running tasks and its ready flag are lost).
-        if rng.between(0, 4) == 0 {
-            let target = format!("n{}", rng.between(0, config.nodes.max(1) - 1));
-            let _ = reqwest::Client::new()
-                .post(format!(
-                    "{}/admin/nodes/{}/{target}/restart",
-                    sim.url(),
-                    ns.name()
-                ))
-                .send()
-                .await;
-            tally.sim_restarts += 1;
+    }
+
+    /// Between lives: the control plane restarts (heavy run), a sidecar restarts now and then, a user retries
+    /// Failed nodes, and at each quarter every node gets a newer image, so every life has work to kill.
+    async fn between_lives(&mut self, kill: u64, control_plane: bool) {
+        let kills = self.config.kills;
+        if control_plane && (kill == kills / 3 || kill == 2 * kills / 3) {
+            let component = if kill == kills / 3 {
+                "kube-apiserver"
+            } else {
+                "etcd"
+            };
+            restart_component(self.ns.env().kubeconfig.parent().unwrap(), component);
+            self.tally.control_plane_restarts.push(component);
         }
-        // A user retries Failed nodes (sei.io/retry), so there is work for the next life too.
-        for n in nodes.list(&ListParams::default()).await.unwrap().items {
+        // A sidecar restart loses its running tasks and its ready flag.
+        if self.rng.between(0, 4) == 0 {
+            let target = format!("n{}", self.rng.between(0, self.config.nodes.max(1) - 1));
+            let url = format!(
+                "{}/admin/nodes/{}/{target}/restart",
+                self.sim.url(),
+                self.ns.name()
+            );
+            let _ = reqwest::Client::new().post(url).send().await;
+            self.tally.sim_restarts += 1;
+        }
+        for n in self.nodes.list(&ListParams::default()).await.unwrap().items {
             if n.name_any().starts_with('n')
                 && node_phase(&n) == "Failed"
                 && n.status.as_ref().is_some_and(|s| s.plan.is_none())
             {
-                retry(&nodes, &n, &mut retried).await;
-                tally.retries += 1;
+                retry(&self.nodes, &n, &mut self.retried).await;
+                self.tally.retries += 1;
             }
         }
-        // Image updates under fire: at each quarter of the run every node gets a newer image (node-update
-        // plans, superseded when the image moves again mid-update), so there is work to kill in every phase.
-        let quarter = (config.kills / 4).max(1);
-        if kill > 0 && kill % quarter == 0 && version < 4 {
-            version += 1;
-            set_images(&nodes, config.nodes, version).await;
+        // Node-update plans under fire, superseded when the image moves again mid-update.
+        let quarter = (kills / 4).max(1);
+        if kill > 0 && kill.is_multiple_of(quarter) && self.version < 4 {
+            self.version += 1;
+            set_images(&self.nodes, self.config.nodes, self.version).await;
         }
     }
-    if version == 1 {
-        version = 2;
-        set_images(&nodes, config.nodes, version).await;
-    }
-    let final_image = format!("seid:v{version}");
 
-    // The calm after: one operator without failpoints (lookup still off in the negative run) finishes
-    // everything. Failed nodes are retried by annotation, so the end state is every node Running on the last
-    // image.
-    let _op = Operator::start(
-        ns.env(),
-        ns.name(),
-        &sim,
-        &[("SEI_FAILPOINTS", blind.as_str()), ("SEI_LEADER_ELECT", "false")],
-    );
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let list = nodes.list(&ListParams::default()).await.unwrap().items;
-        let standalone: Vec<&SeiNode> = list.iter().filter(|n| n.name_any().starts_with('n')).collect();
+    /// Whether every standalone node is Running the last image with no plan (retrying Failed ones), and the
+    /// fleet is Ready or Failed with no plan.
+    async fn settled(&mut self, final_image: &str) -> (bool, Vec<SeiNode>) {
+        let list = self.nodes.list(&ListParams::default()).await.unwrap().items;
+        let standalone: Vec<SeiNode> = list
+            .into_iter()
+            .filter(|n| n.name_any().starts_with('n'))
+            .collect();
         let mut done = true;
         for n in &standalone {
             let status = n.status.clone().unwrap_or_default();
             match node_phase(n) {
                 "Failed" if status.plan.is_none() => {
-                    retry(&nodes, n, &mut retried).await;
-                    tally.retries += 1;
+                    retry(&self.nodes, n, &mut self.retried).await;
+                    self.tally.retries += 1;
                     done = false;
                 }
                 "Running"
-                    if status.plan.is_none()
-                        && status.current_image.as_deref() == Some(final_image.as_str()) => {}
+                    if status.plan.is_none() && status.current_image.as_deref() == Some(final_image) => {}
                 _ => done = false,
             }
         }
-        if config.validators > 0 {
-            let d = fleets.get("val").await.unwrap();
+        if self.config.validators > 0 {
+            let d = self.fleets.get("val").await.unwrap();
             let s = serde_json::to_value(&d.status).unwrap();
             if !(s["phase"] == "Ready" || s["phase"] == "Failed") || !s["plan"].is_null() {
                 done = false;
             }
         }
-        // The negative run only has to show the duplicates: it does not wait for every plan to end (with the
-        // lookup off and most first executions failing, that can take long).
-        if done || (config.blind && Instant::now() + Duration::from_secs(230) > deadline) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "plans still not finished after the chaos: {:#?}",
-            standalone
-                .iter()
-                .map(|n| (
-                    n.name_any(),
-                    node_phase(n),
-                    n.status
-                        .as_ref()
-                        .and_then(|s| s.plan.as_ref())
-                        .map(|p| p.workflow.clone())
-                ))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        (done, standalone)
     }
 
-    // The execution log: ids that ran to their end more than once.
-    let log: Vec<Value> = reqwest::get(format!("{}/admin/executions", sim.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let duplicates: Vec<&Value> = log
-        .iter()
-        .filter(|e| e["finished"].as_u64().unwrap_or(0) > 1)
-        .collect();
-    let node_list = nodes.list(&ListParams::default()).await.unwrap().items;
-    let fleet_list = fleets.list(&ListParams::default()).await.unwrap().items;
-    let plans = summaries(&node_list, &fleet_list);
-    let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
-    for (object, s) in &plans {
-        let phase = s["phase"].as_str().unwrap_or("?").to_owned();
-        if phase == "Failed" {
-            assert!(
-                s["failedTask"].as_str().is_some_and(|t| !t.is_empty())
-                    || s["message"].as_str().is_some_and(|m| !m.is_empty()),
-                "a Failed plan of {object} names neither its task nor a reason: {s}"
-            );
+    /// The calm after: one operator without failpoints (lookup still off in the negative run) finishes
+    /// everything; Failed nodes are retried by annotation, so the end state is every node Running on the last
+    /// image. The negative run only has to show the duplicates: it does not wait for every plan to end (with
+    /// the lookup off and most first executions failing, that can take long).
+    async fn settle(&mut self) {
+        if self.version == 1 {
+            self.version = 2;
+            set_images(&self.nodes, self.config.nodes, self.version).await;
         }
-        *by_phase.entry(phase).or_default() += 1;
+        let final_image = format!("seid:v{}", self.version);
+        let _op = Operator::start(
+            self.ns.env(),
+            self.ns.name(),
+            &self.sim,
+            &[
+                ("SEI_FAILPOINTS", self.blind.as_str()),
+                ("SEI_LEADER_ELECT", "false"),
+            ],
+        );
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let (done, standalone) = self.settled(&final_image).await;
+            if done || (self.config.blind && Instant::now() + Duration::from_secs(230) > deadline) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plans still not finished after the chaos: {:#?}",
+                standalone
+                    .iter()
+                    .map(|n| (
+                        n.name_any(),
+                        node_phase(n),
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.plan.as_ref())
+                            .map(|p| p.workflow.clone())
+                    ))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
-    let crashes: u64 = tally.crashes.values().sum();
-    let mut table = String::new();
-    let _ = writeln!(
-        table,
-        "chaos run ({prefix}): seed {}, lookup-before-submit {}",
-        config.seed,
-        if config.blind { "OFF" } else { "on" }
-    );
-    let _ = writeln!(table, "| measure | value |\n|---|---|");
-    let _ = writeln!(table, "| operator lives (kills) | {} |", config.kills);
-    for (p, n) in &tally.crashes {
-        let _ = writeln!(table, "| crashes at failpoint {p} | {n} |");
-    }
-    let _ = writeln!(table, "| failpoint crashes, total | {crashes} |");
-    let _ = writeln!(table, "| random SIGKILLs | {} |", tally.random_kills);
-    let _ = writeln!(table, "| sidecar restarts | {} |", tally.sim_restarts);
-    let _ = writeln!(
-        table,
-        "| control plane restarted mid-run | {} |",
-        if tally.control_plane_restarts.is_empty() {
+
+    /// Counts the ids that ran to their end more than once, checks that every Failed plan names its task or
+    /// reason, and prints the table.
+    async fn report(&self, prefix: &str, started: Instant) -> (u64, String) {
+        let log: Vec<Value> = reqwest::get(format!("{}/admin/executions", self.sim.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let duplicates: Vec<&Value> = log
+            .iter()
+            .filter(|e| e["finished"].as_u64().unwrap_or(0) > 1)
+            .collect();
+        let node_list = self.nodes.list(&ListParams::default()).await.unwrap().items;
+        let fleet_list = self.fleets.list(&ListParams::default()).await.unwrap().items;
+        let plans = summaries(&node_list, &fleet_list);
+        let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
+        for (object, s) in &plans {
+            let phase = s["phase"].as_str().unwrap_or("?").to_owned();
+            if phase == "Failed" {
+                assert!(
+                    s["failedTask"].as_str().is_some_and(|t| !t.is_empty())
+                        || s["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "a Failed plan of {object} names neither its task nor a reason: {s}"
+                );
+            }
+            *by_phase.entry(phase).or_default() += 1;
+        }
+        let (config, tally) = (self.config, &self.tally);
+        let mut rows: Vec<(String, String)> =
+            vec![("operator lives (kills)".into(), config.kills.to_string())];
+        for (p, n) in &tally.crashes {
+            rows.push((format!("crashes at failpoint {p}"), n.to_string()));
+        }
+        let restarts = if tally.control_plane_restarts.is_empty() {
             "none".to_owned()
         } else {
             tally.control_plane_restarts.join(", ")
+        };
+        let phases: Vec<String> = by_phase.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        rows.extend([
+            (
+                "failpoint crashes, total".into(),
+                tally.crashes.values().sum::<u64>().to_string(),
+            ),
+            ("random SIGKILLs".into(), tally.random_kills.to_string()),
+            ("sidecar restarts".into(), tally.sim_restarts.to_string()),
+            ("control plane restarted mid-run".into(), restarts),
+            (
+                "SeiNodes / validators".into(),
+                format!("{} / {}", config.nodes, config.validators),
+            ),
+            (
+                "retries of Failed nodes (sei.io/retry)".into(),
+                tally.retries.to_string(),
+            ),
+            (
+                "plans finished".into(),
+                format!("{} ({})", plans.len(), phases.join(", ")),
+            ),
+            (
+                "sidecar tasks / first executions failed".into(),
+                format!("{} ms / {} %", self.task_ms, self.fail_percent),
+            ),
+            ("task ids executed".into(), log.len().to_string()),
+            (
+                "ids executed to the end more than once (duplicates)".into(),
+                duplicates.len().to_string(),
+            ),
+            (
+                "wall time".into(),
+                format!("{:.0} s", started.elapsed().as_secs_f64()),
+            ),
+        ]);
+        let lookup = if config.blind { "OFF" } else { "on" };
+        let mut table = format!(
+            "chaos run ({prefix}): seed {}, lookup-before-submit {lookup}\n",
+            config.seed
+        );
+        table.push_str("| measure | value |\n|---|---|\n");
+        for (measure, value) in rows {
+            let _ = writeln!(table, "| {measure} | {value} |");
         }
-    );
-    let _ = writeln!(
-        table,
-        "| SeiNodes / validators | {} / {} |",
-        config.nodes, config.validators
-    );
-    let _ = writeln!(
-        table,
-        "| retries of Failed nodes (sei.io/retry) | {} |",
-        tally.retries
-    );
-    let _ = writeln!(
-        table,
-        "| plans finished | {} ({}) |",
-        plans.len(),
-        by_phase
-            .iter()
-            .map(|(p, n)| format!("{p} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let _ = writeln!(
-        table,
-        "| sidecar tasks / first executions failed | {task_ms} ms / {fail_percent} % |"
-    );
-    let _ = writeln!(table, "| task ids executed | {} |", log.len());
-    let _ = writeln!(
-        table,
-        "| ids executed to the end more than once (duplicates) | {} |",
-        duplicates.len()
-    );
-    let _ = writeln!(table, "| wall time | {:.0} s |", started.elapsed().as_secs_f64());
-    for d in duplicates.iter().take(5) {
-        let _ = writeln!(table, "duplicate: {d}");
+        for d in duplicates.iter().take(5) {
+            let _ = writeln!(table, "duplicate: {d}");
+        }
+        println!("{table}");
+        (u64::try_from(duplicates.len()).unwrap(), table)
     }
-    println!("{table}");
-    Some((u64::try_from(duplicates.len()).unwrap(), table))
+}
+
+/// The whole run: lives, then the calm, then the report (duplicates, table); `None` without a cluster.
+async fn chaos(prefix: &str, config: &Config) -> Option<(u64, String)> {
+    let started = Instant::now();
+    let mut run = Run::start(prefix, config).await?;
+    // `SEI_CHAOS_CONTROL_PLANE=1` (the heavy command): the API server, then etcd, restarted once each mid-run.
+    let control_plane = std::env::var("SEI_CHAOS_CONTROL_PLANE").is_ok_and(|v| v == "1");
+    for kill in 0..config.kills {
+        run.life().await;
+        run.between_lives(kill, control_plane).await;
+    }
+    run.settle().await;
+    Some(run.report(prefix, started).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
