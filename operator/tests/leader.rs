@@ -126,12 +126,47 @@ fn writes_by(audit_log: &std::path::Path, identity: &str) -> Vec<(std::time::Sys
         .collect()
 }
 
+/// An operator electing on the test's Lease as `identity`, with short timings (lease 4 s, renew deadline 3 s,
+/// retry 500 ms).
+fn fenced_operator(ns: &sei_tests::TestNamespace, sim: &Sim, identity: &str) -> Operator {
+    let env = [
+        ("SEI_LEADER_ELECT", "true"),
+        ("SEI_LEASE_DURATION", "4s"),
+        ("SEI_LEASE_RENEW_DEADLINE", "3s"),
+        ("SEI_LEASE_RETRY_PERIOD", "500ms"),
+        ("SEI_IDENTITY", identity),
+    ];
+    Operator::start(ns.env(), ns.name(), sim, &env)
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to the operator process.
+fn signal(op: &Operator, signal: &str) {
+    let pid = op.pid().to_string();
+    let sent = std::process::Command::new("kill").args([signal, &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+}
+
+/// The operator's exit status, waiting up to `timeout` for it to exit by itself.
+async fn wait_exit(op: &mut Operator, timeout: Duration) -> std::process::ExitStatus {
+    let exit_by = Instant::now() + timeout;
+    loop {
+        if let Some(status) = op.exit_status() {
+            return status;
+        }
+        assert!(
+            Instant::now() < exit_by,
+            "the operator did not exit:\n{}",
+            op.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Fencing (client-go semantics, lease 4 s, renew deadline 3 s, retry 500 ms): the leader is paused with
 /// SIGSTOP while plans run, for longer than the lease; the standby takes over; on SIGCONT the old leader finds
 /// its renew deadline passed and cancels its in-flight reconciles without one more write (audit log, by
 /// User-Agent), then exits non-zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 async fn a_leader_paused_past_its_lease_writes_nothing_after_the_takeover() {
     let Some(ns) = setup("e2e-fence").await else {
         return;
@@ -151,26 +186,9 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_the_takeover() {
     let nodes = ns.api::<SeiNode>();
     let leases = ns.api::<Lease>();
     let (id_a, id_b) = (format!("fence-a-{}", ns.name()), format!("fence-b-{}", ns.name()));
-    let timings = [
-        ("SEI_LEADER_ELECT", "true"),
-        ("SEI_LEASE_DURATION", "4s"),
-        ("SEI_LEASE_RENEW_DEADLINE", "3s"),
-        ("SEI_LEASE_RETRY_PERIOD", "500ms"),
-    ];
-    let with_id = |id: &str| {
-        let mut v: Vec<(String, String)> = timings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        v.push(("SEI_IDENTITY".to_owned(), id.to_owned()));
-        v
-    };
-    let (env_a, env_b) = (with_id(&id_a), with_id(&id_b));
-    let ea: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let eb: Vec<(&str, &str)> = env_b.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut a = Operator::start(ns.env(), ns.name(), &sim, &ea);
+    let mut a = fenced_operator(&ns, &sim, &id_a);
     a.wait_log("Became the leader", WAIT).await;
-    let b = Operator::start(ns.env(), ns.name(), &sim, &eb);
+    let b = fenced_operator(&ns, &sim, &id_b);
     b.wait_log("Waiting for leadership", WAIT).await;
     for i in 0..3 {
         nodes
@@ -189,14 +207,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_the_takeover() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pid = a.pid().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&a, "-STOP");
     let stopped = Instant::now();
     eventually(
         "the standby to hold the lease",
@@ -208,26 +219,9 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_the_takeover() {
     b.wait_log("Became the leader", WAIT).await;
     // Let the new leader act for a while, then wake the old one up.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-CONT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&a, "-CONT");
     let paused_for = stopped.elapsed();
-    let exit_by = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(status) = a.exit_status() {
-            break status;
-        }
-        assert!(
-            Instant::now() < exit_by,
-            "the old leader did not exit:\n{}",
-            a.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let exit = wait_exit(&mut a, Duration::from_secs(20)).await;
     assert!(
         !exit.success(),
         "the old leader exits non-zero after losing leadership: {exit}"
