@@ -29,7 +29,6 @@ use sei_engine::TaskState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::catalog::sidecar::{SetGenesisPeersParams, SidecarTask};
 use crate::task::{Context, Invocation, Outcome, Task, schema_of};
 
 /// Field manager of every write the SeiNodeDeployment controller and its tasks make to child SeiNodes and to
@@ -703,96 +702,9 @@ async fn await_genesis(cx: &Context, inv: &Invocation) -> Outcome {
     Outcome::Done(outputs)
 }
 
-/// `set-genesis-peers`: the sidecar task (persistent peers from the ceremony's `peers.json`, without the node
-/// itself), whose result keeps the peer list by reference only. The sidecar answers with the whole list
-/// (`peers`, about 100 bytes a validator): recorded as is, a 60-validator ceremony's run would exceed the
-/// journal's 4 KiB output cap and a 100-validator plan its 64 KiB budget (DESIGN.md section 4: large data moves
-/// by reference, never as task outputs). The list stays in the bucket (`<chainId>/peers.json`) and on the node;
-/// the journal records `peerCount` and `peersSha256` (SHA-256 of the addresses, sorted, one per line) instead.
-pub struct SetGenesisPeers(SidecarTask<SetGenesisPeersParams>);
-
-impl SetGenesisPeers {
-    /// The task type.
-    pub const TYPE: &'static str = "set-genesis-peers";
-}
-
-impl Default for SetGenesisPeers {
-    fn default() -> Self {
-        Self(SidecarTask::new(Self::TYPE))
-    }
-}
-
-/// Outputs of `set-genesis-peers` as the journal keeps them: a `peers` array becomes `peerCount` and
-/// `peersSha256`; any other output longer than [`MAX_INLINE_OUTPUT`] bytes becomes `<key>Sha256`.
-#[must_use]
-pub fn compact_outputs(outcome: Outcome) -> Outcome {
-    let Outcome::Done(outputs) = outcome else {
-        return outcome;
-    };
-    let mut compact = Map::new();
-    for (key, value) in outputs {
-        let inline = serde_json::to_string(&value).map_or(usize::MAX, |s| s.len());
-        match value {
-            Value::Array(items) if key == "peers" => {
-                let mut lines: Vec<String> = items
-                    .iter()
-                    .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
-                    .collect();
-                lines.sort();
-                compact.insert("peerCount".to_owned(), json!(lines.len()));
-                compact.insert("peersSha256".to_owned(), json!(sha256_lines(&lines)));
-            }
-            value if inline > MAX_INLINE_OUTPUT => {
-                compact.insert(format!("{key}Sha256"), json!(sha256_lines(&[value.to_string()])));
-            }
-            value => {
-                compact.insert(key, value);
-            }
-        }
-    }
-    Outcome::Done(compact)
-}
-
-/// Longest output value `set-genesis-peers` keeps inline in the journal.
-pub const MAX_INLINE_OUTPUT: usize = 256;
-
-fn sha256_lines(lines: &[String]) -> String {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    for line in lines {
-        h.update(line.as_bytes());
-        h.update(b"\n");
-    }
-    h.finalize().iter().fold(String::with_capacity(64), |mut hex, b| {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{b:02x}");
-        hex
-    })
-}
-
-impl Task for SetGenesisPeers {
-    fn task_type(&self) -> &'static str {
-        Self::TYPE
-    }
-    fn params_schema(&self) -> Value {
-        self.0.params_schema()
-    }
-    fn start<'a>(&'a self, cx: &'a Context, inv: &'a Invocation) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move { compact_outputs(self.0.start(cx, inv).await) })
-    }
-    fn poll<'a>(&'a self, cx: &'a Context, inv: &'a Invocation) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move { compact_outputs(self.0.poll(cx, inv).await) })
-    }
-    fn cancel<'a>(&'a self, cx: &'a Context, inv: &'a Invocation) -> BoxFuture<'a, ()> {
-        self.0.cancel(cx, inv)
-    }
-}
-
-/// Every fleet task (registered after the sidecar tasks: [`SetGenesisPeers`] replaces the plain sidecar task
-/// of the same type).
+/// Every fleet task.
 pub(crate) fn register(r: crate::task::Registry) -> crate::task::Registry {
-    r.with(SetGenesisPeers::default())
-        .with(AwaitNodesRunning)
+    r.with(AwaitNodesRunning)
         .with(CollectAndSetPeers)
         .with(UpdateNodeTemplate)
         .with(RecordGenesisHash)
@@ -802,6 +714,7 @@ pub(crate) fn register(r: crate::task::Registry) -> crate::task::Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::sidecar::{SetGenesisPeersParams, compact_outputs};
 
     fn deployment(genesis: bool) -> SeiNodeDeployment {
         let mut value = json!({
@@ -954,7 +867,7 @@ mod tests {
     }
 
     #[test]
-    fn set_genesis_peers_replaces_the_plain_sidecar_task_in_the_catalogue() {
+    fn set_genesis_peers_is_the_sidecar_task_with_its_params() {
         let registry = crate::catalog::registry();
         let task = registry.get("set-genesis-peers").unwrap();
         assert_eq!(task.task_type(), "set-genesis-peers");

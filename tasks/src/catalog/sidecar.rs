@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use schemars::JsonSchema;
 use sei_engine::ErrorClass;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::sidecar::{self, SubmitTask, TaskStatus};
 use crate::task::{Context, Invocation, Outcome, Task, schema_of};
@@ -75,6 +75,57 @@ fn outputs(result: Option<Value>) -> Map<String, Value> {
     }
 }
 
+/// Outputs of a sidecar task as the journal keeps them (DESIGN.md section 4: large data moves by reference,
+/// never as task outputs): `set-genesis-peers`' `peers` array (about 100 bytes a validator; the list stays in
+/// the bucket's `<chainId>/peers.json` and on the node) becomes `peerCount` and `peersSha256` (SHA-256 of the
+/// addresses, sorted, one per line); any other output longer than [`MAX_INLINE_OUTPUT`] bytes becomes
+/// `<key>Sha256`. Without it a 60-validator ceremony's run exceeded the journal's 4 KiB output cap.
+#[must_use]
+pub fn compact_outputs(outcome: Outcome) -> Outcome {
+    let Outcome::Done(outputs) = outcome else {
+        return outcome;
+    };
+    let mut compact = Map::new();
+    for (key, value) in outputs {
+        let inline = serde_json::to_string(&value).map_or(usize::MAX, |s| s.len());
+        match value {
+            Value::Array(items) if key == "peers" => {
+                let mut lines: Vec<String> = items
+                    .iter()
+                    .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
+                    .collect();
+                lines.sort();
+                compact.insert("peerCount".to_owned(), json!(lines.len()));
+                compact.insert("peersSha256".to_owned(), json!(sha256_lines(&lines)));
+            }
+            value if inline > MAX_INLINE_OUTPUT => {
+                compact.insert(format!("{key}Sha256"), json!(sha256_lines(&[value.to_string()])));
+            }
+            value => {
+                compact.insert(key, value);
+            }
+        }
+    }
+    Outcome::Done(compact)
+}
+
+/// Longest output value a sidecar task keeps inline in the journal.
+pub const MAX_INLINE_OUTPUT: usize = 256;
+
+fn sha256_lines(lines: &[String]) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for line in lines {
+        h.update(line.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().fold(String::with_capacity(64), |mut hex, b| {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
+}
+
 /// The failpoint that makes sidecar starts submit blindly, without looking the attempt up first. Only for the
 /// chaos test's negative run (it must then find duplicate executions); never configured in production.
 pub const SKIP_LOOKUP_FAILPOINT: &str = "sidecar::skip-submit-lookup";
@@ -84,7 +135,7 @@ impl<P> SidecarTask<P> {
     fn outcome_of(&self, result: sidecar::TaskResult) -> Outcome {
         match result.status {
             TaskStatus::Running => Outcome::Running,
-            TaskStatus::Completed => Outcome::Done(outputs(result.result)),
+            TaskStatus::Completed => compact_outputs(Outcome::Done(outputs(result.result))),
             TaskStatus::Failed => {
                 failed_result(self.task_type, result.error.as_deref(), result.result.as_ref())
             }
