@@ -74,7 +74,10 @@ pub enum WorkflowCommand {
         #[arg(long, env = "SEI_WORKFLOWS_DIR")]
         dir: Option<PathBuf>,
     },
-    /// Validate workflow files: YAML shape, CEL syntax, task types, params schemas, the DAG.
+    /// Validate workflow files (flat definitions or WorkflowTemplate manifests, several documents per file
+    /// allowed) without an object: YAML shape, target kind, CEL syntax and variables, task types, params
+    /// against their schemas, references to params and task outputs, dependencies and cycles, durations,
+    /// retry settings, and a template's `overrides`. The same check as the admission webhook.
     Validate {
         /// The files to check.
         #[arg(required = true)]
@@ -131,6 +134,16 @@ pub struct RunArgs {
     /// A directory of extra workflow YAML files, loaded after the built-in ones.
     #[arg(long, env = "SEI_WORKFLOWS_DIR")]
     pub workflows_dir: Option<PathBuf>,
+    /// Address of the WorkflowTemplate admission webhook (HTTPS, `POST /validate-workflowtemplate`); not
+    /// served when absent. Needs --webhook-cert-dir.
+    #[arg(long, env = "SEI_WEBHOOK_ADDR", requires = "webhook_cert_dir")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// Directory holding the webhook's serving certificate and key, `tls.crt` and `tls.key` (PEM).
+    #[arg(long, env = "SEI_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<PathBuf>,
+    /// Watch WorkflowTemplates and WorkflowRuns (their CRDs must be installed).
+    #[arg(long, env = "SEI_WORKFLOW_API", default_value_t = true, action = clap::ArgAction::Set)]
+    pub workflow_api: bool,
     /// TESTS ONLY: crash injection, `name=action;...` (see operator/src/failpoints.rs for the points). Never
     /// set in production.
     #[arg(long, env = "SEI_FAILPOINTS", hide_short_help = true)]

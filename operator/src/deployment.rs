@@ -789,7 +789,8 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
         None => {
             let facts = bindings_facts(&deployment, &children);
             let bindings = Bindings::new(&owner.object, &facts).map_err(Error::Cel)?;
-            if let Some(workflow) = ctx.catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
+            let catalog = ctx.catalogs.get(&deployment.namespace().unwrap_or_default());
+            if let Some(workflow) = catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
                 let plan_id = uuid::Uuid::new_v4();
                 let traceparent = TraceParent::for_plan(plan_id).to_string();
                 match workflow.instantiate(&bindings, plan_id, now(), Some(traceparent), &ctx.registry) {

@@ -16,5 +16,7 @@ pub mod node;
 pub mod run;
 pub mod spans;
 pub mod status;
+pub mod templates;
 pub mod user;
 pub mod viewer;
+pub mod webhook;

@@ -320,9 +320,15 @@ fn drift(
         return Ok(None);
     }
     let bindings = Bindings::new(&owner.object, &facts(node, ctx)).map_err(Error::Cel)?;
-    let Some(workflow) = ctx.catalog.get(&plan.workflow) else {
+    let catalog = ctx.catalogs.get(&node.namespace().unwrap_or_default());
+    let Some(workflow) = catalog.get(&plan.workflow) else {
         return Ok(None);
     };
+    // Edited (hot reload) since the plan was compiled: the plan finishes as compiled; onDrift compares the
+    // inputs of one definition only.
+    if workflow.digest() != plan.digest {
+        return Ok(None);
+    }
     if !workflow.is_triggered(&bindings).map_err(Error::Workflow)? {
         return Ok(None);
     }
@@ -478,7 +484,8 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         None if retried => {}
         None => {
             let bindings = Bindings::new(&owner.object, &facts(&node, ctx)).map_err(Error::Cel)?;
-            if let Some(workflow) = ctx.catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
+            let catalog = ctx.catalogs.get(&node.namespace().unwrap_or_default());
+            if let Some(workflow) = catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
                 let plan_id = uuid::Uuid::new_v4();
                 let traceparent = TraceParent::for_plan(plan_id).to_string();
                 match workflow.instantiate(&bindings, plan_id, now(), Some(traceparent), &ctx.registry) {

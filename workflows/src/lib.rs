@@ -538,7 +538,7 @@ impl Template {
                 return Err(self.workflow.invalid(
                     "metadata.name",
                     format!(
-                        "`{name}` is the name of a built-in workflow: set `overrides: {name}` to replace it in                          this namespace, or choose another name"
+                        "`{name}` is the name of a built-in workflow: set `overrides: {name}` to replace it in this namespace, or choose another name"
                     ),
                 ));
             }
