@@ -230,6 +230,14 @@ async fn cleanup(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Ac
 }
 
 /// The `node` binding of a deployment's workflows (see [`facts`]).
+/// The CEL bindings of `deployment` (`self` and the facts derived from its children), as its controller
+/// builds them.
+pub(crate) async fn bindings(deployment: &SeiNodeDeployment, ctx: &Context) -> Result<Bindings, Error> {
+    let children = list_children(ctx, deployment).await?;
+    let object = serde_json::to_value(deployment).map_err(Error::Serialize)?;
+    Bindings::new(&object, &bindings_facts(deployment, &children)).map_err(Error::Cel)
+}
+
 fn bindings_facts(deployment: &SeiNodeDeployment, children: &BTreeMap<i32, SeiNode>) -> Value {
     let replicas = deployment.spec.replicas;
     let current: Vec<&SeiNode> = children.range(0..replicas).map(|(_, n)| n).collect();

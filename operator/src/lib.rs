@@ -14,6 +14,7 @@ pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod run;
+pub mod runs;
 pub mod spans;
 pub mod status;
 pub mod templates;

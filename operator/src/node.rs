@@ -105,6 +105,12 @@ async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// The CEL bindings of `node` (`self` and the derived `node` facts), as its controller builds them.
+pub(crate) fn bindings(node: &SeiNode, ctx: &Context) -> Result<Bindings, Error> {
+    let object = serde_json::to_value(node).map_err(Error::Serialize)?;
+    Bindings::new(&object, &facts(node, ctx)).map_err(Error::Cel)
+}
+
 /// Derived facts for CEL (`node`): mode, config mode, effective sidecar image, snapshot source.
 fn facts(node: &SeiNode, ctx: &Context) -> Value {
     let mut f = BTreeMap::new();

@@ -13,7 +13,7 @@ use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, controller, watcher};
-use sei_crds::{SeiNode, SeiNodeDeployment, WorkflowTemplate};
+use sei_crds::{SeiNode, SeiNodeDeployment, WorkflowRun, WorkflowTemplate};
 use sei_observability::{LogFormat, TelemetryConfig};
 use sei_tasks::platform::PlatformConfig;
 use sei_tasks::task::{Context as TaskContext, Registry};
@@ -557,6 +557,7 @@ async fn controllers(
         let _ = synced_rx.await;
         tracing::info!("WorkflowTemplates loaded");
     }
+    let (run_ctx, run_shutdown) = (Arc::clone(&ctx), shutdown.clone());
     let node_controller = Controller::new(nodes.clone(), wc.clone())
         .owns(sts, wc.clone())
         .owns(svc.clone(), wc.clone())
@@ -585,7 +586,26 @@ async fn controllers(
                 tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
             }
         });
-    futures::join!(node_controller, fleet_controller);
+    let run_controller = async {
+        if !args.workflow_api {
+            return;
+        }
+        let runs: Api<WorkflowRun> = match &args.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        Controller::new(runs, watcher::Config::default())
+            .with_config(controller::Config::default().concurrency(args.concurrency))
+            .graceful_shutdown_on(run_shutdown)
+            .run(crate::runs::reconcile, crate::runs::error_policy, run_ctx)
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
+                }
+            })
+            .await;
+    };
+    futures::join!(node_controller, fleet_controller, run_controller);
     tokio::time::sleep(Duration::from_millis(10)).await;
     tracing::info!("Controllers stopped");
     Ok(())
