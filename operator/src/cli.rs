@@ -74,6 +74,9 @@ pub enum WorkflowCommand {
         #[arg(long, env = "SEI_WORKFLOWS_DIR")]
         dir: Option<PathBuf>,
     },
+    /// Print the plan a workflow would run against an object now, without running anything: its tasks in
+    /// order, the ones its `when` guards skip and why, and the resolved params.
+    Preview(PreviewArgs),
     /// Validate workflow files (flat definitions or WorkflowTemplate manifests, several documents per file
     /// allowed) without an object: YAML shape, target kind, CEL syntax and variables, task types, params
     /// against their schemas, references to params and task outputs, dependencies and cycles, durations,
@@ -83,6 +86,30 @@ pub enum WorkflowCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// `workflow preview` arguments.
+#[derive(Debug, clap::Args)]
+pub struct PreviewArgs {
+    /// A workflow file (flat definition or WorkflowTemplate manifest), or the name of a WorkflowTemplate in
+    /// the namespace, or of a built-in workflow.
+    pub workflow: String,
+    /// The object: `seinode/<name>` (`snode/`, `sn/`) or `seinodedeployment/<name>` (`snd/`).
+    #[arg(long)]
+    pub target: String,
+    /// A param value, as a WorkflowRun's `spec.params` would give it: `name=value` (value as JSON, else a
+    /// string). Repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Namespace of the object (and of the template).
+    #[arg(short, long, env = "SEI_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Kubeconfig file (in-cluster configuration when absent).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Read the object from a YAML or JSON file instead of the cluster (`-` for stdin).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
 }
 
 /// `run` flags.

@@ -238,7 +238,7 @@ pub(crate) async fn bindings(deployment: &SeiNodeDeployment, ctx: &Context) -> R
     Bindings::new(&object, &bindings_facts(deployment, &children)).map_err(Error::Cel)
 }
 
-fn bindings_facts(deployment: &SeiNodeDeployment, children: &BTreeMap<i32, SeiNode>) -> Value {
+pub(crate) fn bindings_facts(deployment: &SeiNodeDeployment, children: &BTreeMap<i32, SeiNode>) -> Value {
     let replicas = deployment.spec.replicas;
     let current: Vec<&SeiNode> = children.range(0..replicas).map(|(_, n)| n).collect();
     let template = &deployment.spec.template.spec;

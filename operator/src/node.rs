@@ -113,6 +113,11 @@ pub(crate) fn bindings(node: &SeiNode, ctx: &Context) -> Result<Bindings, Error>
 
 /// Derived facts for CEL (`node`): mode, config mode, effective sidecar image, snapshot source.
 fn facts(node: &SeiNode, ctx: &Context) -> Value {
+    facts_with(node, &ctx.platform.images.sidecar)
+}
+
+/// [`facts`] with the platform's default sidecar image given (the `workflow preview` command has no context).
+pub(crate) fn facts_with(node: &SeiNode, default_sidecar_image: &str) -> Value {
     let mut f = BTreeMap::new();
     if let Ok(mode) = node.spec.mode() {
         f.insert(node_facts::MODE, json!(mode.field_name()));
@@ -121,7 +126,7 @@ fn facts(node: &SeiNode, ctx: &Context) -> Value {
     let sidecar = node
         .spec
         .sidecar_image()
-        .map_or_else(|| ctx.platform.images.sidecar.clone(), str::to_owned);
+        .map_or_else(|| default_sidecar_image.to_owned(), str::to_owned);
     f.insert(node_facts::SIDECAR_IMAGE, json!(sidecar));
     if let Some(snapshot) = node.spec.snapshot_source() {
         f.insert(

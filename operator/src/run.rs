@@ -161,6 +161,14 @@ pub fn workflow(cmd: WorkflowCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        WorkflowCommand::Preview(args) => {
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(crate::preview::preview(args))?;
+            print!("{out}");
+            Ok(())
+        }
         WorkflowCommand::Validate { files } => {
             let mut failed = false;
             let base = Catalog::builtin()?;
@@ -181,8 +189,22 @@ pub fn workflow(cmd: WorkflowCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The object named by a plan target, as JSON: from `--file`, else from the cluster.
-async fn read_object(target: &PlanTarget) -> anyhow::Result<serde_json::Value> {
+/// A client from `kubeconfig`, else the in-cluster configuration, else the default kubeconfig.
+pub(crate) async fn client_for(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The object named by a plan target, as JSON: from `--file`, else from the cluster. A WorkflowRun
+/// (`workflowrun/<name>`, `swr/<name>`) names its (first) target: its plan is that object's.
+pub(crate) async fn read_object(target: &PlanTarget) -> anyhow::Result<serde_json::Value> {
     if let Some(file) = &target.file {
         let text = if file.as_os_str() == "-" {
             std::io::read_to_string(std::io::stdin())?
@@ -195,27 +217,37 @@ async fn read_object(target: &PlanTarget) -> anyhow::Result<serde_json::Value> {
         .object
         .split_once('/')
         .with_context(|| format!("expected <kind>/<name>, got {:?}", target.object))?;
-    let config = match &target.kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+    let client = client_for(target.kubeconfig.as_deref()).await?;
+    let (kind, name) = match kind.to_ascii_lowercase().as_str() {
+        "workflowrun" | "workflowruns" | "swr" => {
+            let run = Api::<WorkflowRun>::namespaced(client.clone(), &target.namespace)
+                .get(name)
+                .await?;
+            let target_name = run
+                .status
+                .as_ref()
+                .and_then(|s| s.targets.first())
+                .map(|t| t.name.clone())
+                .or_else(|| run.spec.target.name.clone())
+                .with_context(|| format!("WorkflowRun {name} has no target yet"))?;
+            (run.spec.target.kind.as_str().to_ascii_lowercase(), target_name)
         }
-        None => kube::Config::infer().await?,
+        other => (other.to_owned(), name.to_owned()),
     };
-    let client = kube::Client::try_from(config)?;
-    let value = match kind.to_ascii_lowercase().as_str() {
+    let value = match kind.as_str() {
         "seinode" | "seinodes" | "snode" | "sn" => serde_json::to_value(
             Api::<SeiNode>::namespaced(client, &target.namespace)
-                .get(name)
+                .get(&name)
                 .await?,
         )?,
         "seinodedeployment" | "seinodedeployments" | "snd" => serde_json::to_value(
             Api::<sei_crds::SeiNodeDeployment>::namespaced(client, &target.namespace)
-                .get(name)
+                .get(&name)
                 .await?,
         )?,
-        other => bail!("unknown kind {other:?}: use seinode/<name> or seinodedeployment/<name>"),
+        other => bail!(
+            "unknown kind {other:?}: use seinode/<name>, seinodedeployment/<name> or workflowrun/<name>"
+        ),
     };
     Ok(value)
 }

@@ -561,6 +561,45 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
         "{patches:?}"
     );
 
+    // `plan show` reads a run's plan (the target's); `workflow preview` prints what would run, running nothing.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sei-operator"))
+            .args(args)
+            .args([
+                "-n",
+                ns.name(),
+                "--kubeconfig",
+                &ns.env().kubeconfig.display().to_string(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let shown = cli(&["plan", "show", "swr/first"]);
+    assert!(
+        shown.contains("set-log-level") && shown.contains(first["planId"].as_str().unwrap()),
+        "{shown}"
+    );
+    let submitted = sim.tasks().await.as_array().unwrap().len();
+    let preview = cli(&[
+        "workflow",
+        "preview",
+        "set-log-level",
+        "--target",
+        "snode/rpc",
+        "--param",
+        "logLevel=warn",
+    ]);
+    assert!(preview.contains("logLevel = \"warn\" (given)"), "{preview}");
+    assert!(preview.contains("\"log_level\":\"warn\""), "{preview}");
+    assert_eq!(
+        sim.tasks().await.as_array().unwrap().len(),
+        submitted,
+        "a preview starts nothing"
+    );
+
     // Hot reload: a run in flight keeps the definition it was compiled from; the next one uses the edit.
     let validations = || async {
         sim.tasks()

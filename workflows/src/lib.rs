@@ -366,6 +366,25 @@ impl Workflow {
         self.instantiate_with(bindings, &Map::new(), plan_id, now, traceparent, registry)
     }
 
+    /// The workflow's params for the object: the `given` values, the others evaluated from their CEL.
+    pub fn resolve_params(
+        &self,
+        bindings: &Bindings,
+        given: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        let mut out = Map::new();
+        for (name, program) in &self.params {
+            let value = match given.get(name) {
+                Some(value) => value.clone(),
+                None => bindings
+                    .eval(program)
+                    .map_err(|m| self.eval_error(&format!("params.{name}"), m))?,
+            };
+            out.insert(name.clone(), value);
+        }
+        Ok(out)
+    }
+
     /// [`Workflow::instantiate`] with some params given as values (a WorkflowRun's `spec.params`): those
     /// replace the definition's CEL expression of the same name; a given param the definition does not
     /// declare is an error.
@@ -396,14 +415,8 @@ impl Workflow {
             ));
         }
         let mut inputs = Inputs::new(plan_id, now);
-        for (name, program) in &self.params {
-            let value = match given.get(name) {
-                Some(value) => value.clone(),
-                None => bindings
-                    .eval(program)
-                    .map_err(|m| self.eval_error(&format!("params.{name}"), m))?,
-            };
-            inputs = inputs.with_param(name.clone(), value);
+        for (name, value) in self.resolve_params(bindings, given)? {
+            inputs = inputs.with_param(name, value);
         }
         for (task, program) in &self.guards {
             let field = format!("tasks[{task}].when");
