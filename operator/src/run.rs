@@ -591,6 +591,7 @@ async fn controllers(
     }
     let (run_ctx, run_shutdown) = (Arc::clone(&ctx), shutdown.clone());
     let node_controller = Controller::new(nodes.clone(), wc.clone())
+        .reconcile_all_on(ctx.catalogs.reloads())
         .owns(sts, wc.clone())
         .owns(svc.clone(), wc.clone())
         .owns(pvc, wc.clone())
@@ -608,6 +609,7 @@ async fn controllers(
         });
     // The fleet controller: SeiNodeDeployments, woken by their children and internal Services.
     let fleet_controller = Controller::new(deployments, wc.clone())
+        .reconcile_all_on(ctx.catalogs.reloads())
         .owns(nodes, wc.clone())
         .owns(svc, wc)
         .with_config(controller::Config::default().concurrency(args.concurrency))

@@ -30,6 +30,8 @@ use sei_workflows::{Catalog, Template, Workflow};
 pub struct Catalogs {
     base: Arc<Catalog>,
     by_namespace: RwLock<HashMap<String, Arc<Catalog>>>,
+    /// Bumped at every reload, so controllers can look at every object again ([`Catalogs::reloads`]).
+    reloaded: tokio::sync::watch::Sender<u64>,
 }
 
 impl Catalogs {
@@ -38,7 +40,18 @@ impl Catalogs {
         Self {
             base: Arc::new(base),
             by_namespace: RwLock::default(),
+            reloaded: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// One item after every reload of a namespace's catalogue (for `Controller::reconcile_all_on`): an idle
+    /// object whose workflow a new template triggers, or that a disabled built-in no longer does, is looked at
+    /// again at once.
+    pub fn reloads(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.reloaded.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
     }
 
     /// The built-ins and `--workflows-dir` files.
@@ -62,6 +75,7 @@ impl Catalogs {
                 None => m.remove(namespace),
             };
         }
+        self.reloaded.send_modify(|n| *n += 1);
     }
 }
 

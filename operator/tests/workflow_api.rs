@@ -743,3 +743,131 @@ async fn a_deleted_run_cancels_its_plan_and_finished_runs_expire() {
     runs.create(&PostParams::default(), &expiring).await.unwrap();
     common::wait_gone(&runs, "expiring", WAIT).await;
 }
+
+/// The workflow of the node's active plan, else of its newest finished one.
+async fn last_workflow(nodes: &Api<SeiNode>, name: &str) -> Option<String> {
+    let status = nodes.get(name).await.ok()?.status?;
+    status
+        .plan
+        .map(|p| p.workflow)
+        .or_else(|| status.plan_history.last().map(|s| s.workflow.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_disables_or_overrides_a_builtin_and_selector_runs_fan_out() {
+    let Some(ns) = setup("e2e-swt-override").await else {
+        return;
+    };
+    let sim = Sim::start(Duration::from_millis(50), vec![]).await;
+    let _op = Operator::start(ns.env(), ns.name(), &sim, &[]);
+    let (templates, runs, nodes) = (
+        ns.api::<WorkflowTemplate>(),
+        ns.api::<WorkflowRun>(),
+        ns.api::<SeiNode>(),
+    );
+
+    // Disabled: a new node gets no node-init plan in this namespace.
+    templates
+        .create(
+            &PostParams::default(),
+            &template(
+                "no-init",
+                &json!({
+            "target": "SeiNode", "overrides": "node-init", "disabled": true}),
+            ),
+        )
+        .await
+        .unwrap();
+    let (status, message, _) = valid_condition(&templates, "no-init").await;
+    assert_eq!(status, "True", "{message}");
+    nodes
+        .create(
+            &PostParams::default(),
+            &seinode("held", &full_node_spec("seid:v1")),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        last_workflow(&nodes, "held").await,
+        None,
+        "node-init is disabled here"
+    );
+
+    // Overridden: the namespace's own init runs instead (hot reload wakes the idle node at once).
+    // (One edit: deleting the disabling template first would bring the built-in back in between.)
+    let mut init = templates.get("no-init").await.unwrap();
+    init.spec = template(
+        "x",
+        &json!({
+            "target": "SeiNode", "overrides": "node-init",
+            "trigger": "!has(self.status.phase) || self.status.phase in ['', 'Pending', 'Initializing']",
+            "tasks": [{"name": "ready", "type": "mark-ready"}],
+            "onSuccess": {"phase": "Running"}}),
+    )
+    .spec;
+    templates
+        .replace("no-init", &PostParams::default(), &init)
+        .await
+        .unwrap();
+    sei_tests::wait_for(&nodes, "held", in_phase("Running"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(last_workflow(&nodes, "held").await.as_deref(), Some("no-init"));
+
+    // A selector run: one plan per matching node, at most maxParallel (1) at once, in name order.
+    for name in ["batch-a", "batch-b"] {
+        let mut node = seinode(name, &full_node_spec("seid:v1"));
+        node.metadata.labels = Some([("tier".to_owned(), "batch".to_owned())].into());
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    for name in ["batch-a", "batch-b"] {
+        sei_tests::wait_for(&nodes, name, in_phase("Running"), WAIT)
+            .await
+            .unwrap();
+    }
+    templates
+        .create(
+            &PostParams::default(),
+            &template("set-log-level", &log_level_workflow(false)),
+        )
+        .await
+        .unwrap();
+    valid_condition(&templates, "set-log-level").await;
+    let fan_out: WorkflowRun = serde_json::from_value(json!({
+        "apiVersion": "sei.io/v1alpha1", "kind": "WorkflowRun", "metadata": {"name": "fan-out"},
+        "spec": {"workflowRef": {"name": "set-log-level"}, "maxParallel": 1,
+                 "target": {"kind": "SeiNode", "selector": {"matchLabels": {"tier": "batch"}}},
+                 "params": {"logLevel": "error"}},
+    }))
+    .unwrap();
+    runs.create(&PostParams::default(), &fan_out).await.unwrap();
+    let done = run_phase(&runs, "fan-out", "Succeeded").await;
+    let targets = done["targets"].as_array().unwrap();
+    assert_eq!(
+        targets
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["batch-a", "batch-b"]
+    );
+    let span = |node: &str, id: &str| {
+        let nodes = nodes.clone();
+        let (node, id) = (node.to_owned(), id.to_owned());
+        async move {
+            let s = nodes.get(&node).await.unwrap().status.unwrap();
+            let summary = s
+                .plan_history
+                .into_iter()
+                .find(|p| p.id.to_string() == id)
+                .unwrap();
+            (summary.started_at, summary.finished_at.unwrap())
+        }
+    };
+    let (_, a_end) = span("batch-a", targets[0]["planId"].as_str().unwrap()).await;
+    let (b_start, _) = span("batch-b", targets[1]["planId"].as_str().unwrap()).await;
+    assert!(
+        b_start >= a_end,
+        "maxParallel 1: batch-b started at {b_start:?}, before batch-a ended at {a_end:?}"
+    );
+}
