@@ -208,7 +208,9 @@ impl<P> SidecarTask<P> {
     fn outcome_of(&self, result: sidecar::TaskResult) -> Outcome {
         match result.status {
             TaskStatus::Running => Outcome::Running,
-            TaskStatus::Completed if self.chain_tx.is_some() && inclusion(result.result.as_ref()) != Some(COMMITTED_OK) => {
+            TaskStatus::Completed
+                if self.chain_tx.is_some() && inclusion(result.result.as_ref()) != Some(COMMITTED_OK) =>
+            {
                 // A sidecar that completes with a tx not (yet) known to be included: not a success.
                 let why = format!(
                     "tx inclusion is {}",
@@ -243,7 +245,8 @@ impl<P> SidecarTask<P> {
             .and_then(|id| uuid::Uuid::parse_str(id).ok());
         // The keys of earlier attempts are derived from the plan id; a snapshot of another plan would name
         // other keys, so the derivation must give back this attempt's own key first.
-        let Some(plan) = plan.filter(|p| idempotency_key(*p, &inv.task.task, inv.task.attempt) == inv.task.key)
+        let Some(plan) =
+            plan.filter(|p| idempotency_key(*p, &inv.task.task, inv.task.attempt) == inv.task.key)
         else {
             tracing::warn!(task.id = %inv.task.key, task.kind = self.task_type, "Cannot derive the keys of earlier attempts from the owner's plan; submitting without looking them up");
             return None;
@@ -263,7 +266,11 @@ impl<P> SidecarTask<P> {
                     self.task_type
                 )));
             }
-            let tx = found.result.as_ref().and_then(|r| r.get("txHash")).and_then(Value::as_str);
+            let tx = found
+                .result
+                .as_ref()
+                .and_then(|r| r.get("txHash"))
+                .and_then(Value::as_str);
             match (inclusion(found.result.as_ref()), tx) {
                 (Some(COMMITTED_OK), Some(_)) => {
                     tracing::info!(task.id = %inv.task.key, earlier = %key, attempt, "Adopted the committed tx of an earlier attempt");

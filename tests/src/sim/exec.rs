@@ -34,7 +34,10 @@ pub(super) fn completed(result: Option<Value>) -> Outcome {
     Outcome::Completed { result, apply: None }
 }
 
-pub(super) fn completed_with(result: Option<Value>, apply: impl FnOnce(&mut Node) + Send + 'static) -> Outcome {
+pub(super) fn completed_with(
+    result: Option<Value>,
+    apply: impl FnOnce(&mut Node) + Send + 'static,
+) -> Outcome {
     Outcome::Completed {
         result,
         apply: Some(Box::new(apply)),

@@ -239,9 +239,9 @@ impl FaultSpec {
                 )
             }
             "tx-pending" => (Action::TxPending, Some(1)),
-            other => bail!(
-                "unknown fault kind {other:?} (fail, latency, duration, status, tx-code, tx-pending)"
-            ),
+            other => {
+                bail!("unknown fault kind {other:?} (fail, latency, duration, status, tx-code, tx-pending)")
+            }
         };
         Ok(Fault {
             id,

@@ -87,9 +87,15 @@ pub(super) async fn await_condition(
     let target = params["targetHeight"].as_u64();
     match (condition.as_str(), target) {
         ("height", Some(t)) if t >= 1 => {}
-        ("height", _) => return failed("await-condition: params.targetHeight (>= 1) is required for condition height"),
+        ("height", _) => {
+            return failed("await-condition: params.targetHeight (>= 1) is required for condition height");
+        }
         ("catchingUp", _) => {}
-        (other, _) => return failed(format!("await-condition: unknown condition {other:?} (height, catchingUp)")),
+        (other, _) => {
+            return failed(format!(
+                "await-condition: unknown condition {other:?} (height, catchingUp)"
+            ));
+        }
     }
     let sigterm = match params.get("action") {
         None | Some(Value::Null) => false,
@@ -249,7 +255,9 @@ fn broadcast(
         result["height"] = json!(0);
         result["inclusionStatus"] = json!("pending");
         return Outcome::Failed {
-            error: format!("tx {hash} was accepted but not included while the sidecar waited; inclusion unknown"),
+            error: format!(
+                "tx {hash} was accepted but not included while the sidecar waited; inclusion unknown"
+            ),
             result: Some(result),
         };
     }
@@ -280,7 +288,13 @@ fn check_tx(s: &State, task_type: &str, params: &Value, height: u64) -> (u32, &'
             if at > height {
                 (0, "", String::new())
             } else {
-                (18, "sdk", format!("upgrade cannot be scheduled in the past: height {at} <= {height}: invalid request"))
+                (
+                    18,
+                    "sdk",
+                    format!(
+                        "upgrade cannot be scheduled in the past: height {at} <= {height}: invalid request"
+                    ),
+                )
             }
         }
         _ => match params["changes"].as_array() {
@@ -318,7 +332,9 @@ fn duration_field(body: &Value, key: &str) -> Result<Option<Duration>, String> {
         Some(Value::String(s)) => humantime::parse_duration(s)
             .map(Some)
             .map_err(|e| format!("{key} {s:?}: {e}")),
-        Some(other) => Err(format!("{key} must be a duration string like \"400ms\", not {other}")),
+        Some(other) => Err(format!(
+            "{key} must be a duration string like \"400ms\", not {other}"
+        )),
     }
 }
 
@@ -327,7 +343,10 @@ async fn show_chain(axum::extract::State(sim): Shared) -> axum::Json<Value> {
 }
 
 /// `{"height"?: N, "blockTime"?: "400ms" ("0s" halts the chain)}`.
-async fn set_chain(axum::extract::State(sim): Shared, axum::Json(body): axum::Json<Value>) -> axum::response::Response {
+async fn set_chain(
+    axum::extract::State(sim): Shared,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     let block_time = match duration_field(&body, "blockTime") {
         Ok(t) => t,
