@@ -1088,19 +1088,18 @@ async fn a_repeated_start_of_a_gov_attempt_whose_tx_is_pending_does_not_broadcas
         assert_eq!(e.class, ErrorClass::Transient, "{task_type}: {}", e.message);
         assert!(e.message.contains("pending"), "{task_type}: {}", e.message);
 
-        // The operator restarts and delivers the same start again.
-        let again = failure(t.start(&cx, &inv).await);
-        assert!(
-            again.message.contains("pending"),
-            "{task_type}: {}",
-            again.message
-        );
+        // The operator restarts and delivers the same start again; whatever that did has settled once a poll
+        // settles, and only then are the chain's txs counted.
+        let again = t.start(&cx, &inv).await;
+        poll_until_settled(t.as_ref(), &cx, &inv).await;
         assert_eq!(
             sim.txs_of(&node).await.len(),
             1,
             "{task_type}: a repeated start of the same attempt must not broadcast a second tx"
         );
         assert_eq!(sim.executions(NS, &node, inv.task.key).await, 1, "{task_type}");
+        let again = failure(again);
+        assert!(again.message.contains("pending"), "{task_type}: {}", again.message);
     }
 }
 
