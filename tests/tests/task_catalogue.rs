@@ -1099,7 +1099,11 @@ async fn a_repeated_start_of_a_gov_attempt_whose_tx_is_pending_does_not_broadcas
         );
         assert_eq!(sim.executions(NS, &node, inv.task.key).await, 1, "{task_type}");
         let again = failure(again);
-        assert!(again.message.contains("pending"), "{task_type}: {}", again.message);
+        assert!(
+            again.message.contains("pending"),
+            "{task_type}: {}",
+            again.message
+        );
     }
 }
 

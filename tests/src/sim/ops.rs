@@ -167,7 +167,7 @@ pub(super) fn gov(
             return failed("broadcasting: seid's RPC at 127.0.0.1:26657 does not answer (seid is stopped)");
         }
         let fault = s.take_tx_fault(node, task_type, id, run);
-        broadcast(s, node, (id, run), task_type, params, fault)
+        broadcast(s, node, (id, run), task_type, params, fault.as_ref())
     })
 }
 
@@ -177,7 +177,7 @@ fn broadcast(
     (id, run): (Uuid, u32),
     task_type: &str,
     params: &Value,
-    fault: Option<Action>,
+    fault: Option<&Action>,
 ) -> Outcome {
     let height = s.chain.height() + 1;
     let user_memo = params["memo"].as_str().unwrap_or_default();
@@ -186,7 +186,7 @@ fn broadcast(
     let voter = params["keyName"]
         .as_str()
         .map_or_else(|| node.to_string(), |k| format!("{node}/{k}"));
-    let (code, codespace, raw_log) = match &fault {
+    let (code, codespace, raw_log) = match fault {
         Some(Action::TxCode { code, log }) => (
             *code,
             "sdk",
@@ -195,43 +195,12 @@ fn broadcast(
         ),
         _ => check_tx(s, task_type, params, height),
     };
-    let pending = matches!(fault, Some(Action::TxPending));
-    let mut proposal_id = None;
-    if code == 0 {
-        match task_type {
-            "gov-vote" => {
-                let option = params["option"].as_str().unwrap_or("yes").replace('-', "_");
-                if let Some(p) = params["proposalId"]
-                    .as_u64()
-                    .and_then(|p| s.chain.proposals.get_mut(&p))
-                {
-                    p.votes.insert(voter, option);
-                }
-            }
-            _ => {
-                let pid = s.chain.proposals.len() as u64 + 1;
-                let (kind, content) = if task_type == "gov-software-upgrade" {
-                    let plan = json!({"name": params["upgradeName"], "height": params["upgradeHeight"],
-                        "info": params["upgradeInfo"]});
-                    ("software-upgrade", plan)
-                } else {
-                    ("param-change", params["changes"].clone())
-                };
-                s.chain.proposals.insert(
-                    pid,
-                    Proposal {
-                        id: pid,
-                        kind: kind.to_owned(),
-                        title: params["title"].as_str().unwrap_or_default().to_owned(),
-                        content,
-                        tx_hash: hash.clone(),
-                        votes: std::collections::BTreeMap::new(),
-                    },
-                );
-                proposal_id = Some(pid);
-            }
-        }
-    }
+    let pending = fault == Some(&Action::TxPending);
+    let proposal_id = if code == 0 {
+        take_effect(s, task_type, params, voter, &hash)
+    } else {
+        None
+    };
     s.chain.txs.push(Tx {
         hash: hash.clone(),
         kind: task_type.to_owned(),
@@ -270,6 +239,40 @@ fn broadcast(
     }
     result["inclusionStatus"] = json!("committed_ok");
     completed(Some(result))
+}
+
+/// What an included tx with code 0 does: records the vote, or creates the proposal (its id returned).
+fn take_effect(s: &mut State, task_type: &str, params: &Value, voter: String, hash: &str) -> Option<u64> {
+    if task_type == "gov-vote" {
+        let option = params["option"].as_str().unwrap_or("yes").replace('-', "_");
+        if let Some(p) = params["proposalId"]
+            .as_u64()
+            .and_then(|p| s.chain.proposals.get_mut(&p))
+        {
+            p.votes.insert(voter, option);
+        }
+        return None;
+    }
+    let id = s.chain.proposals.len() as u64 + 1;
+    let (kind, content) = if task_type == "gov-software-upgrade" {
+        let plan = json!({"name": params["upgradeName"], "height": params["upgradeHeight"],
+            "info": params["upgradeInfo"]});
+        ("software-upgrade", plan)
+    } else {
+        ("param-change", params["changes"].clone())
+    };
+    s.chain.proposals.insert(
+        id,
+        Proposal {
+            id,
+            kind: kind.to_owned(),
+            title: params["title"].as_str().unwrap_or_default().to_owned(),
+            content,
+            tx_hash: hash.to_owned(),
+            votes: std::collections::BTreeMap::new(),
+        },
+    );
+    Some(id)
 }
 
 /// What the chain's ante handler and gov module say about the tx at `height`: `(code, codespace, raw log)`.
@@ -317,7 +320,7 @@ pub(super) fn admin_routes() -> axum::Router<std::sync::Arc<Sim>> {
         .route("/admin/nodes/{ns}/{name}/seid", get(show_seid).post(set_seid))
 }
 
-fn bad_request(message: String) -> axum::response::Response {
+fn bad_request(message: &str) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     (
         axum::http::StatusCode::BAD_REQUEST,
@@ -350,13 +353,13 @@ async fn set_chain(
     use axum::response::IntoResponse as _;
     let block_time = match duration_field(&body, "blockTime") {
         Ok(t) => t,
-        Err(e) => return bad_request(e),
+        Err(e) => return bad_request(&e),
     };
     let height = match body.get("height") {
         None | Some(Value::Null) => None,
         Some(h) => match h.as_u64() {
             Some(h) => Some(h),
-            None => return bad_request(format!("height must be a non-negative integer, not {h}")),
+            None => return bad_request(&format!("height must be a non-negative integer, not {h}")),
         },
     };
     let view = sim.with(|s| {
@@ -389,7 +392,7 @@ async fn set_seid(
     let node = NodeRef::new(ns, name);
     let catching_up_for = match duration_field(&body, "catchingUpFor") {
         Ok(t) => t,
-        Err(e) => return bad_request(e),
+        Err(e) => return bad_request(&e),
     };
     let view = sim.with(|s| {
         let chain = s.chain.height();
