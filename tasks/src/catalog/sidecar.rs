@@ -557,7 +557,7 @@ impl Params for AwaitConditionParams {
     }
 }
 
-/// `gov-vote` options (`no-with-veto` is accepted as a spelling of `no_with_veto`).
+/// `gov-vote` options (`no-with-veto` is accepted as a spelling of `no_with_veto`, as upstream does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VoteOption {
@@ -568,8 +568,10 @@ pub enum VoteOption {
     /// Abstain.
     Abstain,
     /// No with veto.
-    #[serde(alias = "no-with-veto")]
     NoWithVeto,
+    /// No with veto, in the spelling upstream's SeiNodeTask also accepts (sent as is; the sidecar maps it).
+    #[serde(rename = "no-with-veto")]
+    NoWithVetoHyphenated,
 }
 
 /// `gov-vote`: sign a vote with the node's operator key and broadcast it.
@@ -787,6 +789,146 @@ mod tests {
             outputs(Some(serde_json::json!({"genesisHash": "ab"})))["genesisHash"],
             "ab"
         );
+    }
+
+    /// Compiles a one-task workflow of `task_type` with `params` against the catalogue.
+    fn compile_one(task_type: &str, params: &str) -> Result<(), String> {
+        let yaml = format!(
+            "apiVersion: sei.io/v1alpha1\nkind: WorkflowTemplate\nmetadata: {{name: day2}}\nspec:\n  \
+             target: SeiNode\n  tasks:\n    - {{name: t, type: {task_type}, params: {params}}}\n"
+        );
+        let def = sei_engine::WorkflowDefinition::from_yaml("day2.yaml", &yaml).map_err(|e| e.to_string())?;
+        let inputs = sei_engine::Inputs::new(uuid::Uuid::nil(), sei_engine::Timestamp::from_unix_millis(0));
+        sei_engine::compile(&def, &inputs, &crate::catalog::registry())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn day2_params_are_checked_when_a_workflow_compiles_and_errors_name_the_task_and_field() {
+        let vote = "{proposalId: 3, option: yes, fees: 4000usei, gas: 200000}";
+        let upgrade = "{title: v2, description: d, upgradeName: v2, upgradeHeight: 900, initialDeposit: 1usei, \
+                       fees: 1usei, gas: 1}";
+        let change = "{title: t, description: d, changes: [{subspace: staking, key: MaxValidators, value: 150}], \
+                      initialDeposit: 1usei, fees: 1usei, gas: 1}";
+        for (task_type, params) in [
+            ("stop-seid", "{}"),
+            ("restart-seid", "{}"),
+            ("reset-data", "{}"),
+            (
+                "await-condition",
+                "{condition: height, targetHeight: 100, action: SIGTERM_SEID}",
+            ),
+            ("await-condition", "{condition: catchingUp}"),
+            ("gov-vote", vote),
+            (
+                "gov-vote",
+                "{proposalId: 3, option: no-with-veto, fees: 1usei, gas: 1, keyName: op, memo: m}",
+            ),
+            ("gov-software-upgrade", upgrade),
+            ("gov-param-change", change),
+            ("snapshot-now", "{}"),
+            ("snapshot-now", "{chainId: pacific-1}"),
+        ] {
+            compile_one(task_type, params).unwrap_or_else(|e| panic!("{task_type} {params}: {e}"));
+        }
+        // A height condition without a height violates the `anyOf` and is reported at `condition` ("height"
+        // is not "catchingUp"); the start's `check` names `targetHeight` itself.
+        for (task_type, params, field) in [
+            ("stop-seid", "{force: true}", "force"),
+            ("await-condition", "{condition: height}", "condition"),
+            (
+                "await-condition",
+                "{condition: height, targetHeight: 0}",
+                "targetHeight",
+            ),
+            (
+                "await-condition",
+                "{condition: blockTime, targetHeight: 5}",
+                "condition",
+            ),
+            (
+                "await-condition",
+                "{condition: height, targetHeight: 5, action: SIGKILL}",
+                "action",
+            ),
+            (
+                "gov-vote",
+                "{proposalId: 3, option: maybe, fees: 1usei, gas: 1}",
+                "option",
+            ),
+            ("gov-vote", "{proposalId: 3, option: yes, gas: 1}", "fees"),
+            (
+                "gov-vote",
+                "{proposalId: 0, option: yes, fees: 1usei, gas: 1}",
+                "proposalId",
+            ),
+            (
+                "gov-software-upgrade",
+                "{title: v2, description: d, upgradeName: v2, initialDeposit: 1usei, fees: 1usei, gas: 1}",
+                "upgradeHeight",
+            ),
+            (
+                "gov-param-change",
+                "{title: t, description: d, changes: [], initialDeposit: 1usei, fees: 1usei, gas: 1}",
+                "changes",
+            ),
+        ] {
+            let e =
+                compile_one(task_type, params).expect_err(&format!("{task_type} {params} must not compile"));
+            assert!(
+                e.contains("task `t`") && e.contains(task_type),
+                "{task_type}: the task is named: {e}"
+            );
+            assert!(
+                e.contains(field),
+                "{task_type} {params}: the field {field} is named: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_height_condition_without_a_height_is_refused_by_check_naming_the_field() {
+        let p: AwaitConditionParams = serde_json::from_value(json!({"condition": "height"})).unwrap();
+        assert!(p.check().unwrap_err().contains("targetHeight"));
+        let p: AwaitConditionParams = serde_json::from_value(json!({"condition": "catchingUp"})).unwrap();
+        assert_eq!(p.check(), Ok(()));
+    }
+
+    #[test]
+    fn gov_tx_results_fail_the_attempt_unless_committed_ok_and_an_on_chain_rejection_is_terminal() {
+        let task = SidecarTask::<GovVoteParams>::new("gov-vote").broadcasts(ChainTx::Vote);
+        let result = |status: TaskStatus, inclusion: &str| sidecar::TaskResult {
+            id: uuid::Uuid::nil(),
+            task_type: "gov-vote".into(),
+            status,
+            run: 1,
+            params: None,
+            result: Some(json!({"txHash": "AB12", "height": 7, "code": 0, "inclusionStatus": inclusion})),
+            error: (status == TaskStatus::Failed).then(|| "tx failed".to_owned()),
+            submitted_at: String::new(),
+            completed_at: None,
+        };
+        let Outcome::Done(out) = task.outcome_of(result(TaskStatus::Completed, COMMITTED_OK)) else {
+            panic!("committed_ok is done")
+        };
+        assert_eq!(out["txHash"], "AB12");
+        for (status, inclusion, class) in [
+            (TaskStatus::Completed, "pending", ErrorClass::Transient),
+            (TaskStatus::Completed, "unverifiable", ErrorClass::Transient),
+            (TaskStatus::Failed, "pending", ErrorClass::Transient),
+            (TaskStatus::Failed, COMMITTED_FAILED, ErrorClass::Terminal),
+        ] {
+            let Outcome::Failed(e) = task.outcome_of(result(status, inclusion)) else {
+                panic!("{status:?} {inclusion} must fail the attempt")
+            };
+            assert_eq!(e.class, class, "{status:?} {inclusion}: {}", e.message);
+            assert!(
+                e.message.contains("AB12") && e.message.contains(inclusion),
+                "{}",
+                e.message
+            );
+        }
     }
 
     #[test]
