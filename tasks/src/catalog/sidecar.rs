@@ -6,6 +6,28 @@
 //! or failed); it submits only on a 404. A start can repeat, since effects precede the status write that records
 //! them, and the sidecar re-executes a failed id on re-submission: without the lookup, an attempt that failed
 //! in that window would run twice and consume no retry.
+//!
+//! # Day-2 task types
+//!
+//! The operations a user's workflow runs against a live node (reference spec sections 2.7 and 5.4). Params
+//! are camelCase JSON, checked against the type's schema when the workflow compiles; outputs are the
+//! sidecar's result, compacted ([`compact_outputs`]). Every one is submitted once per attempt and adopted by
+//! key on a repeated start, like every sidecar task; the table says what more each needs.
+//!
+//! | type | params | outputs | idempotency |
+//! |---|---|---|---|
+//! | `stop-seid` | — | `stopped`, `height` | SIGTERM, waits, never SIGKILL; an already stopped seid is success |
+//! | `restart-seid` | — | `height`, `catchingUp`, `restarts` | SIGTERM, kubelet restarts the container, waits for the RPC; a repeat restarts again, which is harmless |
+//! | `reset-data` | — | `wipedBytes` | refuses while seid's RPC answers (stop it first); wiping a wiped directory wipes nothing |
+//! | `await-condition` | `condition` (`height` or `catchingUp`), `targetHeight` (≥ 1, required for `height`), `action`? (`SIGTERM_SEID`) | `condition`, `observedValue` (the height), `height`, `catchingUp` | a query until the condition holds; bound it with the task's `timeout` (the sidecar waits forever) |
+//! | `gov-vote` | `proposalId` (≥ 1), `option` (`yes`, `no`, `abstain`, `no_with_veto`), `fees`, `gas` (≥ 1), `chainId`?, `keyName`?, `memo`? | `txHash`, `height`, `code`, `codespace`, `rawLog`, `inclusionStatus` | see [`ChainTx`]: a new attempt adopts an earlier attempt's committed vote; a vote in doubt is cast again (it replaces the first) |
+//! | `gov-software-upgrade` | `title`, `description`, `upgradeName`, `upgradeHeight` (≥ 1), `upgradeInfo`?, `initialDeposit`, `fees`, `gas`, `chainId`?, `keyName`?, `memo`? | as `gov-vote`, plus `proposalId` | see [`ChainTx`]: a new attempt adopts an earlier committed proposal and refuses (terminal) to propose again while an earlier tx is `pending`/`unverifiable` |
+//! | `gov-param-change` | `title`, `description`, `changes` (≥ 1 of `subspace`, `key`, `value`), `initialDeposit`, `fees`, `gas`, `chainId`?, `keyName`?, `memo`? | as `gov-software-upgrade` | as `gov-software-upgrade` |
+//! | `snapshot-now` | `chainId`? | `height`, `key` (`<chainId>/state-sync/<height>.tar.gz`) | seictl's `snapshot-upload-once`: uploads the newest local snapshot; a repeat overwrites the same object |
+//!
+//! A gov task succeeds only on `inclusionStatus: committed_ok`. `committed_failed` (included with a non-zero
+//! code: unknown or inactive proposal, upgrade height not in the future, out of gas) fails the attempt as
+//! terminal; `pending` or `unverifiable` fails it as transient, and the next attempt's lookup decides.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -46,7 +68,7 @@ impl<P> SidecarTask<P> {
         self
     }
 
-    /// The task broadcasts a transaction of kind `kind`: its result is a [`GovTxResult`]-shaped object, and a new
+    /// The task broadcasts a transaction of kind `kind`: its result is seictl's `GovTxResult` (`txHash`, `height`, `proposalId`, `code`, `codespace`, `rawLog`, `inclusionStatus`), and a new
     /// attempt first looks up the transactions of the run's earlier attempts (see [`ChainTx`]).
     #[must_use]
     pub const fn broadcasts(mut self, kind: ChainTx) -> Self {
