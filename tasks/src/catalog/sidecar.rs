@@ -68,8 +68,9 @@ impl<P> SidecarTask<P> {
         self
     }
 
-    /// The task broadcasts a transaction of kind `kind`: its result is seictl's `GovTxResult` (`txHash`, `height`, `proposalId`, `code`, `codespace`, `rawLog`, `inclusionStatus`), and a new
-    /// attempt first looks up the transactions of the run's earlier attempts (see [`ChainTx`]).
+    /// The task broadcasts a transaction of kind `kind`: its result is seictl's `GovTxResult` (`txHash`,
+    /// `height`, `proposalId`, `code`, `codespace`, `rawLog`, `inclusionStatus`), and a new attempt first looks
+    /// up the transactions of the run's earlier attempts (see [`ChainTx`]).
     #[must_use]
     pub const fn broadcasts(mut self, kind: ChainTx) -> Self {
         self.chain_tx = Some(kind);
