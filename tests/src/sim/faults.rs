@@ -393,6 +393,31 @@ mod tests {
     }
 
     #[test]
+    fn tx_faults_parse_fire_once_by_default_and_round_trip() {
+        let spec: FaultSpec = serde_json::from_value(serde_json::json!({
+            "kind": "tx-code", "task": "gov-vote", "code": 11, "error": "out of gas", "firstRun": true
+        }))
+        .unwrap();
+        let fault = spec.into_fault(1).unwrap();
+        assert_eq!(
+            fault.action,
+            Action::TxCode {
+                code: 11,
+                log: Some("out of gas".into())
+            }
+        );
+        assert_eq!(fault.remaining, Some(1));
+        assert!(fault.applies_to(uuid::Uuid::nil(), 1) && !fault.applies_to(uuid::Uuid::nil(), 2));
+        let back = fault.to_spec();
+        assert_eq!((back.kind.as_str(), back.code), ("tx-code", Some(11)));
+        let pending: FaultSpec = serde_json::from_value(serde_json::json!({"kind": "tx-pending"})).unwrap();
+        assert_eq!(pending.into_fault(2).unwrap().action, Action::TxPending);
+        let zero: FaultSpec =
+            serde_json::from_value(serde_json::json!({"kind": "tx-code", "code": 0})).unwrap();
+        assert!(zero.into_fault(3).is_err(), "code 0 is not a failure");
+    }
+
+    #[test]
     fn json_specs_round_trip() {
         let spec: FaultSpec = serde_json::from_value(serde_json::json!({
             "kind": "fail", "task": "config-validate", "node": "ns/n", "count": 2, "error": "bad"
