@@ -1156,6 +1156,22 @@ async fn a_new_attempt_of_a_proposal_adopts_a_committed_tx_and_never_resubmits_o
     assert!(matches!(t.start(&cx, &second).await, Outcome::Unavailable(_)));
     assert_eq!(sim.executions(NS, node, second.task.key).await, 0);
 
+    // Attempt 1 failed before broadcasting (no tx): attempt 2 proposes, once.
+    let node = "val-retry";
+    sim.fault(json!({"kind": "fail", "task": kind, "node": format!("{NS}/{node}")}))
+        .await;
+    let first = attempt_invocation(node, kind, valid_params(kind), plan, 1);
+    assert_eq!(t.start(&cx, &first).await, Outcome::Accepted);
+    failure(poll_until_settled(t.as_ref(), &cx, &first).await);
+    assert_eq!(sim.txs_of(node).await.len(), 0);
+    let second = attempt_invocation(node, kind, valid_params(kind), plan, 2);
+    assert_eq!(t.start(&cx, &second).await, Outcome::Accepted);
+    assert_eq!(
+        outputs(poll_until_settled(t.as_ref(), &cx, &second).await)["inclusionStatus"],
+        "committed_ok"
+    );
+    assert_eq!(sim.txs_of(node).await.len(), 1);
+
     // A vote in doubt is cast again: a second identical vote only replaces the first.
     let node = "val-vote";
     run_once_started_twice(
