@@ -553,9 +553,11 @@ pub enum ConditionAction {
 /// The sidecar polls without a limit of its own: bound it with the task's `timeout`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+// `targetHeight` is required unless the condition is `catchingUp`; the first branch's violation is the one
+// reported ("required field is missing at /targetHeight").
 #[schemars(extend("anyOf" = [
-    {"properties": {"condition": {"const": "catchingUp"}}},
-    {"required": ["targetHeight"]}
+    {"required": ["targetHeight"]},
+    {"properties": {"condition": {"const": "catchingUp"}}}
 ]))]
 pub struct AwaitConditionParams {
     /// `height` (needs `targetHeight`) or `catchingUp`.
@@ -855,11 +857,9 @@ mod tests {
         ] {
             compile_one(task_type, params).unwrap_or_else(|e| panic!("{task_type} {params}: {e}"));
         }
-        // A height condition without a height violates the `anyOf` and is reported at `condition` ("height"
-        // is not "catchingUp"); the start's `check` names `targetHeight` itself.
         for (task_type, params, field) in [
             ("stop-seid", "{force: true}", "force"),
-            ("await-condition", "{condition: height}", "condition"),
+            ("await-condition", "{condition: height}", "targetHeight"),
             (
                 "await-condition",
                 "{condition: height, targetHeight: 0}",
