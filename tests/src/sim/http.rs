@@ -39,6 +39,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/admin/nodes/{ns}/{name}/restart", post(restart_node))
         .route("/admin/tasks", get(all_tasks))
         .route("/admin/executions", get(all_executions))
+        .merge(super::ops::admin_routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(sim)
 }
