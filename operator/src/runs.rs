@@ -265,6 +265,7 @@ async fn start(
     };
     match written {
         Ok(()) => {
+            crate::failpoints::crash_point(crate::failpoints::RUN_CRASH_POINT);
             ctx.metrics.plan_created(workflow.name());
             entry.phase = RunPhase::Running;
             entry.trace_id = trace_id(&plan);

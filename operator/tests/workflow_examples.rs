@@ -160,7 +160,10 @@ async fn upgrade_at_height_and_state_sync_rebootstrap_run_on_a_node() {
         "nothing left for node-update: {:?}",
         status.plan_history
     );
-    assert!(done.get("message").is_none(), "a succeeded run carries no stale message: {done}");
+    assert!(
+        done.get("message").is_none(),
+        "a succeeded run carries no stale message: {done}"
+    );
     println!("upgrade-at-height: {done}");
 
     // State-sync re-bootstrap with the run's witnesses.
