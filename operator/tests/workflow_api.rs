@@ -20,65 +20,12 @@ use common::{Operator, Sim, eventually, full_node_spec, in_phase, seinode, setup
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A CA and a serving certificate for 127.0.0.1 in `dir` (`tls.crt`, `tls.key`); the CA bundle (PEM).
+/// A CA and a serving certificate for 127.0.0.1 in `dir` (`tls.crt`, `tls.key`), made by
+/// `hack/webhook-certs.sh` (the demo's too); the CA bundle (PEM).
 fn webhook_certs(dir: &std::path::Path) -> String {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=sei-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "tls.key",
-        "-out",
-        "tls.csr",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "tls.crt",
-    ]);
+    let script = sei_tests::workspace_root().join("hack/webhook-certs.sh");
+    let out = Command::new(script).arg(dir).output().unwrap();
+    assert!(out.status.success(), "webhook-certs.sh: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::read_to_string(dir.join("ca.crt")).unwrap()
 }
 
