@@ -273,7 +273,7 @@ fn compile_in(
             });
         }
     }
-    let deadline = cx.duration(None, "deadline", spec.deadline.as_deref())?;
+    let deadline = cx.deadline()?;
     let poll_interval = cx.duration(None, "pollInterval", spec.poll_interval.as_deref())?;
     if spec.max_parallel == Some(0) {
         return Err(Error::InvalidValue {
@@ -302,6 +302,7 @@ fn compile_in(
         max_parallel: spec.max_parallel,
         poll_interval: poll_interval.filter(|d| *d != crate::plan::DEFAULT_POLL_INTERVAL),
         on_drift: spec.on_drift,
+        on_start: spec.on_start.clone(),
         on_success: spec.on_success.clone(),
         on_failure: spec.on_failure.clone(),
         stop: None,
@@ -347,6 +348,45 @@ impl Cx<'_> {
             task: task.map(str::to_owned),
             field: field.to_owned(),
         })
+    }
+
+    /// The plan deadline: a humantime duration, or `${ params.<name> }` naming a workflow param whose value is
+    /// one (e.g. a ceremony's `spec.genesis.maxCeremonyDuration`), so the object decides it without the
+    /// controller knowing the workflow.
+    fn deadline(&self) -> Result<Option<Duration>> {
+        let Some(text) = self.def.spec.deadline.as_deref() else {
+            return Ok(None);
+        };
+        let Some(name) = text
+            .trim()
+            .strip_prefix("${")
+            .and_then(|t| t.strip_suffix('}'))
+            .and_then(|t| t.trim().strip_prefix("params."))
+            .map(str::trim)
+        else {
+            return self.duration(None, "deadline", Some(text));
+        };
+        if !self.def.spec.params.contains_key(name) {
+            return Err(Error::InvalidReference {
+                at: self.at(None, "deadline"),
+                message: format!("unknown workflow param `{name}`{}", self.declared_params()),
+            });
+        }
+        if self.mode == Mode::Static {
+            return Ok(None);
+        }
+        match self.inputs.params.get(name) {
+            Some(Value::String(value)) => self.duration(None, "deadline", Some(value)),
+            Some(other) => Err(Error::InvalidDuration {
+                at: self.at(None, "deadline"),
+                value: other.to_string(),
+                message: format!("workflow param `{name}` must be a duration string"),
+            }),
+            None => Err(Error::MissingParam {
+                at: self.at(None, "deadline"),
+                param: name.to_owned(),
+            }),
+        }
     }
 
     /// Parses an optional humantime duration; zero is rejected.

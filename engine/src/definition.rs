@@ -79,6 +79,11 @@ pub struct WorkflowSpec {
     /// Tasks that always run once the normal tasks are done, whatever the outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finally: Vec<TaskSpec>,
+    /// Opaque effect applied by the operator while the plan is active (e.g. `NodeUpdateInProgress=True`, a phase
+    /// such as `Upgrading`): what a running plan of this workflow means for its object's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub on_start: Option<Value>,
     /// Opaque effect applied by the operator when the plan succeeds (e.g. conditions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_object")]

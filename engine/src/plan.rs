@@ -639,6 +639,10 @@ pub struct Plan {
     /// Policy for a trigger firing while this plan is active.
     #[serde(default, skip_serializing_if = "DriftPolicy::is_default")]
     pub on_drift: DriftPolicy,
+    /// Opaque effect the operator applies while the plan is active (the definition's `onStart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub on_start: Option<Value>,
     /// Opaque effect handed back in [`crate::Effect::PlanFinished`] when the plan succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_object")]

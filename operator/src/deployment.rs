@@ -72,24 +72,21 @@ use sei_crds::{
     NodeSummary, SeiNode, SeiNodeDeployment, SeiNodeDeploymentPhase, SeiNodeDeploymentStatus, SeiNodePhase,
     labels,
 };
-use sei_engine::{DriftPolicy, Plan, PlanPhase};
+use sei_engine::{Plan, PlanPhase};
 use sei_observability::trace_context::TraceParent;
 use sei_tasks::catalog::fleet::{self, FIELD_MANAGER};
-use sei_tasks::task::{StatusSink, StatusUpdates};
+use sei_tasks::task::StatusSink;
 use sei_workflows::{Bindings, node_binding};
 use serde_json::{Value, json};
 
-use crate::clock::{now, now_time, until};
+use crate::clock::{now, until};
 use crate::context::Context;
 use crate::drive::{Owner, drive};
 use crate::error::Error;
+use crate::lifecycle::{self, condition};
 
 /// Kind name used for owners and CEL targets.
 pub const KIND: &str = "SeiNodeDeployment";
-/// The genesis ceremony workflow.
-pub const CEREMONY_WORKFLOW: &str = fleet::CEREMONY_WORKFLOW;
-/// The rollout workflow.
-pub const ROLLOUT_WORKFLOW: &str = "fleet-rollout";
 /// Status fields tasks may set on a deployment (anything else a node task records is dropped).
 const STATUS_FIELDS: &[&str] = &["genesisHash"];
 /// Resync of a deployment with nothing due.
@@ -265,71 +262,6 @@ pub(crate) fn bindings_facts(deployment: &SeiNodeDeployment, children: &BTreeMap
     node_binding(f)
 }
 
-fn condition(
-    type_: &str,
-    status: ConditionStatus,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> conditions::Condition {
-    conditions::new_condition(type_, status, reason, message, generation, now_time())
-}
-
-/// Applies what tasks recorded: conditions, and the allowed top-level fields.
-fn apply_updates(status: &mut SeiNodeDeploymentStatus, updates: StatusUpdates) -> Result<(), Error> {
-    for mut c in updates.conditions {
-        c.last_transition_time = now_time();
-        status.set_condition(c);
-    }
-    let fields: Vec<_> = updates
-        .fields
-        .into_iter()
-        .filter(|(k, _)| STATUS_FIELDS.contains(&k.as_str()))
-        .collect();
-    if fields.is_empty() {
-        return Ok(());
-    }
-    let mut value = serde_json::to_value(&*status).map_err(Error::Serialize)?;
-    if let Value::Object(map) = &mut value {
-        for (k, v) in fields {
-            if v.is_null() {
-                map.remove(&k);
-            } else {
-                map.insert(k, v);
-            }
-        }
-    }
-    *status = serde_json::from_value(value).map_err(Error::Serialize)?;
-    Ok(())
-}
-
-/// Applies a finished plan's onSuccess / onFailure conditions; `message` replaces an absent message.
-fn apply_effect(
-    status: &mut SeiNodeDeploymentStatus,
-    effect: Option<&Value>,
-    generation: Option<i64>,
-    message: &str,
-) {
-    for c in effect
-        .and_then(|e| e.get("conditions"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
-        let cs = match field("status") {
-            "True" => ConditionStatus::True,
-            "False" => ConditionStatus::False,
-            _ => ConditionStatus::Unknown,
-        };
-        let text = c
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| message.to_owned(), str::to_owned);
-        status.set_condition(condition(field("type"), cs, field("reason"), text, generation));
-    }
-}
-
 /// Why a plan did not succeed, naming the failing task and the node it ran on.
 pub fn failure_message(plan: &Plan) -> String {
     let outcome = plan
@@ -354,18 +286,6 @@ pub fn failure_message(plan: &Plan) -> String {
         view.task.task_type,
         view.run.attempt
     )
-}
-
-/// The image and sidecar a rollout plan rolls to (its `update` task's params).
-fn rollout_target(plan: &Plan) -> Option<(&Value, &Value)> {
-    let task = plan
-        .tasks
-        .iter()
-        .find(|t| t.task_type == "update-node-template")?;
-    Some((
-        task.params.get("image")?,
-        task.params.get("sidecar").unwrap_or(&Value::Null),
-    ))
 }
 
 /// The internal ClusterIP Service in front of every child's pod.
@@ -456,16 +376,21 @@ fn phase_of(
 ) -> SeiNodeDeploymentPhase {
     use SeiNodeDeploymentPhase as P;
     let replicas = deployment.spec.replicas;
-    let plan = status.plan.as_ref().map(|p| p.workflow.as_str());
+    // The active plan's phase, as its workflow declares it (`onStart.phase`: Initializing for a ceremony,
+    // Upgrading for a rollout).
+    let started: Option<P> = status
+        .plan
+        .as_ref()
+        .and_then(|p| p.on_start.as_ref())
+        .and_then(|e| e.get("phase"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
     let ceremony_failed = status
         .condition(conditions::GENESIS_CEREMONY_COMPLETE)
         .is_some_and(|c| c.reason == reasons::CEREMONY_FAILED);
     if deployment.spec.paused {
         P::Paused
-    } else if plan == Some(CEREMONY_WORKFLOW) {
-        P::Initializing
-    } else if plan == Some(ROLLOUT_WORKFLOW) {
-        P::Upgrading
+    } else if let Some(phase) = started {
+        phase
     } else if ceremony_failed {
         P::Failed
     } else if status.replicas == 0 {
@@ -539,7 +464,6 @@ fn set_conditions(
     failed: i32,
 ) {
     let generation = deployment.metadata.generation;
-    let image = &deployment.spec.template.spec.image;
     let replicas = deployment.spec.replicas;
     let active = status.plan.as_ref().map(|p| p.workflow.clone());
     let set = |status: &mut SeiNodeDeploymentStatus, t: &str, s: ConditionStatus, r: &str, m: String| {
@@ -547,19 +471,8 @@ fn set_conditions(
     };
     let absent = |status: &SeiNodeDeploymentStatus, t: &str| status.condition(t).is_none();
     if deployment.spec.genesis.is_some() {
-        let complete = status
-            .condition(conditions::GENESIS_CEREMONY_COMPLETE)
-            .is_some_and(|c| c.status == ConditionStatus::True.as_str());
-        if active.as_deref() == Some(CEREMONY_WORKFLOW) && !complete {
-            let m = "the genesis ceremony plan is running".to_owned();
-            set(
-                status,
-                conditions::GENESIS_CEREMONY_COMPLETE,
-                ConditionStatus::False,
-                reasons::IN_PROGRESS,
-                m,
-            );
-        } else if absent(status, conditions::GENESIS_CEREMONY_COMPLETE) {
+        // While the ceremony runs, its workflow's onStart says InProgress.
+        if absent(status, conditions::GENESIS_CEREMONY_COMPLETE) {
             let m = "waiting for every validator SeiNode to exist".to_owned();
             set(
                 status,
@@ -588,16 +501,13 @@ fn set_conditions(
             String::new(),
         );
     }
-    if active.as_deref() == Some(ROLLOUT_WORKFLOW) {
-        let m = format!("{}/{replicas} SeiNodes run {image}", status.up_to_date_replicas);
-        set(
-            status,
-            conditions::ROLLOUT_IN_PROGRESS,
-            ConditionStatus::True,
-            reasons::IMAGE_ROLLING,
-            m,
-        );
-    } else if absent(status, conditions::ROLLOUT_IN_PROGRESS) {
+    // While a rollout runs, its workflow's onStart says so (RolloutInProgress=True, ImageRolling).
+    if let Some(plan) = &status.plan {
+        let (effect, message) = (plan.on_start.clone(), lifecycle::running_message(plan));
+        let _: Option<SeiNodeDeploymentPhase> =
+            lifecycle::apply_effect(status, effect.as_ref(), generation, &message);
+    }
+    if absent(status, conditions::ROLLOUT_IN_PROGRESS) {
         set(
             status,
             conditions::ROLLOUT_IN_PROGRESS,
@@ -742,18 +652,11 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
             if let Some(event) = crate::user::cancel_requested(&deployment.metadata, &mut plan) {
                 events.push(event);
             }
-            if plan.workflow == ROLLOUT_WORKFLOW
-                && plan.on_drift == DriftPolicy::Supersede
-                && let Some((image, sidecar)) = rollout_target(&plan)
-            {
-                let template = &deployment.spec.template.spec;
-                let want_sidecar = serde_json::to_value(&template.sidecar).unwrap_or(Value::Null);
-                if image.as_str() != Some(template.image.as_str()) || *sidecar != want_sidecar {
-                    let why = format!("the template changed during the rollout (now {})", template.image);
-                    if plan.supersede(why.clone()) {
-                        events.push((EventType::Normal, "RolloutSuperseded", why));
-                    }
-                }
+            let facts = bindings_facts(&deployment, &children);
+            let bindings = Bindings::new(&owner.object, &facts).map_err(Error::Cel)?;
+            let catalog = ctx.catalogs.get(&deployment.namespace().unwrap_or_default());
+            if let Some(event) = lifecycle::drift(&catalog, &bindings, &ctx.registry, &mut plan)? {
+                events.push(event);
             }
             let mut driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
             journal_after = Some(plan.clone());
@@ -766,7 +669,8 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
                 } else {
                     failure_message(&plan)
                 };
-                apply_effect(&mut status, finished.effect.as_ref(), generation, &message);
+                let _: Option<SeiNodeDeploymentPhase> =
+                    lifecycle::apply_effect(&mut status, finished.effect.as_ref(), generation, &message);
                 let (status_, reason) = if succeeded {
                     (ConditionStatus::False, reasons::PLAN_COMPLETE)
                 } else {
@@ -802,17 +706,7 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
                 let plan_id = uuid::Uuid::new_v4();
                 let traceparent = TraceParent::for_plan(plan_id).to_string();
                 match workflow.instantiate(&bindings, plan_id, now(), Some(traceparent), &ctx.registry) {
-                    Ok(mut plan) => {
-                        if workflow.name() == CEREMONY_WORKFLOW
-                            && let Some(genesis) = &deployment.spec.genesis
-                        {
-                            let max = genesis.max_ceremony_duration();
-                            let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-                            plan.deadline = Some(
-                                plan.started_at
-                                    .saturating_add(sei_engine::Duration::from_millis(millis)),
-                            );
-                        }
+                    Ok(plan) => {
                         events.push((
                             EventType::Normal,
                             "PlanCreated",
@@ -835,7 +729,7 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
             }
         }
     }
-    apply_updates(&mut status, sink.take())?;
+    lifecycle::apply_updates(&mut status, sink.take(), Some(STATUS_FIELDS))?;
 
     // (5) aggregate status, one write
     aggregate(&deployment, &children, &mut status);
@@ -866,6 +760,10 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The built-in fleet workflows these tests compile (the controller itself names none).
+    const CEREMONY_WORKFLOW: &str = fleet::CEREMONY_WORKFLOW;
+    const ROLLOUT_WORKFLOW: &str = "fleet-rollout";
 
     fn deployment(replicas: i32, max_unavailable: i32) -> SeiNodeDeployment {
         serde_json::from_value(json!({
@@ -938,8 +836,9 @@ mod tests {
             .unwrap()
             .instantiate(&b, uuid::Uuid::nil(), t, None, &registry)
             .unwrap();
-        let (image, sidecar) = rollout_target(&rollout).unwrap();
-        assert_eq!((image, sidecar), (&json!("seid:v2"), &Value::Null));
+        let update = &rollout.tasks[0];
+        assert_eq!(update.params["image"], json!("seid:v2"));
+        assert_eq!(update.params["sidecar"], Value::Null);
         assert_eq!(rollout.run("update[f-2]").map(|v| v.run.attempt), Some(0));
     }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod failpoints;
 pub mod http;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod node;
 pub mod preview;

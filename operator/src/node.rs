@@ -26,7 +26,7 @@ use sei_crds::conditions::{self, ConditionStatus, reasons};
 use sei_crds::{SeiNode, SeiNodePhase, SeiNodeStatus};
 use sei_engine::TaskRef;
 use sei_observability::trace_context::TraceParent;
-use sei_tasks::task::{Invocation, Outcome, StatusSink, StatusUpdates};
+use sei_tasks::task::{Invocation, Outcome, StatusSink};
 use sei_workflows::{Bindings, node_binding, node_facts};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
@@ -35,6 +35,7 @@ use crate::clock::{now, now_time, until};
 use crate::context::Context;
 use crate::drive::{Owner, drive};
 use crate::error::Error;
+use crate::lifecycle::{self, condition};
 
 /// Kind name used for owners and CEL targets.
 pub const KIND: &str = "SeiNode";
@@ -42,8 +43,6 @@ pub const KIND: &str = "SeiNode";
 const RESYNC: Duration = Duration::from_secs(30);
 /// How long the sidecar health probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Workflows whose active plan sets `NodeUpdateInProgress` True.
-const UPDATE_WORKFLOWS: &[&str] = &["node-update"];
 
 /// Entry point for the kube-runtime controller.
 pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -144,16 +143,6 @@ fn set_phase(status: &mut SeiNodeStatus, phase: SeiNodePhase) {
     }
 }
 
-fn condition(
-    type_: &str,
-    status: ConditionStatus,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> conditions::Condition {
-    conditions::new_condition(type_, status, reason, message, generation, now_time())
-}
-
 /// Conditions that are always present (reference 1.1.4, the subset that applies).
 fn default_conditions(status: &mut SeiNodeStatus, node: &SeiNode, generation: Option<i64>) {
     let has = |s: &SeiNodeStatus, t: &str| s.condition(t).is_some();
@@ -191,63 +180,6 @@ fn default_conditions(status: &mut SeiNodeStatus, node: &SeiNode, generation: Op
         },
         generation,
     ));
-}
-
-/// Applies what tasks recorded (conditions, top-level fields) to the typed status.
-fn apply_updates(status: &mut SeiNodeStatus, updates: StatusUpdates) -> Result<(), Error> {
-    for mut c in updates.conditions {
-        c.last_transition_time = now_time();
-        status.set_condition(c);
-    }
-    if updates.fields.is_empty() {
-        return Ok(());
-    }
-    let mut json = serde_json::to_value(&*status).map_err(Error::Serialize)?;
-    if let Value::Object(map) = &mut json {
-        for (k, v) in updates.fields {
-            if v.is_null() {
-                map.remove(&k);
-            } else {
-                map.insert(k, v);
-            }
-        }
-    }
-    *status = serde_json::from_value(json).map_err(Error::Serialize)?;
-    Ok(())
-}
-
-/// Applies a finished plan's onSuccess / onFailure effect: `phase` and `conditions`.
-fn apply_effect(
-    status: &mut SeiNodeStatus,
-    effect: Option<&Value>,
-    generation: Option<i64>,
-    plan_message: Option<&str>,
-) {
-    let Some(effect) = effect else { return };
-    if let Some(phase) = effect
-        .get("phase")
-        .and_then(|p| serde_json::from_value::<SeiNodePhase>(p.clone()).ok())
-    {
-        set_phase(status, phase);
-    }
-    for c in effect
-        .get("conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
-        let message = c
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| plan_message.unwrap_or_default().to_owned(), str::to_owned);
-        let cs = match field("status") {
-            "True" => ConditionStatus::True,
-            "False" => ConditionStatus::False,
-            _ => ConditionStatus::Unknown,
-        };
-        status.set_condition(condition(field("type"), cs, field("reason"), message, generation));
-    }
 }
 
 async fn probe_sidecar(node: &SeiNode, ctx: &Context, status: &mut SeiNodeStatus, generation: Option<i64>) {
@@ -315,60 +247,6 @@ async fn apply_pause_state(
             node.spec.paused
         )),
     }
-}
-
-/// The `onDrift` policy of an active plan: when the plan its workflow would build now differs from the one
-/// running (e.g. the image changed again during node-update), `Supersede` stops new starts and lets in-flight
-/// tasks finish (the plan then ends Cancelled and the trigger builds a fresh one), `Reject` reports the drift
-/// in an Event and keeps going, `Queue` waits for the plan to end.
-fn drift(
-    node: &SeiNode,
-    ctx: &Context,
-    owner: &Owner,
-    plan: &mut sei_engine::Plan,
-) -> Result<Option<(EventType, &'static str, String)>, Error> {
-    if plan.on_drift == sei_engine::DriftPolicy::Queue || plan.stop.is_some() {
-        return Ok(None);
-    }
-    let bindings = Bindings::new(&owner.object, &facts(node, ctx)).map_err(Error::Cel)?;
-    let catalog = ctx.catalogs.get(&node.namespace().unwrap_or_default());
-    let Some(workflow) = catalog.get(&plan.workflow) else {
-        return Ok(None);
-    };
-    // Edited (hot reload) since the plan was compiled: the plan finishes as compiled; onDrift compares the
-    // inputs of one definition only.
-    if workflow.digest() != plan.digest {
-        return Ok(None);
-    }
-    if !workflow.is_triggered(&bindings).map_err(Error::Workflow)? {
-        return Ok(None);
-    }
-    // Compile what would run now (same plan id, so only the inputs can differ) and compare the task params.
-    let Ok(now_plan) = workflow.instantiate(&bindings, plan.id, plan.started_at, None, &ctx.registry) else {
-        return Ok(None);
-    };
-    let same = now_plan.tasks.len() == plan.tasks.len()
-        && now_plan
-            .tasks
-            .iter()
-            .zip(&plan.tasks)
-            .all(|(a, b)| a.name == b.name && a.params == b.params);
-    if same {
-        return Ok(None);
-    }
-    let why = format!("the {} plan's inputs changed while it ran", plan.workflow);
-    Ok(match plan.on_drift {
-        sei_engine::DriftPolicy::Supersede => plan.supersede(why.clone()).then(|| {
-            let detail = format!("{why}: finishing in-flight tasks, then rebuilding");
-            (EventType::Normal, "PlanSuperseded", detail)
-        }),
-        sei_engine::DriftPolicy::Reject => Some((
-            EventType::Warning,
-            "DriftRejected",
-            format!("{why}: the running plan continues unchanged"),
-        )),
-        sei_engine::DriftPolicy::Queue => None,
-    })
 }
 
 /// `sei.io/retry` with a new value on a node without a plan: a Failed node goes back to Pending (its init
@@ -460,7 +338,9 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
             if let Some(event) = crate::user::cancel_requested(&node.metadata, &mut plan) {
                 events.push(event);
             }
-            if let Some(event) = drift(&node, ctx, &owner, &mut plan)? {
+            let bindings = Bindings::new(&owner.object, &facts(&node, ctx)).map_err(Error::Cel)?;
+            let catalog = ctx.catalogs.get(&node.namespace().unwrap_or_default());
+            if let Some(event) = lifecycle::drift(&catalog, &bindings, &ctx.registry, &mut plan)? {
                 events.push(event);
             }
             let mut driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
@@ -474,12 +354,14 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
                 .unwrap_or_default();
             events.extend(crate::drive::events(&plan, &driven, &failure));
             if let Some(finished) = driven.finished {
-                apply_effect(
+                if let Some(phase) = lifecycle::apply_effect(
                     &mut status,
                     finished.effect.as_ref(),
                     generation,
-                    finished.message.as_deref(),
-                );
+                    finished.message.as_deref().unwrap_or_default(),
+                ) {
+                    set_phase(&mut status, phase);
+                }
                 ctx.metrics.plan_finished(&plan);
                 sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
                 requeue = Duration::from_millis(10);
@@ -526,20 +408,14 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
             }
         }
     }
-    let updating = status
-        .plan
-        .as_ref()
-        .is_some_and(|p| UPDATE_WORKFLOWS.contains(&p.workflow.as_str()));
-    if updating {
-        status.set_condition(condition(
-            conditions::NODE_UPDATE_IN_PROGRESS,
-            ConditionStatus::True,
-            reasons::UPDATE_STARTED,
-            "the node-update plan is running",
-            generation,
-        ));
+    // What the active plan means for the node (its workflow's onStart), whoever started it.
+    if let Some(plan) = &status.plan {
+        let (effect, message) = (plan.on_start.clone(), lifecycle::running_message(plan));
+        if let Some(phase) = lifecycle::apply_effect(&mut status, effect.as_ref(), generation, &message) {
+            set_phase(&mut status, phase);
+        }
     }
-    apply_updates(&mut status, sink.take())?;
+    lifecycle::apply_updates(&mut status, sink.take(), None)?;
 
     // (4) one status write, only when something changed
     if status != before {

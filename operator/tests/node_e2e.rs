@@ -108,6 +108,7 @@ async fn an_image_change_runs_node_update_and_records_the_new_image() {
         .await
         .unwrap();
 
+    let seen = common::Recorder::start(nodes.clone(), "rpc").await;
     nodes
         .patch(
             "rpc",
@@ -137,6 +138,15 @@ async fn an_image_change_runs_node_update_and_records_the_new_image() {
         ("False", "UpdateComplete")
     );
     assert_eq!(status.plan_history.last().unwrap().workflow, "node-update");
+    // While it ran, the workflow's onStart said so (no controller code names node-update).
+    assert!(
+        seen.states().iter().any(|n| n.status.as_ref().is_some_and(|s| {
+            s.plan.is_some()
+                && s.condition("NodeUpdateInProgress")
+                    .is_some_and(|c| c.status == "True" && c.reason == "UpdateStarted")
+        })),
+        "NodeUpdateInProgress=True while the plan ran"
+    );
     let sts = ns.api::<StatefulSet>().get("rpc").await.unwrap();
     let image = sts
         .spec

@@ -563,3 +563,24 @@ mod static_check {
         }
     }
 }
+
+#[test]
+fn the_deadline_may_name_a_param() {
+    let yaml = "name: w\nparams: {limit: x}\ndeadline: '${ params.limit }'\ntasks: [{name: a, type: t}]";
+    let inputs =
+        Inputs::new(Uuid::from_u128(1), Timestamp::from_unix_millis(0)).with_param("limit", json!("2m"));
+    let plan = compile(&def(yaml), &inputs, &registry()).unwrap();
+    assert_eq!(plan.deadline, Some(Timestamp::from_unix_millis(120_000)));
+    let bad =
+        Inputs::new(Uuid::from_u128(1), Timestamp::from_unix_millis(0)).with_param("limit", json!("soon"));
+    let err = compile(&def(yaml), &bad, &registry()).unwrap_err().to_string();
+    assert!(err.contains("field `deadline`: invalid duration `soon`"), "{err}");
+    assert!(check(&def(yaml), &registry()).is_ok());
+    let err = check(
+        &def("name: w\ndeadline: '${ params.nope }'\ntasks: [{name: a, type: t}]"),
+        &registry(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown workflow param `nope`"), "{err}");
+}
