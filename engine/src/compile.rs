@@ -226,6 +226,7 @@ pub fn compile(
     let cx = Cx {
         def: definition,
         inputs,
+        schemas: schema::Schemas::default(),
     };
     let spec = &definition.spec;
     if spec.tasks.is_empty() {
@@ -293,6 +294,8 @@ pub fn compile(
 struct Cx<'a> {
     def: &'a WorkflowDefinition,
     inputs: &'a Inputs,
+    /// Params schemas compiled once per task type for this compile.
+    schemas: schema::Schemas,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -478,15 +481,17 @@ impl Cx<'_> {
             }
             None => None,
         };
-        schema::validate(schema, &params).map_err(|v| Error::InvalidParams {
-            at: self.at(
-                Some(name),
-                &format!("params{}", if v.pointer == "/" { "" } else { &v.pointer }),
-            ),
-            task_type: task.task_type.clone(),
-            pointer: v.pointer,
-            message: v.message,
-        })?;
+        self.schemas
+            .validate(&task.task_type, schema, &params)
+            .map_err(|v| Error::InvalidParams {
+                at: self.at(
+                    Some(name),
+                    &format!("params{}", if v.pointer == "/" { "" } else { &v.pointer }),
+                ),
+                task_type: task.task_type.clone(),
+                pointer: v.pointer,
+                message: v.message,
+            })?;
 
         let runs = match items {
             Some(items) => items
