@@ -16,6 +16,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
+use petgraph::algo::{astar, has_path_connecting, tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -258,6 +260,7 @@ fn compile_in(
         def: definition,
         inputs,
         mode,
+        schemas: schema::Schemas::default(),
     };
     let spec = &definition.spec;
     if spec.tasks.is_empty() {
@@ -327,6 +330,8 @@ struct Cx<'a> {
     def: &'a WorkflowDefinition,
     inputs: &'a Inputs,
     mode: Mode,
+    /// Params schemas compiled once per task type for this compile.
+    schemas: schema::Schemas,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -489,7 +494,16 @@ impl Cx<'_> {
             }
             deps.push(own);
         }
-        if let Some(cycle) = find_cycle(&deps) {
+        let mut dag = DiGraph::<(), ()>::with_capacity(tasks.len(), deps.iter().map(Vec::len).sum());
+        for _ in tasks {
+            dag.add_node(());
+        }
+        for (task, own) in deps.iter().enumerate() {
+            for &dep in own {
+                dag.add_edge(NodeIndex::new(task), NodeIndex::new(dep), ());
+            }
+        }
+        if let Some(cycle) = find_cycle(&dag) {
             let names: Vec<String> = cycle.iter().map(|&i| tasks[i].name.clone()).collect();
             return Err(Error::Cycle {
                 at: self.at(Some(&names[0]), "dependsOn"),
@@ -500,6 +514,7 @@ impl Cx<'_> {
             tasks,
             index: &index,
             deps: &deps,
+            dag: &dag,
         };
         tasks
             .iter()
@@ -554,15 +569,17 @@ impl Cx<'_> {
             }
             None => None,
         };
-        schema::validate(schema, &params).map_err(|v| Error::InvalidParams {
-            at: self.at(
-                Some(name),
-                &format!("params{}", if v.pointer == "/" { "" } else { &v.pointer }),
-            ),
-            task_type: task.task_type.clone(),
-            pointer: v.pointer,
-            message: v.message,
-        })?;
+        self.schemas
+            .validate(&task.task_type, schema, &params)
+            .map_err(|v| Error::InvalidParams {
+                at: self.at(
+                    Some(name),
+                    &format!("params{}", if v.pointer == "/" { "" } else { &v.pointer }),
+                ),
+                task_type: task.task_type.clone(),
+                pointer: v.pointer,
+                message: v.message,
+            })?;
 
         let runs = match items {
             Some(items) => items
@@ -802,65 +819,40 @@ struct Graph<'a> {
     tasks: &'a [TaskSpec],
     index: &'a HashMap<&'a str, usize>,
     deps: &'a [Vec<usize>],
+    /// The same dependencies as a graph (edges task -> dependency).
+    dag: &'a DiGraph<(), ()>,
 }
 
 impl Graph<'_> {
     /// Whether `ancestor` is reachable from `task` through dependencies.
     fn is_upstream(&self, task: usize, ancestor: usize) -> bool {
-        let mut seen = vec![false; self.deps.len()];
-        let mut stack = self.deps[task].clone();
-        while let Some(next) = stack.pop() {
-            if next == ancestor {
-                return true;
-            }
-            if !std::mem::replace(&mut seen[next], true) {
-                stack.extend(&self.deps[next]);
-            }
-        }
-        false
+        task != ancestor
+            && has_path_connecting(self.dag, NodeIndex::new(task), NodeIndex::new(ancestor), None)
     }
 }
 
-/// A cycle in `deps` (edges task -> dependency), as task indices with the first repeated last.
-fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        Open,
-        Done,
-    }
-    let mut mark = vec![Mark::New; deps.len()];
-    for start in 0..deps.len() {
-        if mark[start] != Mark::New {
-            continue;
-        }
-        mark[start] = Mark::Open;
-        let mut stack = vec![(start, 0usize)];
-        while let Some(&(node, next)) = stack.last() {
-            let Some(&dep) = deps[node].get(next) else {
-                mark[node] = Mark::Done;
-                stack.pop();
-                continue;
-            };
-            if let Some(top) = stack.last_mut() {
-                top.1 += 1;
+/// A cycle in `dag` (edges task -> dependency), as task indices with the first repeated last:
+/// it starts at the first task (in declaration order) that lies on a cycle and takes the
+/// shortest way back to it, so the error is the same on every compile.
+fn find_cycle(dag: &DiGraph<(), ()>) -> Option<Vec<usize>> {
+    toposort(dag, None).err()?;
+    let start = tarjan_scc(dag)
+        .into_iter()
+        .filter(|scc| scc.len() > 1 || dag.contains_edge(scc[0], scc[0]))
+        .filter_map(|scc| scc.into_iter().min())
+        .min()?;
+    let back = dag
+        .neighbors(start)
+        .filter_map(|next| {
+            if next == start {
+                return Some((0, vec![start]));
             }
-            match mark[dep] {
-                Mark::New => {
-                    mark[dep] = Mark::Open;
-                    stack.push((dep, 0));
-                }
-                Mark::Open => {
-                    let from = stack.iter().position(|&(n, _)| n == dep).unwrap_or(0);
-                    let mut cycle: Vec<usize> = stack[from..].iter().map(|&(n, _)| n).collect();
-                    cycle.push(dep);
-                    return Some(cycle);
-                }
-                Mark::Done => {}
-            }
-        }
-    }
-    None
+            astar(dag, next, |n| n == start, |_| 1usize, |_| 0)
+        })
+        .min()?;
+    let mut cycle = vec![start.index()];
+    cycle.extend(back.1.iter().map(|n| n.index()));
+    Some(cycle)
 }
 
 #[cfg(test)]

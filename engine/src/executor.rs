@@ -24,6 +24,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use petgraph::csr::Csr;
+use petgraph::graph::IndexType;
+use petgraph::visit::{DfsPostOrder, IntoNodeIdentifiers, VisitMap};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -298,17 +301,45 @@ struct Dep {
     paired: bool,
 }
 
-/// Dependencies of every task of a section, flattened: task `t` owns
-/// `deps[offsets[t]..offsets[t + 1]]` (one allocation, scanned in order).
+/// The dependency graph of one section: an edge from each task to each task it depends on,
+/// weighted `paired`. A compressed sparse row graph keeps a task's dependencies in one slice,
+/// so the scheduling pass reads them as fast as a flat table.
 #[derive(Debug, Default)]
-struct DepTable {
-    offsets: Vec<usize>,
-    deps: Vec<Dep>,
-}
+struct DepTable(Csr<(), bool>);
 
 impl DepTable {
-    fn of(&self, task: usize) -> &[Dep] {
-        &self.deps[self.offsets[task]..self.offsets[task + 1]]
+    /// `edges` holds `(task, dependency, paired)` grouped by task in ascending order; a task's
+    /// dependencies are sorted and deduplicated here, as the sparse row format requires.
+    fn new(len: usize, mut edges: Vec<(u32, u32, bool)>, offsets: &[usize]) -> Self {
+        for window in offsets.windows(2) {
+            edges[window[0]..window[1]].sort_unstable_by_key(|&(_, dep, _)| dep);
+        }
+        edges.dedup_by_key(|&mut (task, dep, _)| (task, dep));
+        let mut graph = Csr::from_sorted_edges(&edges).unwrap_or_else(|_| {
+            // Unreachable: the edges were sorted and deduplicated just above.
+            let mut graph = Csr::with_nodes(len);
+            for &(task, dep, paired) in &edges {
+                graph.add_edge(task, dep, paired);
+            }
+            graph
+        });
+        // Tasks after the last one with a dependency have no row yet.
+        while graph.node_count() < len {
+            graph.add_node(());
+        }
+        Self(graph)
+    }
+
+    fn of(&self, task: usize) -> impl Iterator<Item = Dep> + Clone + '_ {
+        let node = u32::try_from(task).unwrap_or(u32::MAX);
+        self.0
+            .neighbors_slice(node)
+            .iter()
+            .zip(self.0.edges_slice(node))
+            .map(|(&dep, &paired)| Dep {
+                task: dep.index(),
+                paired,
+            })
     }
 }
 
@@ -327,30 +358,18 @@ struct Graph {
 }
 
 /// Depth-first post-order from each task in declaration order: dependencies first. Tolerates a
-/// cycle in a corrupt journal (every task still appears once).
-fn topological_order(table: &DepTable, len: usize) -> Vec<usize> {
-    let mut order = Vec::with_capacity(len);
-    let mut seen = vec![false; len];
-    let mut stack: Vec<(usize, usize)> = Vec::new();
-    for root in 0..len {
-        if seen[root] {
+/// cycle in a corrupt journal (every task still appears once), which a topological sort would not.
+fn topological_order(table: &DepTable) -> Vec<usize> {
+    let graph = &table.0;
+    let mut order = Vec::with_capacity(graph.node_count());
+    let mut dfs = DfsPostOrder::empty(graph);
+    for root in graph.node_identifiers() {
+        if dfs.discovered.is_visited(&root) {
             continue;
         }
-        seen[root] = true;
-        stack.push((root, 0));
-        while let Some(&(task, next)) = stack.last() {
-            if let Some(dep) = table.of(task).get(next) {
-                if let Some(top) = stack.last_mut() {
-                    top.1 += 1;
-                }
-                if !seen[dep.task] {
-                    seen[dep.task] = true;
-                    stack.push((dep.task, 0));
-                }
-            } else {
-                order.push(task);
-                stack.pop();
-            }
+        dfs.move_to(root);
+        while let Some(task) = dfs.next(graph) {
+            order.push(task.index());
         }
     }
     order
@@ -365,12 +384,10 @@ impl Graph {
             }
         }
         let deps_of = |section: &[PlannedTask], s: usize| -> DepTable {
-            let mut table = DepTable {
-                offsets: Vec::with_capacity(section.len() + 1),
-                deps: Vec::new(),
-            };
-            table.offsets.push(0);
-            for task in section {
+            let mut edges = Vec::new();
+            let mut offsets = Vec::with_capacity(section.len() + 1);
+            offsets.push(0);
+            for (t, task) in section.iter().enumerate() {
                 for dep in &task.depends_on {
                     match names.get(dep) {
                         Some(&(ds, dt)) if ds == s => {
@@ -378,22 +395,23 @@ impl Graph {
                             let paired = task.for_each.is_some()
                                 && task.for_each == other.for_each
                                 && task.runs.len() == other.runs.len();
-                            table.deps.push(Dep { task: dt, paired });
+                            edges.push((
+                                t.try_into().unwrap_or(u32::MAX),
+                                dt.try_into().unwrap_or(u32::MAX),
+                                paired,
+                            ));
                         }
                         _ => {
                             tracing::warn!(task = %task.name, dependency = %dep, "Ignoring unknown dependency in journal");
                         }
                     }
                 }
-                table.offsets.push(table.deps.len());
+                offsets.push(edges.len());
             }
-            table
+            DepTable::new(section.len(), edges, &offsets)
         };
         let deps = [deps_of(&plan.tasks, MAIN), deps_of(&plan.finally, FINALLY)];
-        let order = [
-            topological_order(&deps[MAIN], plan.tasks.len()),
-            topological_order(&deps[FINALLY], plan.finally.len()),
-        ];
+        let order = [topological_order(&deps[MAIN]), topological_order(&deps[FINALLY])];
         let timed_of = |tasks: &[PlannedTask]| -> Vec<usize> {
             tasks
                 .iter()
@@ -758,7 +776,12 @@ enum Deps {
 }
 
 /// `summary[t]` = (all runs of task `t` satisfy dependents, some run is Failed or Cancelled).
-fn deps_status(tasks: &[PlannedTask], summary: &[(bool, bool)], deps: &[Dep], r: usize) -> Deps {
+fn deps_status(
+    tasks: &[PlannedTask],
+    summary: &[(bool, bool)],
+    deps: impl Iterator<Item = Dep>,
+    r: usize,
+) -> Deps {
     let mut waiting = false;
     for dep in deps {
         if dep.paired {
@@ -779,7 +802,7 @@ fn deps_status(tasks: &[PlannedTask], summary: &[(bool, bool)], deps: &[Dep], r:
 }
 
 /// The status of a whole task's dependencies, from their summaries alone.
-fn task_deps_status(summary: &[(bool, bool)], deps: &[Dep]) -> Deps {
+fn task_deps_status(summary: &[(bool, bool)], deps: impl Iterator<Item = Dep>) -> Deps {
     let mut waiting = false;
     for dep in deps {
         let (all, blocked) = summary[dep.task];
@@ -865,7 +888,7 @@ fn scan(
         // from touching the runs of every task that is still waiting.
         if !cancels_waiting
             && deps
-                .iter()
+                .clone()
                 .any(|d| !d.paired && summary[d.task] == (false, false))
         {
             summary[t] = (false, false);

@@ -7,6 +7,8 @@
 //! `jitter = 0` is plain exponential backoff. No random number generator is involved, so replaying
 //! a journal computes the same `nextAttemptAt` and a property test can reproduce any run.
 
+use std::hash::Hasher as _;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -146,21 +148,19 @@ fn scale(millis: u64, factor: f64) -> u64 {
     }
 }
 
-/// A deterministic number in `[0, 1)` derived from (plan id, task name, attempt): FNV-1a over the
-/// bytes, finished with the splitmix64 mixer so that neighbouring attempts spread evenly.
+/// A deterministic number in `[0, 1)` derived from (plan id, task name, attempt): FNV-1a (the `fnv`
+/// crate, also used for the derived span ids of traces) over the bytes, finished with the splitmix64
+/// mixer so that neighbouring attempts spread evenly.
 #[allow(
     clippy::cast_precision_loss,
     reason = "a 53-bit integer converts to f64 exactly"
 )]
 fn unit_interval(plan_id: Uuid, task: &str, attempt: u32) -> f64 {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = FNV_OFFSET;
-    let attempt = attempt.to_le_bytes();
-    let bytes = plan_id.as_bytes().iter().chain(task.as_bytes()).chain(&attempt);
-    for byte in bytes {
-        hash = (hash ^ u64::from(*byte)).wrapping_mul(FNV_PRIME);
-    }
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(plan_id.as_bytes());
+    hasher.write(task.as_bytes());
+    hasher.write(&attempt.to_le_bytes());
+    let hash = hasher.finish();
     let mut z = hash.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -9,13 +9,21 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use jiff::SignedDuration;
+use jiff::civil::DateTime;
+use jiff::fmt::temporal::{DateTimeParser, PiecesOffset};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Milliseconds from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z, the last instant RFC 3339
 /// can write with a four-digit year.
 const MAX_MILLIS: i64 = 253_402_300_799_999;
-const MILLIS_PER_DAY: i64 = 86_400_000;
+/// The Unix epoch as a civil date-time in UTC. Instants are converted through `jiff`'s civil
+/// date-time rather than `jiff::Timestamp`, whose range ends a day short of year 9999's last
+/// instant (it leaves room for offsets).
+const EPOCH: DateTime = DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
+/// The RFC 3339 / Temporal parser (a `const` value: no allocation, no time zone database).
+static PARSER: DateTimeParser = DateTimeParser::new();
 
 /// An instant in UTC with millisecond precision, serialised as RFC 3339 (`2026-01-01T10:00:00Z`,
 /// or `2026-01-01T10:00:00.250Z` when the milliseconds are not zero).
@@ -23,8 +31,8 @@ const MILLIS_PER_DAY: i64 = 86_400_000;
 /// # Guarantees
 /// - The value lies in `0000-01-01T00:00:00Z ..= 9999-12-31T23:59:59.999Z`; arithmetic saturates
 ///   at both ends, so a formatted timestamp always parses back to the same value.
-/// - Parsing accepts any RFC 3339 offset (`Z`, `+02:00`) and any number of fractional digits;
-///   digits beyond milliseconds are truncated.
+/// - Parsing (by `jiff`) accepts any RFC 3339 offset (`Z`, `+02:00`) and up to nine fractional
+///   digits; digits beyond milliseconds are truncated. A leap second (`:60`) reads as `:59`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
@@ -66,57 +74,32 @@ impl Timestamp {
     pub fn parse_rfc3339(text: &str) -> Result<Self, TimeError> {
         parse_rfc3339(text).ok_or_else(|| TimeError(format!("invalid RFC 3339 timestamp `{text}`")))
     }
-}
 
-impl Timestamp {
-    /// RFC 3339 text into a stack buffer (`YYYY-MM-DDTHH:MM:SS[.mmm]Z`), returning its length.
-    /// Hand-rolled because journals hold thousands of timestamps and `write!` is slow.
-    fn format_into(self, buf: &mut [u8; 24]) -> usize {
-        let days = self.0.div_euclid(MILLIS_PER_DAY);
-        let in_day = self.0.rem_euclid(MILLIS_PER_DAY);
-        let (year, month, day) = civil_from_days(days);
-        let (secs, millis) = (in_day / 1000, in_day % 1000);
-        let fields: [(i64, usize, u8); 6] = [
-            (year, 4, b'-'),
-            (month, 2, b'-'),
-            (day, 2, b'T'),
-            (secs / 3600, 2, b':'),
-            (secs / 60 % 60, 2, b':'),
-            (secs % 60, 2, 0),
-        ];
-        let mut at = 0;
-        for (value, width, separator) in fields {
-            put_digits(&mut buf[at..at + width], value);
-            at += width;
-            if separator != 0 {
-                buf[at] = separator;
-                at += 1;
-            }
-        }
-        if millis != 0 {
-            buf[at] = b'.';
-            put_digits(&mut buf[at + 1..at + 4], millis);
-            at += 4;
-        }
-        buf[at] = b'Z';
-        at + 1
+    /// The instant as a civil date-time in UTC (always in range: see [`EPOCH`]).
+    fn civil(self) -> Option<DateTime> {
+        EPOCH.checked_add(SignedDuration::from_millis(self.0)).ok()
     }
 }
 
-/// Writes `value` (0 ≤ value < 10^len) as exactly `out.len()` decimal digits.
-fn put_digits(out: &mut [u8], mut value: i64) {
-    for slot in out.iter_mut().rev() {
-        *slot = b'0' + u8::try_from(value.rem_euclid(10)).unwrap_or(0);
-        value /= 10;
-    }
-}
-
+/// RFC 3339 text: `YYYY-MM-DDTHH:MM:SSZ`, with `.mmm` (always three digits) when the
+/// milliseconds are not zero. Journals written by earlier versions use exactly this form.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 24];
-        let len = self.format_into(&mut buf);
-        // Only ASCII digits and separators were written.
-        f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+        let whole_second = self.0.rem_euclid(1000) == 0;
+        // Fast path: `jiff::Timestamp` covers every instant but the last day of year 9999.
+        if let Ok(ts) = jiff::Timestamp::from_millisecond(self.0) {
+            return if whole_second {
+                write!(f, "{ts}")
+            } else {
+                write!(f, "{ts:.3}")
+            };
+        }
+        let civil = self.civil().ok_or(fmt::Error)?;
+        if whole_second {
+            write!(f, "{civil}Z")
+        } else {
+            write!(f, "{civil:.3}Z")
+        }
     }
 }
 
@@ -130,10 +113,7 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 24];
-        let len = self.format_into(&mut buf);
-        let text = std::str::from_utf8(&buf[..len]).map_err(serde::ser::Error::custom)?;
-        serializer.serialize_str(text)
+        serializer.collect_str(self)
     }
 }
 
@@ -251,93 +231,28 @@ impl JsonSchema for Duration {
 #[error("{0}")]
 pub struct TimeError(String);
 
-/// Civil date from days since 1970-01-01 (H. Hinnant's `civil_from_days`, proleptic Gregorian).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Days since 1970-01-01 of a civil date (inverse of [`civil_from_days`]).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-fn digits(bytes: &[u8]) -> Option<i64> {
-    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(bytes.iter().fold(0, |acc, b| acc * 10 + i64::from(b - b'0')))
-}
-
+/// An RFC 3339 date-time (parsed by `jiff`: a date, a time and an offset are required) as
+/// milliseconds since the epoch, sub-millisecond digits truncated, clamped to the journal range.
 fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
+    // Fast path: `jiff::Timestamp` covers every instant but the last day of year 9999.
+    if let Ok(ts) = PARSER.parse_timestamp(text) {
+        return Some(Timestamp::from_unix_millis(clamp_millis(
+            ts.as_nanosecond().div_euclid(1_000_000),
+        )));
     }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    // A leap second (:60) is folded into the last millisecond-precision instant of its minute.
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut rest = &b[19..];
-    let mut millis = 0;
-    if let Some(frac) = rest.strip_prefix(b".") {
-        let len = frac.iter().take_while(|c| c.is_ascii_digit()).count();
-        if len == 0 {
-            return None;
-        }
-        let mut padded = [b'0'; 3];
-        for (slot, digit) in padded.iter_mut().zip(&frac[..len]) {
-            *slot = *digit;
-        }
-        millis = digits(&padded)?;
-        rest = &frac[len..];
-    }
-    let offset_minutes = match rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            if *sign == b'-' { -(h * 60 + m) } else { h * 60 + m }
-        }
-        _ => return None,
+    let pieces = PARSER.parse_pieces(text).ok()?;
+    let offset = match pieces.offset()? {
+        PiecesOffset::Numeric(numeric) => i128::from(numeric.offset().seconds()),
+        // `Z`, or `-00:00` (RFC 3339's "unknown local offset"): the instant is in UTC.
+        _ => 0,
     };
-    let (second, millis) = if second == 60 { (59, 999) } else { (second, millis) };
-    let days = days_from_civil(year, month, day);
-    let total = days * MILLIS_PER_DAY + ((hour * 60 + minute - offset_minutes) * 60 + second) * 1000 + millis;
-    Some(Timestamp::from_unix_millis(total))
+    let civil = pieces.date().to_datetime(pieces.time()?);
+    let millis = civil.duration_since(EPOCH).as_nanos().div_euclid(1_000_000) - offset * 1000;
+    Some(Timestamp::from_unix_millis(clamp_millis(millis)))
+}
+
+fn clamp_millis(millis: i128) -> i64 {
+    i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX })
 }
 
 #[cfg(test)]
@@ -369,6 +284,13 @@ mod tests {
         assert!(Timestamp::parse_rfc3339("2026-01-01 00:00:00").is_err());
         assert!(Timestamp::parse_rfc3339("2026-01-01T24:00:00Z").is_err());
         assert!(Timestamp::parse_rfc3339("not a time").is_err());
+        // RFC 3339 `-00:00`: the instant is in UTC, the local offset unknown.
+        let unknown = Timestamp::parse_rfc3339("2026-01-01T00:00:00-00:00").unwrap();
+        assert_eq!(unknown.to_string(), "2026-01-01T00:00:00Z");
+        let leap = Timestamp::parse_rfc3339("2016-12-31T23:59:60Z").unwrap();
+        assert_eq!(leap.to_string(), "2016-12-31T23:59:59Z");
+        let before_epoch = Timestamp::parse_rfc3339("1969-12-31T23:59:59.9995Z").unwrap();
+        assert_eq!(before_epoch.unix_millis(), -1);
     }
 
     #[test]

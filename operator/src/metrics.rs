@@ -1,11 +1,19 @@
-//! Operator metrics in the OpenMetrics text format (served on `/metrics`): plan and task duration
-//! histograms with the plan's trace id as exemplar, attempt and retry counters, the active plans gauge, a
-//! journal size histogram, status writes, API requests by verb and reconcile errors by class.
+//! Operator metrics in the OpenMetrics text format (served on `/metrics`), through `prometheus-client`: plan and
+//! task duration histograms with the plan's trace id as exemplar, attempt and retry counters, the active plans
+//! gauge, a journal size histogram, status writes, API requests by verb and reconcile errors by class.
+//!
+//! Metric names and labels are referenced by tests, `hack/bench-nodes.sh`, dashboards and alerts: keep them.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use sei_engine::Plan;
 
 /// Bucket bounds of the duration histograms, in seconds.
@@ -15,69 +23,158 @@ const DURATION_BUCKETS: &[f64] = &[
 /// Bucket bounds of the journal size histogram, in bytes.
 const SIZE_BUCKETS: &[f64] = &[1024.0, 4096.0, 16384.0, 65536.0, 262_144.0];
 
-/// A histogram with the last exemplar of each bucket.
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    exemplars: Vec<Option<(String, f64)>>,
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkflowLabels {
+    workflow: String,
 }
 
-impl Histogram {
-    fn observe(&mut self, bounds: &[f64], value: f64, exemplar: Option<&str>) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; bounds.len() + 1];
-            self.exemplars = vec![None; bounds.len() + 1];
-        }
-        let i = bounds.iter().position(|b| value <= *b).unwrap_or(bounds.len());
-        self.counts[i] += 1;
-        if let Some(trace) = exemplar {
-            self.exemplars[i] = Some((trace.to_owned(), value));
-        }
-        self.sum += value;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, n) in self.counts.iter().enumerate() {
-            cumulative += n;
-            let le = bounds
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), |b| format!("{b}"));
-            let _ = write!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
-            if let Some(Some((trace, value))) = self.exemplars.get(i) {
-                let _ = write!(out, " # {{trace_id=\"{trace}\"}} {value}");
-            }
-            out.push('\n');
-        }
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlanLabels {
+    workflow: String,
+    phase: String,
 }
 
-/// Counters, gauges and histograms, keyed by their label values.
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    workflow: String,
+    task_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskOutcomeLabels {
+    workflow: String,
+    task_type: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: String,
+}
+
+/// The exemplar of a duration observation: the plan's trace id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TraceLabels {
+    trace_id: String,
+}
+
+type DurationHistogram = HistogramWithExemplars<TraceLabels>;
+
+fn duration_histogram() -> DurationHistogram {
+    HistogramWithExemplars::new(DURATION_BUCKETS.iter().copied())
+}
+
+/// Every metric of the operator, registered once; handles are cheap clones of the registered metrics.
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    plans_created: Family<WorkflowLabels, Counter>,
+    plan_seconds: Family<PlanLabels, DurationHistogram, fn() -> DurationHistogram>,
+    task_seconds: Family<TaskOutcomeLabels, DurationHistogram, fn() -> DurationHistogram>,
+    task_starts: Family<TaskLabels, Counter>,
+    task_retries: Family<TaskLabels, Counter>,
+    active_plans: Family<WorkflowLabels, Gauge>,
+    /// Object uid -> workflow of its active plan: the gauge counts them, and a `set_active` repeated for the
+    /// same object must not count it twice.
+    active: Mutex<BTreeMap<String, String>>,
+    journal_bytes: Histogram,
+    status_writes: Family<KindLabels, Counter>,
+    api_requests: Family<VerbLabels, Counter>,
+    reconcile_errors: Family<ClassLabels, Counter>,
+    conflicts: Family<KindLabels, Counter>,
+    fenced: Counter,
 }
 
-#[derive(Default)]
-struct Inner {
-    plans_created: BTreeMap<String, u64>,
-    plan_seconds: BTreeMap<(String, String), Histogram>,
-    task_seconds: BTreeMap<(String, String, String), Histogram>,
-    task_starts: BTreeMap<(String, String), u64>,
-    task_retries: BTreeMap<(String, String), u64>,
-    active: BTreeMap<String, String>,
-    journal_bytes: Histogram,
-    status_writes: BTreeMap<String, u64>,
-    api_requests: BTreeMap<&'static str, u64>,
-    reconcile_errors: BTreeMap<String, u64>,
-    conflicts: BTreeMap<String, u64>,
-    fenced: u64,
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Self {
+            registry: Registry::default(),
+            plans_created: Family::default(),
+            plan_seconds: Family::new_with_constructor(duration_histogram),
+            task_seconds: Family::new_with_constructor(duration_histogram),
+            task_starts: Family::default(),
+            task_retries: Family::default(),
+            active_plans: Family::default(),
+            active: Mutex::default(),
+            journal_bytes: Histogram::new(SIZE_BUCKETS.iter().copied()),
+            status_writes: Family::default(),
+            api_requests: Family::default(),
+            reconcile_errors: Family::default(),
+            conflicts: Family::default(),
+            fenced: Counter::default(),
+        };
+        let mut registry = Registry::default();
+        registry.register(
+            "sei_plans_created",
+            "Plans created, by workflow",
+            m.plans_created.clone(),
+        );
+        registry.register(
+            "sei_plan_duration_seconds",
+            "Duration of finished plans, by workflow and phase",
+            m.plan_seconds.clone(),
+        );
+        registry.register(
+            "sei_task_duration_seconds",
+            "Duration of task attempts, by workflow, task type and outcome",
+            m.task_seconds.clone(),
+        );
+        registry.register(
+            "sei_task_attempts",
+            "Task attempts started",
+            m.task_starts.clone(),
+        );
+        registry.register(
+            "sei_task_retries",
+            "Task attempts after the first",
+            m.task_retries.clone(),
+        );
+        registry.register(
+            "sei_active_plans",
+            "Objects with an active plan, by workflow",
+            m.active_plans.clone(),
+        );
+        registry.register(
+            "sei_journal_bytes",
+            "Size of written plan journals (compact JSON)",
+            m.journal_bytes.clone(),
+        );
+        registry.register(
+            "sei_status_writes",
+            "Status writes sent, by kind",
+            m.status_writes.clone(),
+        );
+        registry.register(
+            "sei_kube_requests",
+            "Requests sent to the API server, by verb",
+            m.api_requests.clone(),
+        );
+        registry.register(
+            "sei_reconcile_errors",
+            "Failed reconciles, by class",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "sei_reconcile_conflicts",
+            "Reconciles that lost an optimistic-concurrency race (HTTP 409) and were retried at once, by kind",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "sei_fenced_writes",
+            "Writes and task effects refused because the leader lease was not renewed within the renew deadline",
+            m.fenced.clone(),
+        );
+        Self { registry, ..m }
+    }
 }
 
 #[allow(clippy::cast_precision_loss)] // milliseconds far below 2^52
@@ -85,236 +182,136 @@ fn seconds(ms: i64) -> f64 {
     ms.max(0) as f64 / 1000.0
 }
 
-fn trace_of(plan: &Plan) -> String {
-    plan.id.simple().to_string()
+fn trace_of(plan: &Plan) -> TraceLabels {
+    TraceLabels {
+        trace_id: plan.id.simple().to_string(),
+    }
 }
 
 impl Metrics {
-    fn with(&self, f: impl FnOnce(&mut Inner)) {
-        if let Ok(mut inner) = self.inner.lock() {
-            f(&mut inner);
-        }
-    }
-
     /// A plan of `workflow` was created.
     pub fn plan_created(&self, workflow: &str) {
-        self.with(|m| *m.plans_created.entry(workflow.to_owned()).or_default() += 1);
+        self.plans_created
+            .get_or_create(&WorkflowLabels {
+                workflow: workflow.to_owned(),
+            })
+            .inc();
     }
 
     /// A plan finished.
     pub fn plan_finished(&self, plan: &Plan) {
-        let key = (plan.workflow.clone(), format!("{:?}", plan.phase));
+        let labels = PlanLabels {
+            workflow: plan.workflow.clone(),
+            phase: format!("{:?}", plan.phase),
+        };
         let secs = plan
             .finished_at
             .map_or(0.0, |f| seconds(f.unix_millis() - plan.started_at.unix_millis()));
-        let trace = trace_of(plan);
-        self.with(|m| {
-            m.plan_seconds
-                .entry(key)
-                .or_default()
-                .observe(DURATION_BUCKETS, secs, Some(&trace));
-        });
+        self.plan_seconds
+            .get_or_create(&labels)
+            .observe(secs, Some(trace_of(plan)), None);
     }
 
     /// A task attempt of `plan` ended after `duration_ms` with `outcome` (`succeeded`, `failed`, `cancelled`).
     pub fn task_finished(&self, plan: &Plan, task_type: &str, outcome: &str, duration_ms: i64) {
-        let key = (plan.workflow.clone(), task_type.to_owned(), outcome.to_owned());
-        let trace = trace_of(plan);
-        self.with(|m| {
-            m.task_seconds.entry(key).or_default().observe(
-                DURATION_BUCKETS,
-                seconds(duration_ms),
-                Some(&trace),
-            );
-        });
+        let labels = TaskOutcomeLabels {
+            workflow: plan.workflow.clone(),
+            task_type: task_type.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.task_seconds
+            .get_or_create(&labels)
+            .observe(seconds(duration_ms), Some(trace_of(plan)), None);
     }
 
     /// Attempt `attempt` of a task of type `task_type` started (counted once its journal was persisted).
     pub fn task_started(&self, workflow: &str, task_type: &str, attempt: u32) {
-        self.with(|m| {
-            let key = (workflow.to_owned(), task_type.to_owned());
-            *m.task_starts.entry(key.clone()).or_default() += 1;
-            if attempt > 1 {
-                *m.task_retries.entry(key).or_default() += 1;
-            }
-        });
+        let labels = TaskLabels {
+            workflow: workflow.to_owned(),
+            task_type: task_type.to_owned(),
+        };
+        self.task_starts.get_or_create(&labels).inc();
+        if attempt > 1 {
+            self.task_retries.get_or_create(&labels).inc();
+        }
     }
 
     /// The object `uid` now has an active plan of `workflow` (`None`: no active plan).
     pub fn set_active(&self, uid: &str, workflow: Option<&str>) {
-        self.with(|m| match workflow {
-            Some(w) => {
-                m.active.insert(uid.to_owned(), w.to_owned());
+        let Ok(mut active) = self.active.lock() else {
+            return;
+        };
+        let before = match workflow {
+            Some(w) => active.insert(uid.to_owned(), w.to_owned()),
+            None => active.remove(uid),
+        };
+        if before.as_deref() == workflow {
+            return;
+        }
+        if let Some(w) = before {
+            let labels = WorkflowLabels { workflow: w };
+            // A workflow without active plans leaves the exposition, as no series is better than a stale zero.
+            if self.active_plans.get_or_create(&labels).dec() <= 1 {
+                self.active_plans.remove(&labels);
             }
-            None => {
-                m.active.remove(uid);
-            }
-        });
+        }
+        if let Some(w) = workflow {
+            let labels = WorkflowLabels {
+                workflow: w.to_owned(),
+            };
+            self.active_plans.get_or_create(&labels).inc();
+        }
     }
 
     /// A journal of `bytes` (compact JSON) was written.
     pub fn journal_written(&self, bytes: usize) {
         #[allow(clippy::cast_precision_loss)] // journals are far below 2^52 bytes
-        let b = bytes as f64;
-        self.with(|m| m.journal_bytes.observe(SIZE_BUCKETS, b, None));
+        self.journal_bytes.observe(bytes as f64);
     }
 
     /// A status write was sent.
     pub fn status_write(&self, kind: &str) {
-        self.with(|m| *m.status_writes.entry(kind.to_owned()).or_default() += 1);
+        self.status_writes
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     /// A request to the API server was sent (counted by a client layer).
     pub fn api_request(&self, verb: &'static str) {
-        self.with(|m| *m.api_requests.entry(verb).or_default() += 1);
+        self.api_requests.get_or_create(&VerbLabels { verb }).inc();
     }
 
     /// A reconcile of a `kind` object failed; conflicts (lost optimistic-concurrency races, retried at
     /// once) are also counted on their own.
     pub fn reconcile_error(&self, kind: &str, category: &str) {
-        self.with(|m| {
-            *m.reconcile_errors.entry(category.to_owned()).or_default() += 1;
-            if category == "conflict" {
-                *m.conflicts.entry(kind.to_owned()).or_default() += 1;
-            }
-        });
+        self.reconcile_errors
+            .get_or_create(&ClassLabels {
+                class: category.to_owned(),
+            })
+            .inc();
+        if category == "conflict" {
+            self.conflicts
+                .get_or_create(&KindLabels {
+                    kind: kind.to_owned(),
+                })
+                .inc();
+        }
     }
 
     /// A write to the API server or a task effect was refused because the leader lease is not held.
     pub fn fenced(&self) {
-        self.with(|m| m.fenced += 1);
+        self.fenced.inc();
     }
 
     /// The OpenMetrics text exposition (ends with `# EOF`).
     #[must_use]
-    #[allow(clippy::too_many_lines)] // one family after another
     pub fn render(&self) -> String {
-        let Ok(m) = self.inner.lock() else {
-            return "# EOF\n".into();
-        };
         let mut out = String::new();
-        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# TYPE {name} {kind}\n# HELP {name} {help}");
-        };
-        family(
-            &mut out,
-            "sei_plans_created",
-            "counter",
-            "Plans created, by workflow.",
-        );
-        for (w, n) in &m.plans_created {
-            let _ = writeln!(out, "sei_plans_created_total{{workflow=\"{w}\"}} {n}");
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            return "# EOF\n".into();
         }
-        family(
-            &mut out,
-            "sei_plan_duration_seconds",
-            "histogram",
-            "Duration of finished plans, by workflow and phase.",
-        );
-        for ((w, p), h) in &m.plan_seconds {
-            h.render(
-                &mut out,
-                "sei_plan_duration_seconds",
-                &format!("workflow=\"{w}\",phase=\"{p}\""),
-                DURATION_BUCKETS,
-            );
-        }
-        family(
-            &mut out,
-            "sei_task_duration_seconds",
-            "histogram",
-            "Duration of task attempts, by workflow, task type and outcome.",
-        );
-        for ((w, t, o), h) in &m.task_seconds {
-            let labels = format!("workflow=\"{w}\",task_type=\"{t}\",outcome=\"{o}\"");
-            h.render(&mut out, "sei_task_duration_seconds", &labels, DURATION_BUCKETS);
-        }
-        family(&mut out, "sei_task_attempts", "counter", "Task attempts started.");
-        for ((w, t), n) in &m.task_starts {
-            let _ = writeln!(
-                out,
-                "sei_task_attempts_total{{workflow=\"{w}\",task_type=\"{t}\"}} {n}"
-            );
-        }
-        family(
-            &mut out,
-            "sei_task_retries",
-            "counter",
-            "Task attempts after the first.",
-        );
-        for ((w, t), n) in &m.task_retries {
-            let _ = writeln!(
-                out,
-                "sei_task_retries_total{{workflow=\"{w}\",task_type=\"{t}\"}} {n}"
-            );
-        }
-        family(
-            &mut out,
-            "sei_active_plans",
-            "gauge",
-            "Objects with an active plan, by workflow.",
-        );
-        let mut active: BTreeMap<&str, u64> = BTreeMap::new();
-        for w in m.active.values() {
-            *active.entry(w).or_default() += 1;
-        }
-        for (w, n) in active {
-            let _ = writeln!(out, "sei_active_plans{{workflow=\"{w}\"}} {n}");
-        }
-        family(
-            &mut out,
-            "sei_journal_bytes",
-            "histogram",
-            "Size of written plan journals (compact JSON).",
-        );
-        if m.journal_bytes.count > 0 {
-            m.journal_bytes
-                .render(&mut out, "sei_journal_bytes", "", SIZE_BUCKETS);
-        }
-        family(
-            &mut out,
-            "sei_status_writes",
-            "counter",
-            "Status writes sent, by kind.",
-        );
-        for (k, n) in &m.status_writes {
-            let _ = writeln!(out, "sei_status_writes_total{{kind=\"{k}\"}} {n}");
-        }
-        family(
-            &mut out,
-            "sei_kube_requests",
-            "counter",
-            "Requests sent to the API server, by verb.",
-        );
-        for (v, n) in &m.api_requests {
-            let _ = writeln!(out, "sei_kube_requests_total{{verb=\"{v}\"}} {n}");
-        }
-        family(
-            &mut out,
-            "sei_reconcile_errors",
-            "counter",
-            "Failed reconciles, by class.",
-        );
-        for (c, n) in &m.reconcile_errors {
-            let _ = writeln!(out, "sei_reconcile_errors_total{{class=\"{c}\"}} {n}");
-        }
-        family(
-            &mut out,
-            "sei_reconcile_conflicts",
-            "counter",
-            "Reconciles that lost an optimistic-concurrency race (HTTP 409) and were retried at once, by kind.",
-        );
-        for (k, n) in &m.conflicts {
-            let _ = writeln!(out, "sei_reconcile_conflicts_total{{kind=\"{k}\"}} {n}");
-        }
-        family(
-            &mut out,
-            "sei_fenced_writes",
-            "counter",
-            "Writes and task effects refused because the leader lease was not renewed within the renew deadline.",
-        );
-        let _ = writeln!(out, "sei_fenced_writes_total {}", m.fenced);
-        out.push_str("# EOF\n");
         out
     }
 }
@@ -345,24 +342,49 @@ pub fn verb<B>(req: &http::Request<B>) -> &'static str {
 mod tests {
     use super::*;
 
+    fn plan(workflow: &str) -> Plan {
+        serde_json::from_value(serde_json::json!({
+            "schemaVersion": sei_engine::SCHEMA_VERSION,
+            "id": "00000000-0000-0000-0000-0000000000ab",
+            "workflow": workflow,
+            "phase": "Succeeded",
+            "startedAt": "2026-01-01T00:00:00Z",
+            "finishedAt": "2026-01-01T00:00:03Z",
+            "tasks": [],
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn histograms_are_cumulative_and_carry_the_trace_id_exemplar() {
-        let mut h = Histogram::default();
-        h.observe(&[1.0, 5.0], 0.5, Some("abc"));
-        h.observe(&[1.0, 5.0], 3.0, None);
-        h.observe(&[1.0, 5.0], 9.0, Some("def"));
-        let mut out = String::new();
-        h.render(&mut out, "x_seconds", "w=\"a\"", &[1.0, 5.0]);
+        let m = Metrics::default();
+        let p = plan("w");
+        m.task_finished(&p, "t", "succeeded", 30);
+        m.task_finished(&p, "t", "succeeded", 3000);
+        m.plan_finished(&p);
+        let text = m.render();
+        let trace = "000000000000000000000000000000ab";
+        let labels = "workflow=\"w\",task_type=\"t\",outcome=\"succeeded\"";
         assert!(
-            out.contains("x_seconds_bucket{w=\"a\",le=\"1\"} 1 # {trace_id=\"abc\"} 0.5\n"),
-            "{out}"
+            text.contains(&format!(
+                "sei_task_duration_seconds_bucket{{le=\"0.05\",{labels}}} 1 # {{trace_id=\"{trace}\"}} 0.03\n"
+            )),
+            "{text}"
         );
-        assert!(out.contains("x_seconds_bucket{w=\"a\",le=\"5\"} 2\n"), "{out}");
         assert!(
-            out.contains("x_seconds_bucket{w=\"a\",le=\"+Inf\"} 3 # {trace_id=\"def\"} 9\n"),
-            "{out}"
+            text.contains(&format!(
+                "sei_task_duration_seconds_bucket{{le=\"2.5\",{labels}}} 1\n"
+            )),
+            "{text}"
         );
-        assert!(out.contains("x_seconds_count{w=\"a\"} 3\n"), "{out}");
+        assert!(
+            text.contains(&format!("sei_task_duration_seconds_count{{{labels}}} 2\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("sei_plan_duration_seconds_count{workflow=\"w\",phase=\"Succeeded\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -370,8 +392,13 @@ mod tests {
         let m = Metrics::default();
         m.set_active("u1", Some("node-init"));
         m.set_active("u2", Some("node-init"));
+        m.set_active("u2", Some("node-init"));
+        m.set_active("u3", Some("node-update"));
         m.set_active("u2", None);
+        m.set_active("u3", None);
         m.reconcile_error("SeiNode", "conflict");
+        m.api_request("patch");
+        m.task_started("w", "t", 2);
         let text = m.render();
         assert!(text.ends_with("# EOF\n"));
         assert!(
@@ -379,12 +406,18 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("sei_reconcile_errors_total{class=\"conflict\"} 1\n"),
+            !text.contains("sei_active_plans{workflow=\"node-update\"}"),
             "{text}"
         );
-        assert!(
-            text.contains("sei_reconcile_conflicts_total{kind=\"SeiNode\"} 1\n"),
-            "{text}"
-        );
+        for line in [
+            "sei_reconcile_errors_total{class=\"conflict\"} 1\n",
+            "sei_reconcile_conflicts_total{kind=\"SeiNode\"} 1\n",
+            "sei_kube_requests_total{verb=\"patch\"} 1\n",
+            "sei_task_attempts_total{workflow=\"w\",task_type=\"t\"} 1\n",
+            "sei_task_retries_total{workflow=\"w\",task_type=\"t\"} 1\n",
+            "sei_fenced_writes_total 0\n",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
     }
 }

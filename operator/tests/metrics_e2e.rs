@@ -51,8 +51,10 @@ async fn metrics_describe_a_finished_init_with_trace_exemplars() {
     assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
     let plan_buckets: Vec<&str> = text
         .lines()
+        // prometheus-client writes `le` first among a bucket's labels (`{le="5.0",workflow=…}`).
         .filter(|l| {
-            l.starts_with("sei_plan_duration_seconds_bucket{workflow=\"node-init\",phase=\"Succeeded\"")
+            l.starts_with("sei_plan_duration_seconds_bucket{")
+                && l.contains("workflow=\"node-init\",phase=\"Succeeded\"")
         })
         .collect();
     assert!(!plan_buckets.is_empty(), "{text}");

@@ -363,16 +363,12 @@ impl PlatformConfig {
     /// The base URL of `node`'s sidecar: the URL template with its name, namespace (empty when unset) and
     /// [`sidecar_port_for`](Self::sidecar_port_for).
     pub fn sidecar_url_for(&self, node: &SeiNode) -> String {
-        self.sidecar
-            .url_template
-            .replace(
-                "{namespace}",
-                node.metadata.namespace.as_deref().unwrap_or_default(),
-            )
-            .replace("{name}", node.metadata.name.as_deref().unwrap_or_default())
-            .replace("{port}", &self.sidecar_port_for(node).to_string())
-            .trim_end_matches('/')
-            .to_owned()
+        sidecar::render_url_template(
+            &self.sidecar.url_template,
+            node.metadata.namespace.as_deref().unwrap_or_default(),
+            node.metadata.name.as_deref().unwrap_or_default(),
+            self.sidecar_port_for(node),
+        )
     }
 
     /// The sidecar client's configuration. Its single `port` is 8443 with the proxy, else the default sidecar
@@ -881,24 +877,5 @@ fn host_port(value: &str) -> Result<(), String> {
 }
 
 fn url_template(value: &str) -> Result<(), String> {
-    let rendered = value
-        .replace("{namespace}", "namespace")
-        .replace("{name}", "name")
-        .replace("{port}", "8443");
-    if let Some(start) = rendered.find(['{', '}']) {
-        let rest = &rendered[start..];
-        let end = rest.find('}').map_or(rest.len(), |e| e + 1);
-        return Err(format!(
-            "unknown placeholder {} (known: {{name}}, {{namespace}}, {{port}})",
-            &rest[..end]
-        ));
-    }
-    let url = reqwest::Url::parse(&rendered).map_err(|e| format!("{value:?} is not a URL template: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme {} is not http or https", url.scheme()));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("a query or fragment cannot be part of a base URL".to_owned());
-    }
-    Ok(())
+    sidecar::check_url_template(value)
 }

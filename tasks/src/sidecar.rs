@@ -383,7 +383,7 @@ impl Client {
 
     /// The base URL of the sidecar of node `name` in `namespace` (no trailing slash).
     pub fn base_url(&self, namespace: &str, name: &str) -> String {
-        render_template(
+        render_url_template(
             &self.inner.config.url_template,
             namespace,
             name,
@@ -436,7 +436,9 @@ async fn read_token(path: &Path) -> Result<Option<String>> {
     }
 }
 
-fn render_template(template: &str, namespace: &str, name: &str, port: u16) -> String {
+/// The base URL of a node's sidecar: `template` with `{namespace}`, `{name}` and `{port}` filled in, without a
+/// trailing slash. The one renderer of the URL template (the client and the platform configuration use it).
+pub fn render_url_template(template: &str, namespace: &str, name: &str, port: u16) -> String {
     template
         .replace("{namespace}", namespace)
         .replace("{name}", name)
@@ -445,27 +447,34 @@ fn render_template(template: &str, namespace: &str, name: &str, port: u16) -> St
         .to_owned()
 }
 
-fn check_template(template: &str) -> Result<()> {
-    let invalid = |reason: String| Error::InvalidTemplate {
-        template: template.to_owned(),
-        reason,
-    };
-    let rendered = render_template(template, "namespace", "name", DEFAULT_PORT);
-    if let Some(start) = rendered.find('{') {
+/// Why `template` is not a usable URL template: an unknown placeholder, or not an `http(s)` base URL once its
+/// placeholders are filled in.
+pub fn check_url_template(template: &str) -> std::result::Result<(), String> {
+    let rendered = render_url_template(template, "namespace", "name", DEFAULT_PORT);
+    if let Some(start) = rendered.find(['{', '}']) {
         let rest = &rendered[start..];
-        let placeholder = rest.find('}').map_or(rest, |end| &rest[..=end]);
-        return Err(invalid(format!(
-            "unknown placeholder {placeholder} (known: {{name}}, {{namespace}}, {{port}})"
-        )));
+        let end = rest.find('}').map_or(rest.len(), |e| e + 1);
+        return Err(format!(
+            "unknown placeholder {} (known: {{name}}, {{namespace}}, {{port}})",
+            &rest[..end]
+        ));
     }
-    let url = reqwest::Url::parse(&rendered).map_err(|e| invalid(e.to_string()))?;
+    let url =
+        reqwest::Url::parse(&rendered).map_err(|e| format!("{template:?} is not a URL template: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!("scheme {} is not http or https", url.scheme())));
+        return Err(format!("scheme {} is not http or https", url.scheme()));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("a query or fragment cannot be a base URL".to_owned()));
+        return Err("a query or fragment cannot be part of a base URL".to_owned());
     }
     Ok(())
+}
+
+fn check_template(template: &str) -> Result<()> {
+    check_url_template(template).map_err(|reason| Error::InvalidTemplate {
+        template: template.to_owned(),
+        reason,
+    })
 }
 
 /// The calls to one node's sidecar. Cheap to clone.
