@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use foldhash::fast::FixedState;
 use petgraph::csr::Csr;
 use petgraph::graph::IndexType;
 use petgraph::visit::{DfsPostOrder, IntoNodeIdentifiers, VisitMap};
@@ -354,7 +355,9 @@ struct Graph {
     timed: [Vec<usize>; 2],
     /// Per task of each section: whether its params hold run-time references to resolve.
     dynamic: [Vec<bool>; 2],
-    names: HashMap<String, (usize, usize)>,
+    /// Task name -> (section, task). Hashed with foldhash's fixed-seed hasher: faster than SipHash on short
+    /// names and deterministic; the keys are a compiled plan's task names, not attacker-chosen input.
+    names: HashMap<String, (usize, usize), FixedState>,
 }
 
 /// Depth-first post-order from each task in declaration order: dependencies first. Tolerates a
@@ -377,7 +380,8 @@ fn topological_order(table: &DepTable) -> Vec<usize> {
 
 impl Graph {
     fn build(plan: &Plan) -> Self {
-        let mut names = HashMap::with_capacity(plan.tasks.len() + plan.finally.len());
+        let mut names =
+            HashMap::with_capacity_and_hasher(plan.tasks.len() + plan.finally.len(), FixedState::default());
         for (s, section) in [&plan.tasks, &plan.finally].into_iter().enumerate() {
             for (t, task) in section.iter().enumerate() {
                 names.insert(task.name.clone(), (s, t));
