@@ -36,7 +36,7 @@ start_bg() { # name, then the command
 
 start_bg sidecar-sim "$target/sidecar-sim" --listen "127.0.0.1:$SIM_PORT" --bucket-dir "$D/bucket" --task-duration 300ms
 start_bg sei-operator env KUBECONFIG="$KUBECONFIG" \
-  SEI_SIDECAR_URL_TEMPLATE="http://127.0.0.1:$SIM_PORT/{namespace}/{name}" \
+  SEI_SIDECAR_URL_TEMPLATE="http://127.0.0.1:$SIM_PORT/{namespace}/{name}" SEI_SIDECAR_ALLOW_UNAUTHENTICATED=true \
   SEI_HTTP_ADDR="$OP_HTTP" OTEL_EXPORTER_OTLP_ENDPOINT="$OTEL_EXPORTER_OTLP_ENDPOINT" \
   SEI_NAMESPACE=default SEI_LEASE_NAMESPACE=default "$target/sei-operator" run
 
