@@ -498,14 +498,10 @@ async fn the_sidecar_proxy_admits_the_operator_through_token_and_access_reviews(
     // First without the rule the proxy's access check needs.
     let deployed = apply_deploy(&ns, |obj| {
         if obj["kind"] == "ClusterRole" && obj["metadata"]["name"] == operator_role.as_str() {
-            let rules = obj["rules"].as_array_mut().unwrap();
-            let before = rules.len();
-            rules.retain(|r| !is_sidecar_rule(r));
-            assert_eq!(
-                rules.len() + 1,
-                before,
-                "deploy/rbac.yaml grants seinodetasks to the operator"
-            );
+            obj["rules"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|r| !is_sidecar_rule(r));
         }
     })
     .await;
