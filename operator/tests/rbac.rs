@@ -27,6 +27,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
@@ -147,7 +148,11 @@ fn relocate(obj: &mut Value, namespaced: bool, ns: &str) {
 async fn apply_deploy(ns: &sei_tests::TestNamespace, edit: impl Fn(&mut Value)) -> Deployed {
     let admin = ns.client();
     let mut crds = BTreeSet::new();
-    let mut objects = Vec::new();
+    // Built first, so that what was applied is cleaned up also when a later step fails.
+    let mut deployed = Deployed {
+        objects: Vec::new(),
+        env: ns.env().clone(),
+    };
     for mut obj in kustomize(ns, "deploy") {
         let kind = obj["kind"].as_str().unwrap().to_owned();
         let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
@@ -194,7 +199,7 @@ async fn apply_deploy(ns: &sei_tests::TestNamespace, edit: impl Fn(&mut Value)) 
         )
         .await
         .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
-        objects.push((ar, namespaced, obj));
+        deployed.objects.push((ar, namespaced, obj));
     }
     let mut generated: BTreeSet<String> = BTreeSet::new();
     for (_, yaml) in sei_crds::generated_files() {
@@ -206,10 +211,7 @@ async fn apply_deploy(ns: &sei_tests::TestNamespace, edit: impl Fn(&mut Value)) 
         crds, generated,
         "deploy/ (through crds/kustomization.yaml) installs every CRD: run `cargo xtask crd`"
     );
-    Deployed {
-        objects,
-        env: ns.env().clone(),
-    }
+    deployed
 }
 
 /// A token of ServiceAccount `sa` (TokenRequest API, 1 h).
@@ -490,23 +492,10 @@ fn is_sidecar_rule(rule: &Value) -> bool {
         .is_some_and(|r| r.contains(&json!("seinodetasks")))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sidecar_proxy_admits_the_operator_through_token_and_access_reviews() {
-    let Some(ns) = setup("proxy").await else { return };
+/// kube-rbac-proxy's check with the identity of the node pods: a ServiceAccount `sei-node` bound to the deployed
+/// `sei-node-rbac-proxy` ClusterRole (the binding joins `deployed`, to be deleted with it).
+async fn node_pod_proxy(ns: &sei_tests::TestNamespace, deployed: &mut Deployed) -> sei_tests::sim::RbacProxy {
     let admin = ns.client();
-    let operator_role = format!("sei-operator-{}", ns.name());
-    // First without the rule the proxy's access check needs.
-    let deployed = apply_deploy(&ns, |obj| {
-        if obj["kind"] == "ClusterRole" && obj["metadata"]["name"] == operator_role.as_str() {
-            obj["rules"]
-                .as_array_mut()
-                .unwrap()
-                .retain(|r| !is_sidecar_rule(r));
-        }
-    })
-    .await;
-
-    // The node pods' ServiceAccount, bound to the deployed ClusterRole for kube-rbac-proxy: the proxy's identity.
     let node_sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "sei-node"}})).unwrap();
     ns.api::<ServiceAccount>()
         .create(&PostParams::default(), &node_sa)
@@ -519,21 +508,31 @@ async fn the_sidecar_proxy_admits_the_operator_through_token_and_access_reviews(
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": proxy_role["metadata"]["name"]},
         "subjects": [{"kind": "ServiceAccount", "name": "sei-node", "namespace": ns.name()}],
     });
-    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(admin.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
     bindings
-        .create(&PostParams::default(), &serde_json::from_value(binding).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(binding.clone()).unwrap(),
+        )
         .await
         .unwrap();
-    let proxy_kubeconfig =
-        TokenKubeconfig::new(ns.env(), &token(&admin, ns.name(), "sei-node").await, "proxy");
-    let proxy = sei_tests::sim::RbacProxy::from_kubeconfig(&proxy_kubeconfig.0)
+    deployed
+        .objects
+        .push((ApiResource::erase::<ClusterRoleBinding>(&()), false, binding));
+    let kubeconfig = TokenKubeconfig::new(ns.env(), &token(&admin, ns.name(), "sei-node").await, "proxy");
+    sei_tests::sim::RbacProxy::from_kubeconfig(&kubeconfig.0)
         .await
-        .unwrap();
-    let sim = Sim::start_behind_proxy(Duration::from_millis(50), proxy.clone()).await;
+        .unwrap()
+}
 
-    // The operator: the deployed ServiceAccount's token for the API and for the sidecars, the deployed platform
-    // config (kube-rbac-proxy rendered), and no permission to reach sidecars unauthenticated.
-    let op_token = token(&admin, ns.name(), "sei-operator").await;
+/// The operator with the deployed ServiceAccount's token for the API and for the sidecars, the deployed platform
+/// config (kube-rbac-proxy rendered) and no permission to reach sidecars unauthenticated; and its files.
+async fn operator_behind_proxy(
+    ns: &sei_tests::TestNamespace,
+    deployed: &Deployed,
+    sim: &Sim,
+) -> (Operator, (TokenKubeconfig, common::tempdir::TempDir)) {
+    let op_token = token(&ns.client(), ns.name(), "sei-operator").await;
     let kubeconfig = TokenKubeconfig::new(ns.env(), &op_token, "operator");
     let dir = common::tempdir::TempDir::new("sei-proxy-op");
     let token_file = dir.0.join("token");
@@ -550,7 +549,7 @@ async fn the_sidecar_proxy_admits_the_operator_through_token_and_access_reviews(
     let op = Operator::start(
         ns.env(),
         ns.name(),
-        &sim,
+        sim,
         &[
             ("KUBECONFIG", kubeconfig.path()),
             ("SEI_CONTROLLER_CONFIG", config_file.to_str().unwrap()),
@@ -558,6 +557,57 @@ async fn the_sidecar_proxy_admits_the_operator_through_token_and_access_reviews(
             ("SEI_SIDECAR_ALLOW_UNAUTHENTICATED", "false"),
         ],
     );
+    (op, (kubeconfig, dir))
+}
+
+/// Applies the operator's ClusterRole with the rules of deploy/rbac.yaml as they are.
+async fn grant_deployed_operator_role(ns: &sei_tests::TestNamespace, deployed: &Deployed) {
+    let operator_role = format!("sei-operator-{}", ns.name());
+    let role = deployed.one("ClusterRole", &operator_role);
+    let roles: Api<DynamicObject> = Api::all_with(
+        ns.client(),
+        &deployed
+            .objects
+            .iter()
+            .find(|(ar, _, _)| ar.kind == "ClusterRole")
+            .unwrap()
+            .0,
+    );
+    let mut full = role.clone();
+    let rbac = yaml_docs(&std::fs::read_to_string(root().join("deploy/rbac.yaml")).unwrap());
+    let deployed_role = rbac
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "sei-operator")
+        .unwrap();
+    full["rules"] = deployed_role["rules"].clone();
+    roles
+        .patch(
+            &operator_role,
+            &PatchParams::apply("sei-tests-deploy").force(),
+            &Patch::Apply(&full),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_proxy_admits_the_operator_through_token_and_access_reviews() {
+    let Some(ns) = setup("proxy").await else { return };
+    let operator_role = format!("sei-operator-{}", ns.name());
+    // First without the rule the proxy's access check needs.
+    let mut deployed = apply_deploy(&ns, |obj| {
+        if obj["kind"] == "ClusterRole" && obj["metadata"]["name"] == operator_role.as_str() {
+            obj["rules"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|r| !is_sidecar_rule(r));
+        }
+    })
+    .await;
+
+    let proxy = node_pod_proxy(&ns, &mut deployed).await;
+    let sim = Sim::start_behind_proxy(Duration::from_millis(50), proxy.clone()).await;
+    let (op, _files) = operator_behind_proxy(&ns, &deployed, &sim).await;
     let user = format!("system:serviceaccount:{}:sei-operator", ns.name());
     let nodes = ns.api::<SeiNode>();
     nodes
@@ -609,31 +659,7 @@ async fn the_sidecar_proxy_admits_the_operator_through_token_and_access_reviews(
     assert!(failed.is_empty(), "no task failed on a 403: {failed:?}");
 
     // ---- With the deployed rule: the same plan goes on to Running, every call reviewed and allowed.
-    let role = deployed.one("ClusterRole", &operator_role);
-    let roles: Api<DynamicObject> = Api::all_with(
-        admin.clone(),
-        &deployed
-            .objects
-            .iter()
-            .find(|(ar, _, _)| ar.kind == "ClusterRole")
-            .unwrap()
-            .0,
-    );
-    let mut full = role.clone();
-    let rbac = yaml_docs(&std::fs::read_to_string(root().join("deploy/rbac.yaml")).unwrap());
-    let deployed_role = rbac
-        .iter()
-        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "sei-operator")
-        .unwrap();
-    full["rules"] = deployed_role["rules"].clone();
-    roles
-        .patch(
-            &operator_role,
-            &PatchParams::apply("sei-tests-deploy").force(),
-            &Patch::Apply(&full),
-        )
-        .await
-        .unwrap();
+    grant_deployed_operator_role(&ns, &deployed).await;
     let running = sei_tests::wait_for(&nodes, "rpc", in_phase("Running"), Duration::from_secs(90)).await;
     assert!(running.is_ok(), "{running:?}\n{}", op.log());
     let decisions = proxy.decisions();
@@ -646,12 +672,6 @@ async fn the_sidecar_proxy_admits_the_operator_through_token_and_access_reviews(
         allowed.contains("create") && allowed.contains("get"),
         "the proxy authenticated and authorized the operator's submits and polls: {decisions:?}"
     );
-    let _ = bindings
-        .delete(
-            &format!("sei-node-rbac-proxy-{}", ns.name()),
-            &DeleteParams::default(),
-        )
-        .await;
     let by_status: BTreeMap<u16, usize> = decisions.iter().fold(BTreeMap::new(), |mut m, d| {
         *m.entry(d.status).or_default() += 1;
         m

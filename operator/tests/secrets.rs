@@ -44,7 +44,11 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// What must not leak, each with a label.
@@ -212,16 +216,16 @@ async fn spans(jaeger: &str, namespace: &str, trace_ids: &[String]) -> (usize, S
     (count, text)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_stay_out_of_status_events_logs_and_spans() {
-    let Some(ns) = setup("secrets").await else { return };
-    let material = Material::new();
-    for s in &material.secrets {
-        ns.api::<Secret>()
-            .create(&PostParams::default(), s)
-            .await
-            .unwrap();
-    }
+/// The validator after its init and an image update, and the two operators' logs (JSON, then text).
+struct Lifecycle {
+    node: SeiNode,
+    json_log: String,
+    text_log: String,
+}
+
+/// Initialises the validator with one operator (JSON logs, as deployed, default level) and updates its image
+/// with another (text logs, debug level).
+async fn init_and_update(ns: &sei_tests::TestNamespace) -> Lifecycle {
     let sim = Sim::start(Duration::from_millis(50), vec![]).await;
     let otlp = ns.env().otlp_endpoint.clone();
     let common_env = [
@@ -290,7 +294,28 @@ async fn keys_stay_out_of_status_events_logs_and_spans() {
     assert!(updated.is_ok(), "{updated:?}\n{}", text_op.log());
     let node = updated.unwrap();
     text_op.terminate(Duration::from_secs(10));
-    let text_log = text_op.log();
+    Lifecycle {
+        node,
+        json_log,
+        text_log: text_op.log(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_stay_out_of_status_events_logs_and_spans() {
+    let Some(ns) = setup("secrets").await else { return };
+    let material = Material::new();
+    for s in &material.secrets {
+        ns.api::<Secret>()
+            .create(&PostParams::default(), s)
+            .await
+            .unwrap();
+    }
+    let Lifecycle {
+        node,
+        json_log,
+        text_log,
+    } = init_and_update(&ns).await;
 
     // ---- Search.
     let history: Vec<String> = common::status_json(&node)["planHistory"]

@@ -97,7 +97,9 @@ fn crd() -> Result<(), String> {
          apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
     );
     for file in files {
-        kustomization.push_str(&format!("  - generated/{file}\n"));
+        kustomization.push_str("  - generated/");
+        kustomization.push_str(file);
+        kustomization.push('\n');
     }
     let path = root().join("crds").join("kustomization.yaml");
     std::fs::write(&path, kustomization).map_err(|e| format!("writing {}: {e}", path.display()))?;
