@@ -3,6 +3,8 @@
 //! - [`SeiNode`] (`snode`): one node in one of five modes, see [`SeiNodeSpec`] and [`Mode`].
 //! - [`SeiNodeDeployment`] (`snd`): a fleet of SeiNodes from a template with an optional genesis ceremony, see
 //!   [`SeiNodeDeploymentSpec`].
+//! - [`WorkflowTemplate`] (`swt`) and [`WorkflowRun`] (`swr`): lifecycle workflows as an API, see
+//!   [`WorkflowTemplateSpec`] and [`WorkflowRunSpec`].
 //!
 //! Validation lives in the schema: OpenAPI constraints (lengths, patterns, ranges, enums, defaults) and CEL
 //! rules (`x-kubernetes-validations`) that the apiserver evaluates at admission, so a controller only ever
@@ -19,6 +21,7 @@ mod node;
 pub mod plan;
 pub mod ports;
 mod schema;
+mod workflow;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
@@ -43,6 +46,11 @@ pub use node::{
     StateSyncSource, StatefulSetRef, StaticPeerSource, TendermintSnapshotGeneration, ValidatorSpec,
 };
 pub use plan::{PLAN_HISTORY_LIMIT, Plan, PlanSummary};
+pub use workflow::{
+    REASON_COMPILED, REASON_INVALID, RunPhase, RunTarget, RunTargetKind, RunTargetStatus, VALID, WorkflowRef,
+    WorkflowRun, WorkflowRunSpec, WorkflowRunStatus, WorkflowTemplate, WorkflowTemplateSpec,
+    WorkflowTemplateStatus,
+};
 
 /// API group of every resource here.
 pub const GROUP: &str = "sei.io";
@@ -69,7 +77,12 @@ pub enum Error {
 /// Prefer this over `SeiNode::crd()`: it also unwraps the line breaks that doc comments put into field
 /// descriptions (so `kubectl explain` reflows them) and drops formats the apiserver does not know.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![SeiNode::crd(), SeiNodeDeployment::crd()];
+    let mut crds = vec![
+        SeiNode::crd(),
+        SeiNodeDeployment::crd(),
+        WorkflowTemplate::crd(),
+        WorkflowRun::crd(),
+    ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
             if let Some(schema) = version
@@ -114,11 +127,16 @@ fn tidy_schema(schema: &mut JSONSchemaProps) {
 /// The CRD manifests to commit under `crds/generated/`: `(file name, YAML text)`, one file per CRD, named
 /// `<plural>.<group>.yaml`.
 pub fn generated_files() -> Vec<(&'static str, String)> {
-    ["seinodes.sei.io.yaml", "seinodedeployments.sei.io.yaml"]
-        .into_iter()
-        .zip(crds())
-        .map(|(name, crd)| (name, format!("{GENERATED_HEADER}{}", to_yaml(&crd))))
-        .collect()
+    [
+        "seinodes.sei.io.yaml",
+        "seinodedeployments.sei.io.yaml",
+        "workflowtemplates.sei.io.yaml",
+        "workflowruns.sei.io.yaml",
+    ]
+    .into_iter()
+    .zip(crds())
+    .map(|(name, crd)| (name, format!("{GENERATED_HEADER}{}", to_yaml(&crd))))
+    .collect()
 }
 
 /// First line of every generated file.

@@ -221,9 +221,43 @@ pub fn compile(
     inputs: &Inputs,
     registry: &(impl TaskTypeRegistry + ?Sized),
 ) -> Result<Plan> {
+    compile_in(definition, inputs, registry, Mode::Instance)
+}
+
+/// Checks `definition` without an object: every check of [`compile`] that does not need evaluated
+/// params or `when` decisions (names, duplicates, dependencies, cycles, task types, params against their
+/// schemas, references to declared params and upstream outputs, `forEach` params, durations, retry
+/// settings, `maxParallel`). This is what `workflow validate`, the operator's startup and its admission
+/// webhook run, so a definition that passes fails later only on its evaluated values.
+///
+/// Returns the plan skeleton (nil id, epoch start): `${ params.… }` references stay unresolved, every
+/// guarded task is planned to run, a `forEach` task has no runs yet. Its `digest` and task list describe the
+/// definition; it is not meant to be executed.
+///
+/// # Errors
+/// The first problem found, naming workflow, source, task and field.
+pub fn check(definition: &WorkflowDefinition, registry: &(impl TaskTypeRegistry + ?Sized)) -> Result<Plan> {
+    let inputs = Inputs::new(Uuid::nil(), Timestamp::from_unix_millis(0));
+    compile_in(definition, &inputs, registry, Mode::Static)
+}
+
+/// Whether params and guards are evaluated ([`compile`]) or absent ([`check`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Instance,
+    Static,
+}
+
+fn compile_in(
+    definition: &WorkflowDefinition,
+    inputs: &Inputs,
+    registry: &(impl TaskTypeRegistry + ?Sized),
+    mode: Mode,
+) -> Result<Plan> {
     let cx = Cx {
         def: definition,
         inputs,
+        mode,
     };
     let spec = &definition.spec;
     if spec.tasks.is_empty() {
@@ -232,7 +266,7 @@ pub fn compile(
         });
     }
     for param in spec.params.keys() {
-        if !inputs.params.contains_key(param) {
+        if mode == Mode::Instance && !inputs.params.contains_key(param) {
             return Err(Error::MissingParam {
                 at: cx.at(None, &format!("params.{param}")),
                 param: param.clone(),
@@ -291,6 +325,7 @@ pub fn compile(
 struct Cx<'a> {
     def: &'a WorkflowDefinition,
     inputs: &'a Inputs,
+    mode: Mode,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -327,6 +362,19 @@ impl Cx<'_> {
             return Err(invalid("must be greater than zero".into()));
         }
         Ok(Some(duration))
+    }
+
+    /// `" (declared: a, b)"`, or `" (the workflow declares no params)"`, for messages.
+    fn declared_params(&self) -> String {
+        let params = &self.def.spec.params;
+        if params.is_empty() {
+            " (the workflow declares no params)".to_owned()
+        } else {
+            format!(
+                " (declared: {})",
+                params.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+            )
+        }
     }
 
     fn check_names(&self) -> Result<()> {
@@ -509,6 +557,16 @@ impl Cx<'_> {
             at: self.at(Some(&task.name), "forEach"),
             message,
         };
+        if self.mode == Mode::Static {
+            return if self.def.spec.params.contains_key(param) {
+                Ok(Some(Vec::new()))
+            } else {
+                Err(invalid(format!(
+                    "`{param}` is not a declared workflow param{}",
+                    self.declared_params()
+                )))
+            };
+        }
         let value = self
             .inputs
             .params
@@ -557,6 +615,7 @@ impl Cx<'_> {
                 .when
                 .get(&run_name)
                 .or_else(|| self.inputs.when.get(&task.name))
+                .or((self.mode == Mode::Static).then_some(&Guard::Run))
                 .ok_or_else(|| Error::MissingGuard {
                     at: self.at(Some(&run_name), "when"),
                 })?;
@@ -632,6 +691,16 @@ impl Cx<'_> {
         reference: &Ref<'_>,
     ) -> std::result::Result<Option<Value>, String> {
         match reference {
+            Ref::Param { name, .. } if self.mode == Mode::Static => {
+                if self.def.spec.params.contains_key(*name) {
+                    Ok(None)
+                } else {
+                    Err(format!(
+                        "unknown workflow param `{name}`{}",
+                        self.declared_params()
+                    ))
+                }
+            }
             Ref::Param { name, path } => {
                 let root = self
                     .inputs

@@ -242,7 +242,7 @@ mod retry;
 mod schema;
 mod time;
 
-pub use compile::{Error, Guard, Inputs, Location, Result, compile};
+pub use compile::{Error, Guard, Inputs, Location, Result, check, compile};
 pub use definition::{BackoffSpec, RetrySpec, TaskSpec, WorkflowDefinition, WorkflowSpec};
 pub use executor::{
     Effect, Event, EventKind, Lifecycle, Observation, TaskRef, Transition, advance, run_params, transition,

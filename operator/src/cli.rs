@@ -74,12 +74,42 @@ pub enum WorkflowCommand {
         #[arg(long, env = "SEI_WORKFLOWS_DIR")]
         dir: Option<PathBuf>,
     },
-    /// Validate workflow files: YAML shape, CEL syntax, task types, params schemas, the DAG.
+    /// Print the plan a workflow would run against an object now, without running anything: its tasks in
+    /// order, the ones its `when` guards skip and why, and the resolved params.
+    Preview(PreviewArgs),
+    /// Validate workflow files (flat definitions or WorkflowTemplate manifests, several documents per file
+    /// allowed) without an object: YAML shape, target kind, CEL syntax and variables, task types, params
+    /// against their schemas, references to params and task outputs, dependencies and cycles, durations,
+    /// retry settings, and a template's `overrides`. The same check as the admission webhook.
     Validate {
         /// The files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// `workflow preview` arguments.
+#[derive(Debug, clap::Args)]
+pub struct PreviewArgs {
+    /// A workflow file (flat definition or WorkflowTemplate manifest), or the name of a WorkflowTemplate in
+    /// the namespace, or of a built-in workflow.
+    pub workflow: String,
+    /// The object: `seinode/<name>` (`snode/`, `sn/`) or `seinodedeployment/<name>` (`snd/`).
+    #[arg(long)]
+    pub target: String,
+    /// A param value, as a WorkflowRun's `spec.params` would give it: `name=value` (value as JSON, else a
+    /// string). Repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Namespace of the object (and of the template).
+    #[arg(short, long, env = "SEI_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Kubeconfig file (in-cluster configuration when absent).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Read the object from a YAML or JSON file instead of the cluster (`-` for stdin).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
 }
 
 /// `run` flags.
@@ -131,6 +161,16 @@ pub struct RunArgs {
     /// A directory of extra workflow YAML files, loaded after the built-in ones.
     #[arg(long, env = "SEI_WORKFLOWS_DIR")]
     pub workflows_dir: Option<PathBuf>,
+    /// Address of the WorkflowTemplate admission webhook (HTTPS, `POST /validate-workflowtemplate`); not
+    /// served when absent. Needs --webhook-cert-dir.
+    #[arg(long, env = "SEI_WEBHOOK_ADDR", requires = "webhook_cert_dir")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// Directory holding the webhook's serving certificate and key, `tls.crt` and `tls.key` (PEM).
+    #[arg(long, env = "SEI_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<PathBuf>,
+    /// Watch WorkflowTemplates and WorkflowRuns (their CRDs must be installed).
+    #[arg(long, env = "SEI_WORKFLOW_API", default_value_t = true, action = clap::ArgAction::Set)]
+    pub workflow_api: bool,
     /// TESTS ONLY: crash injection, `name=action;...` (see operator/src/failpoints.rs for the points). Never
     /// set in production.
     #[arg(long, env = "SEI_FAILPOINTS", hide_short_help = true)]

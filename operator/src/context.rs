@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::templates::Catalogs;
 use kube::runtime::events::Recorder;
 use sei_tasks::platform::PlatformConfig;
 use sei_tasks::task::{Context as TaskContext, Registry};
-use sei_workflows::Catalog;
 
 use crate::metrics::Metrics;
 
@@ -17,8 +17,8 @@ pub struct Context {
     pub tasks: TaskContext,
     /// Every task type.
     pub registry: Registry,
-    /// Every workflow, in trigger priority order.
-    pub catalog: Catalog,
+    /// Every namespace's workflows (built-ins, files, WorkflowTemplates), in trigger priority order.
+    pub catalogs: Arc<Catalogs>,
     /// Platform configuration.
     pub platform: Arc<PlatformConfig>,
     /// Kubernetes Events.

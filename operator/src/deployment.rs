@@ -230,7 +230,15 @@ async fn cleanup(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Ac
 }
 
 /// The `node` binding of a deployment's workflows (see [`facts`]).
-fn bindings_facts(deployment: &SeiNodeDeployment, children: &BTreeMap<i32, SeiNode>) -> Value {
+/// The CEL bindings of `deployment` (`self` and the facts derived from its children), as its controller
+/// builds them.
+pub(crate) async fn bindings(deployment: &SeiNodeDeployment, ctx: &Context) -> Result<Bindings, Error> {
+    let children = list_children(ctx, deployment).await?;
+    let object = serde_json::to_value(deployment).map_err(Error::Serialize)?;
+    Bindings::new(&object, &bindings_facts(deployment, &children)).map_err(Error::Cel)
+}
+
+pub(crate) fn bindings_facts(deployment: &SeiNodeDeployment, children: &BTreeMap<i32, SeiNode>) -> Value {
     let replicas = deployment.spec.replicas;
     let current: Vec<&SeiNode> = children.range(0..replicas).map(|(_, n)| n).collect();
     let template = &deployment.spec.template.spec;
@@ -789,7 +797,8 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
         None => {
             let facts = bindings_facts(&deployment, &children);
             let bindings = Bindings::new(&owner.object, &facts).map_err(Error::Cel)?;
-            if let Some(workflow) = ctx.catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
+            let catalog = ctx.catalogs.get(&deployment.namespace().unwrap_or_default());
+            if let Some(workflow) = catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
                 let plan_id = uuid::Uuid::new_v4();
                 let traceparent = TraceParent::for_plan(plan_id).to_string();
                 match workflow.instantiate(&bindings, plan_id, now(), Some(traceparent), &ctx.registry) {

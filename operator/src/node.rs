@@ -105,8 +105,19 @@ async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// The CEL bindings of `node` (`self` and the derived `node` facts), as its controller builds them.
+pub(crate) fn bindings(node: &SeiNode, ctx: &Context) -> Result<Bindings, Error> {
+    let object = serde_json::to_value(node).map_err(Error::Serialize)?;
+    Bindings::new(&object, &facts(node, ctx)).map_err(Error::Cel)
+}
+
 /// Derived facts for CEL (`node`): mode, config mode, effective sidecar image, snapshot source.
 fn facts(node: &SeiNode, ctx: &Context) -> Value {
+    facts_with(node, &ctx.platform.images.sidecar)
+}
+
+/// [`facts`] with the platform's default sidecar image given (the `workflow preview` command has no context).
+pub(crate) fn facts_with(node: &SeiNode, default_sidecar_image: &str) -> Value {
     let mut f = BTreeMap::new();
     if let Ok(mode) = node.spec.mode() {
         f.insert(node_facts::MODE, json!(mode.field_name()));
@@ -115,7 +126,7 @@ fn facts(node: &SeiNode, ctx: &Context) -> Value {
     let sidecar = node
         .spec
         .sidecar_image()
-        .map_or_else(|| ctx.platform.images.sidecar.clone(), str::to_owned);
+        .map_or_else(|| default_sidecar_image.to_owned(), str::to_owned);
     f.insert(node_facts::SIDECAR_IMAGE, json!(sidecar));
     if let Some(snapshot) = node.spec.snapshot_source() {
         f.insert(
@@ -320,9 +331,15 @@ fn drift(
         return Ok(None);
     }
     let bindings = Bindings::new(&owner.object, &facts(node, ctx)).map_err(Error::Cel)?;
-    let Some(workflow) = ctx.catalog.get(&plan.workflow) else {
+    let catalog = ctx.catalogs.get(&node.namespace().unwrap_or_default());
+    let Some(workflow) = catalog.get(&plan.workflow) else {
         return Ok(None);
     };
+    // Edited (hot reload) since the plan was compiled: the plan finishes as compiled; onDrift compares the
+    // inputs of one definition only.
+    if workflow.digest() != plan.digest {
+        return Ok(None);
+    }
     if !workflow.is_triggered(&bindings).map_err(Error::Workflow)? {
         return Ok(None);
     }
@@ -478,7 +495,8 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         None if retried => {}
         None => {
             let bindings = Bindings::new(&owner.object, &facts(&node, ctx)).map_err(Error::Cel)?;
-            if let Some(workflow) = ctx.catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
+            let catalog = ctx.catalogs.get(&node.namespace().unwrap_or_default());
+            if let Some(workflow) = catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
                 let plan_id = uuid::Uuid::new_v4();
                 let traceparent = TraceParent::for_plan(plan_id).to_string();
                 match workflow.instantiate(&bindings, plan_id, now(), Some(traceparent), &ctx.registry) {

@@ -13,7 +13,7 @@ use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, controller, watcher};
-use sei_crds::{SeiNode, SeiNodeDeployment};
+use sei_crds::{SeiNode, SeiNodeDeployment, WorkflowRun, WorkflowTemplate};
 use sei_observability::{LogFormat, TelemetryConfig};
 use sei_tasks::platform::PlatformConfig;
 use sei_tasks::task::{Context as TaskContext, Registry};
@@ -25,6 +25,7 @@ use crate::context::Context;
 use crate::http::Readiness;
 use crate::leader::{Elector, Fence, Timings};
 use crate::metrics::Metrics;
+use crate::templates::Catalogs;
 
 /// The built-in workflows, then every `*.yaml` of `dir` (sorted by name).
 pub fn load_catalog(dir: Option<&Path>) -> anyhow::Result<Catalog> {
@@ -46,28 +47,92 @@ pub fn load_catalog(dir: Option<&Path>) -> anyhow::Result<Catalog> {
     Ok(catalog)
 }
 
-/// Checks what can be checked without an object: every task type is registered.
+/// Checks every workflow of `catalog` without an object ([`Workflow::check`]: the engine's static compile,
+/// target kinds, CEL variables) and reports every invalid one at once.
 pub fn validate_catalog(catalog: &Catalog, registry: &Registry) -> anyhow::Result<()> {
-    let mut problems = Vec::new();
-    for w in catalog.iter() {
-        let def = w.definition();
-        for t in def.spec.tasks.iter().chain(&def.spec.finally) {
-            if registry.get(&t.task_type).is_none() {
-                problems.push(format!(
-                    "{}: workflow `{}`: tasks[{}].type: unknown task type `{}` (known: {})",
-                    def.source,
-                    def.name,
-                    t.name,
-                    t.task_type,
-                    registry.task_types().collect::<Vec<_>>().join(", ")
-                ));
-            }
-        }
-    }
+    let problems: Vec<String> = catalog
+        .iter()
+        .filter_map(|w| w.check(registry).err())
+        .map(|e| e.to_string())
+        .collect();
     if problems.is_empty() {
         Ok(())
     } else {
         bail!("{}", problems.join("\n"))
+    }
+}
+
+/// Checks one workflow file without an object: every YAML document in it, a flat definition or a
+/// WorkflowTemplate manifest (then with `priority`, `overrides` and `disabled` against `base`). Returns one
+/// line per document.
+pub fn validate_file(path: &Path, base: &Catalog, registry: &Registry) -> anyhow::Result<Vec<String>> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let source = path.display().to_string();
+    let mut lines = Vec::new();
+    let mut problems = Vec::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let value = serde_yaml::Value::deserialize(document)
+            .with_context(|| format!("{source}: document {}: not YAML", i + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        let outcome = if value.get("kind").and_then(serde_yaml::Value::as_str) == Some("WorkflowTemplate") {
+            serde_yaml::from_value::<sei_crds::WorkflowTemplate>(value)
+                .map_err(|e| format!("{source}: document {}: not a valid WorkflowTemplate: {e}", i + 1))
+                .and_then(|mut t| {
+                    let name = t.metadata.name.clone().unwrap_or_default();
+                    t.metadata.namespace.get_or_insert_with(|| "default".into());
+                    // A built-in's own file (same definition) is the built-in, not a clash with it.
+                    let template = crate::templates::template(&t).map_err(|e| e.to_string())?;
+                    if base
+                        .get(&name)
+                        .is_some_and(|b| b.digest() == template.workflow.digest())
+                    {
+                        return template
+                            .workflow
+                            .check(registry)
+                            .map(|plan| summary(&name, Some(&plan)))
+                            .map_err(|e| e.to_string());
+                    }
+                    crate::templates::check(&t, base, registry)
+                        .map(|(_, plan)| summary(&name, plan.as_ref()))
+                        .map_err(|e| {
+                            e.to_string()
+                                .replacen(&crate::templates::source_name(&t), &source, 1)
+                        })
+                })
+        } else {
+            serde_yaml::to_string(&value)
+                .map_err(|e| e.to_string())
+                .and_then(|text| Workflow::from_yaml(&source, &text).map_err(|e| e.to_string()))
+                .and_then(|w| {
+                    w.check(registry)
+                        .map(|plan| summary(w.name(), Some(&plan)))
+                        .map_err(|e| e.to_string())
+                })
+        };
+        match outcome {
+            Ok(line) => lines.push(format!("{source}: {line}")),
+            Err(e) => problems.push(e),
+        }
+    }
+    if problems.is_empty() {
+        Ok(lines)
+    } else {
+        bail!("{}", problems.join("\n"))
+    }
+}
+
+fn summary(name: &str, plan: Option<&sei_engine::Plan>) -> String {
+    match plan {
+        Some(p) => format!(
+            "ok: workflow `{name}`, {} tasks, {} finally, digest {}",
+            p.tasks.len(),
+            p.finally.len(),
+            p.digest
+        ),
+        None => format!("ok: `{name}` disables a built-in workflow"),
     }
 }
 
@@ -96,19 +161,20 @@ pub fn workflow(cmd: WorkflowCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        WorkflowCommand::Preview(args) => {
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(crate::preview::preview(args))?;
+            print!("{out}");
+            Ok(())
+        }
         WorkflowCommand::Validate { files } => {
             let mut failed = false;
+            let base = Catalog::builtin()?;
             for file in files {
-                let result = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))
-                    .and_then(|text| Ok(Workflow::from_yaml(&file.display().to_string(), &text)?))
-                    .and_then(|w| {
-                        let mut c = Catalog::default();
-                        c.add(w)?;
-                        validate_catalog(&c, &registry)
-                    });
-                match result {
-                    Ok(()) => println!("{}: ok", file.display()),
+                match validate_file(&file, &base, &registry) {
+                    Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
                     Err(e) => {
                         failed = true;
                         eprintln!("{e:#}");
@@ -123,8 +189,22 @@ pub fn workflow(cmd: WorkflowCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The object named by a plan target, as JSON: from `--file`, else from the cluster.
-async fn read_object(target: &PlanTarget) -> anyhow::Result<serde_json::Value> {
+/// A client from `kubeconfig`, else the in-cluster configuration, else the default kubeconfig.
+pub(crate) async fn client_for(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The object named by a plan target, as JSON: from `--file`, else from the cluster. A WorkflowRun
+/// (`workflowrun/<name>`, `swr/<name>`) names its (first) target: its plan is that object's.
+pub(crate) async fn read_object(target: &PlanTarget) -> anyhow::Result<serde_json::Value> {
     if let Some(file) = &target.file {
         let text = if file.as_os_str() == "-" {
             std::io::read_to_string(std::io::stdin())?
@@ -137,27 +217,37 @@ async fn read_object(target: &PlanTarget) -> anyhow::Result<serde_json::Value> {
         .object
         .split_once('/')
         .with_context(|| format!("expected <kind>/<name>, got {:?}", target.object))?;
-    let config = match &target.kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+    let client = client_for(target.kubeconfig.as_deref()).await?;
+    let (kind, name) = match kind.to_ascii_lowercase().as_str() {
+        "workflowrun" | "workflowruns" | "swr" => {
+            let run = Api::<WorkflowRun>::namespaced(client.clone(), &target.namespace)
+                .get(name)
+                .await?;
+            let target_name = run
+                .status
+                .as_ref()
+                .and_then(|s| s.targets.first())
+                .map(|t| t.name.clone())
+                .or_else(|| run.spec.target.name.clone())
+                .with_context(|| format!("WorkflowRun {name} has no target yet"))?;
+            (run.spec.target.kind.as_str().to_ascii_lowercase(), target_name)
         }
-        None => kube::Config::infer().await?,
+        other => (other.to_owned(), name.to_owned()),
     };
-    let client = kube::Client::try_from(config)?;
-    let value = match kind.to_ascii_lowercase().as_str() {
+    let value = match kind.as_str() {
         "seinode" | "seinodes" | "snode" | "sn" => serde_json::to_value(
             Api::<SeiNode>::namespaced(client, &target.namespace)
-                .get(name)
+                .get(&name)
                 .await?,
         )?,
         "seinodedeployment" | "seinodedeployments" | "snd" => serde_json::to_value(
             Api::<sei_crds::SeiNodeDeployment>::namespaced(client, &target.namespace)
-                .get(name)
+                .get(&name)
                 .await?,
         )?,
-        other => bail!("unknown kind {other:?}: use seinode/<name> or seinodedeployment/<name>"),
+        other => bail!(
+            "unknown kind {other:?}: use seinode/<name>, seinodedeployment/<name> or workflowrun/<name>"
+        ),
     };
     Ok(value)
 }
@@ -248,9 +338,17 @@ async fn client(
         .build())
 }
 
-async fn check_crds(client: &kube::Client) -> anyhow::Result<()> {
+async fn check_crds(client: &kube::Client, workflow_api: bool) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in ["seinodes.sei.io", "seinodedeployments.sei.io"] {
+    let workflow_crds: &[&str] = if workflow_api {
+        &["workflowtemplates.sei.io", "workflowruns.sei.io"]
+    } else {
+        &[]
+    };
+    for name in ["seinodes.sei.io", "seinodedeployments.sei.io"]
+        .iter()
+        .chain(workflow_crds)
+    {
         if api.get_opt(name).await.context("checking the CRDs")?.is_none() {
             bail!("CRD {name} is not installed: kubectl apply -f crds/generated/");
         }
@@ -323,14 +421,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     validate_catalog(&catalog, &registry)?;
     let metrics = Arc::new(Metrics::default());
     let client = client(&args, &metrics, &identity, fence.clone()).await?;
-    check_crds(&client).await?;
+    check_crds(&client, args.workflow_api)
+        .await
+        .context("(or start with --workflow-api=false to run without WorkflowTemplates and WorkflowRuns)")?;
+    let catalogs = Arc::new(Catalogs::new(catalog));
+    let ready = Readiness::default();
     let sidecar = {
         let (fence, refused) = (fence.clone(), Arc::clone(&metrics));
         sei_tasks::sidecar::Client::new(platform.sidecar_client_config())?
             .with_write_gate(Arc::new(move || fence.permits_write(&refused)))
     };
 
-    let ready = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = {
         let rx = stop_rx.clone();
@@ -347,6 +448,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready.clone(),
         stopped(),
     ));
+    if let Some(addr) = args.webhook_addr {
+        let cert_dir = args
+            .webhook_cert_dir
+            .clone()
+            .context("--webhook-addr needs --webhook-cert-dir")?;
+        let checker = Arc::new(crate::webhook::Checker {
+            catalogs: Arc::clone(&catalogs),
+            registry: sei_tasks::catalog::registry(),
+        });
+        tokio::spawn(crate::webhook::serve(addr, cert_dir, checker, stopped()).await?);
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("Shutting down: finishing in-flight reconciles");
@@ -374,7 +486,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         platform,
         sidecar,
         registry,
-        catalog,
+        catalogs,
         metrics,
         stopped(),
     );
@@ -410,7 +522,7 @@ async fn controllers(
     platform: Arc<PlatformConfig>,
     sidecar: sei_tasks::sidecar::Client,
     registry: Registry,
-    catalog: Catalog,
+    catalogs: Arc<Catalogs>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
@@ -426,7 +538,7 @@ async fn controllers(
             platform: Arc::clone(&platform),
         },
         registry,
-        catalog,
+        catalogs,
         platform,
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
@@ -463,7 +575,26 @@ async fn controllers(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    if args.workflow_api {
+        // Plans start only once every template is known: a restart never runs a built-in that a template
+        // overrides or disables.
+        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+        let templates: Api<WorkflowTemplate> = match &args.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        tokio::spawn(crate::templates::watch(
+            templates,
+            Arc::clone(&ctx),
+            synced_tx,
+            shutdown.clone(),
+        ));
+        let _ = synced_rx.await;
+        tracing::info!("WorkflowTemplates loaded");
+    }
+    let (run_ctx, run_shutdown) = (Arc::clone(&ctx), shutdown.clone());
     let node_controller = Controller::new(nodes.clone(), wc.clone())
+        .reconcile_all_on(ctx.catalogs.reloads())
         .owns(sts, wc.clone())
         .owns(svc.clone(), wc.clone())
         .owns(pvc, wc.clone())
@@ -481,6 +612,7 @@ async fn controllers(
         });
     // The fleet controller: SeiNodeDeployments, woken by their children and internal Services.
     let fleet_controller = Controller::new(deployments, wc.clone())
+        .reconcile_all_on(ctx.catalogs.reloads())
         .owns(nodes, wc.clone())
         .owns(svc, wc)
         .with_config(controller::Config::default().concurrency(args.concurrency))
@@ -491,7 +623,26 @@ async fn controllers(
                 tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
             }
         });
-    futures::join!(node_controller, fleet_controller);
+    let run_controller = async {
+        if !args.workflow_api {
+            return;
+        }
+        let runs: Api<WorkflowRun> = match &args.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        Controller::new(runs, watcher::Config::default())
+            .with_config(controller::Config::default().concurrency(args.concurrency))
+            .graceful_shutdown_on(run_shutdown)
+            .run(crate::runs::reconcile, crate::runs::error_policy, run_ctx)
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
+                }
+            })
+            .await;
+    };
+    futures::join!(node_controller, fleet_controller, run_controller);
     tokio::time::sleep(Duration::from_millis(10)).await;
     tracing::info!("Controllers stopped");
     Ok(())

@@ -86,12 +86,35 @@ pub enum Error {
         /// The name.
         workflow: String,
     },
+    /// A check that needs no object failed (unknown target kind, unknown CEL variable, a run param the
+    /// workflow does not declare, an override of a workflow that does not exist).
+    #[error("{source_name}: workflow `{workflow}`: {field}: {message}")]
+    Invalid {
+        /// File or object the definition came from.
+        source_name: String,
+        /// Workflow name.
+        workflow: String,
+        /// Field path.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
 }
+
+/// Kinds a workflow may target: the resources this operator reconciles.
+pub const TARGET_KINDS: &[&str] = &["SeiNode", "SeiNodeDeployment"];
+
+/// Variables a workflow's CEL expressions may use (see the crate docs).
+pub const CEL_VARIABLES: &[&str] = &["self", "node"];
+
+/// CEL macros that bind a variable of their own (`list.exists(c, c.x)`).
+const BINDING_MACROS: &[&str] = &["all", "exists", "exists_one", "map", "filter"];
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A loaded workflow: the definition with its CEL expressions parsed.
+#[derive(Clone)]
 pub struct Workflow {
     definition: WorkflowDefinition,
     trigger: Option<Arc<Program>>,
@@ -158,10 +181,36 @@ impl Bindings {
     }
 }
 
+/// The variables of `program` that are neither bindings nor a macro's own variable.
+///
+/// Hand-written filter: the cel crate's `references()` also lists a comprehension's iteration variable
+/// (`c` in `list.exists(c, ...)`), so names bound by a macro in `src` are dropped here.
+fn unknown_variables(program: &Program, src: &str) -> Vec<String> {
+    let compact: String = src.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut unknown: Vec<String> = program
+        .references()
+        .variables()
+        .into_iter()
+        .filter(|v| !CEL_VARIABLES.contains(v))
+        .filter(|v| {
+            !BINDING_MACROS
+                .iter()
+                .any(|m| compact.contains(&format!(".{m}({v},")))
+        })
+        .map(str::to_owned)
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 impl Workflow {
     /// Parses a definition from YAML and compiles its CEL expressions.
     pub fn from_yaml(source_name: &str, text: &str) -> Result<Self> {
-        let definition = WorkflowDefinition::from_yaml(source_name, text)?;
+        Self::from_definition(WorkflowDefinition::from_yaml(source_name, text)?)
+    }
+
+    /// Compiles the CEL expressions of a parsed definition (e.g. the spec of a WorkflowTemplate object).
+    pub fn from_definition(definition: WorkflowDefinition) -> Result<Self> {
         let spec = &definition.spec;
         let trigger = spec
             .trigger
@@ -196,6 +245,75 @@ impl Workflow {
             params,
             guards,
         })
+    }
+
+    /// Every check that needs no object: the target kind, the variables of every CEL expression, and the
+    /// engine's static compile ([`sei_engine::check`]: names, dependencies, cycles, task types, params
+    /// against their schemas, references, durations, retry settings). Returns the plan skeleton.
+    pub fn check(&self, registry: &(impl TaskTypeRegistry + ?Sized)) -> Result<Plan> {
+        let def = &self.definition;
+        if !TARGET_KINDS.contains(&def.spec.target.as_str()) {
+            let message = if def.spec.target.is_empty() {
+                format!("is missing: one of {}", TARGET_KINDS.join(", "))
+            } else {
+                format!(
+                    "unknown target kind `{}`: one of {}",
+                    def.spec.target,
+                    TARGET_KINDS.join(", ")
+                )
+            };
+            return Err(self.invalid("target", message));
+        }
+        let spec = &def.spec;
+        let expressions = spec
+            .trigger
+            .iter()
+            .zip(self.trigger.iter())
+            .map(|(src, p)| ("trigger".to_owned(), src.as_str(), p))
+            .chain(
+                self.params
+                    .iter()
+                    .map(|(name, p)| (format!("params.{name}"), spec.params[name].as_str(), p)),
+            )
+            .chain(self.guards.iter().map(|(task, p)| {
+                let src = spec
+                    .tasks
+                    .iter()
+                    .chain(&spec.finally)
+                    .find(|t| &t.name == task)
+                    .and_then(|t| t.when.as_deref())
+                    .unwrap_or_default();
+                (format!("tasks[{task}].when"), src, p)
+            }));
+        for (field, src, program) in expressions {
+            let unknown = unknown_variables(program, src);
+            if !unknown.is_empty() {
+                return Err(self.invalid(
+                    &field,
+                    format!(
+                        "unknown CEL variable `{}` (available: {})",
+                        unknown.join("`, `"),
+                        CEL_VARIABLES.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(sei_engine::check(def, registry)?)
+    }
+
+    fn invalid(&self, field: &str, message: String) -> Error {
+        Error::Invalid {
+            source_name: self.definition.source.clone(),
+            workflow: self.definition.name.clone(),
+            field: field.to_owned(),
+            message,
+        }
+    }
+
+    /// The definition's digest (`sha256:…`), the one a plan of it records.
+    #[must_use]
+    pub fn digest(&self) -> String {
+        self.definition.digest()
     }
 
     /// The definition.
@@ -245,12 +363,60 @@ impl Workflow {
         traceparent: Option<String>,
         registry: &(impl TaskTypeRegistry + ?Sized),
     ) -> Result<Plan> {
-        let mut inputs = Inputs::new(plan_id, now);
+        self.instantiate_with(bindings, &Map::new(), plan_id, now, traceparent, registry)
+    }
+
+    /// The workflow's params for the object: the `given` values, the others evaluated from their CEL.
+    pub fn resolve_params(
+        &self,
+        bindings: &Bindings,
+        given: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        let mut out = Map::new();
         for (name, program) in &self.params {
-            let value = bindings
-                .eval(program)
-                .map_err(|m| self.eval_error(&format!("params.{name}"), m))?;
-            inputs = inputs.with_param(name.clone(), value);
+            let value = match given.get(name) {
+                Some(value) => value.clone(),
+                None => bindings
+                    .eval(program)
+                    .map_err(|m| self.eval_error(&format!("params.{name}"), m))?,
+            };
+            out.insert(name.clone(), value);
+        }
+        Ok(out)
+    }
+
+    /// [`Workflow::instantiate`] with some params given as values (a WorkflowRun's `spec.params`): those
+    /// replace the definition's CEL expression of the same name; a given param the definition does not
+    /// declare is an error.
+    pub fn instantiate_with(
+        &self,
+        bindings: &Bindings,
+        given: &Map<String, Value>,
+        plan_id: Uuid,
+        now: Timestamp,
+        traceparent: Option<String>,
+        registry: &(impl TaskTypeRegistry + ?Sized),
+    ) -> Result<Plan> {
+        if let Some(name) = given
+            .keys()
+            .find(|k| !self.definition.spec.params.contains_key(*k))
+        {
+            let declared: Vec<&str> = self.definition.spec.params.keys().map(String::as_str).collect();
+            return Err(self.invalid(
+                &format!("params.{name}"),
+                format!(
+                    "is not a param of this workflow (declared: {})",
+                    if declared.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        declared.join(", ")
+                    }
+                ),
+            ));
+        }
+        let mut inputs = Inputs::new(plan_id, now);
+        for (name, value) in self.resolve_params(bindings, given)? {
+            inputs = inputs.with_param(name, value);
         }
         for (task, program) in &self.guards {
             let field = format!("tasks[{task}].when");
@@ -344,6 +510,94 @@ impl Catalog {
             }
         }
         Ok(names)
+    }
+}
+
+/// A user workflow (a WorkflowTemplate's spec) and its place in its namespace's catalogue.
+#[derive(Clone, Debug)]
+pub struct Template {
+    /// The workflow.
+    pub workflow: Workflow,
+    /// Trigger priority: higher is considered first; built-ins have 0 and come first among equals.
+    pub priority: i32,
+    /// The built-in this template replaces in its namespace.
+    pub overrides: Option<String>,
+    /// Disables the built-in named by `overrides` in the namespace (the template's own tasks are ignored).
+    pub disabled: bool,
+}
+
+impl Template {
+    /// Every check that needs no object ([`Workflow::check`]) plus the template's place: a name that is a
+    /// built-in's needs `overrides`, `overrides` must name a built-in, `disabled` needs `overrides`.
+    /// Returns the plan skeleton (`None` for a disabling template).
+    pub fn check(
+        &self,
+        builtin: &Catalog,
+        registry: &(impl TaskTypeRegistry + ?Sized),
+    ) -> Result<Option<Plan>> {
+        let name = self.workflow.name();
+        match &self.overrides {
+            Some(target) if builtin.get(target).is_none() => {
+                let names: Vec<&str> = builtin.iter().map(Workflow::name).collect();
+                return Err(self.workflow.invalid(
+                    "overrides",
+                    format!(
+                        "`{target}` is not a built-in workflow (built-ins: {})",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            None if builtin.get(name).is_some() => {
+                return Err(self.workflow.invalid(
+                    "metadata.name",
+                    format!(
+                        "`{name}` is the name of a built-in workflow: set `overrides: {name}` to replace it in this namespace, or choose another name"
+                    ),
+                ));
+            }
+            None if self.disabled => {
+                return Err(self.workflow.invalid(
+                    "disabled",
+                    "needs `overrides`: the built-in workflow to disable in this namespace".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        if self.disabled {
+            return Ok(None);
+        }
+        self.workflow.check(registry).map(Some)
+    }
+}
+
+impl Catalog {
+    /// A namespace's catalogue: `builtin`, then `templates` (already checked with [`Template::check`]) in
+    /// trigger priority order (priority descending; among equals built-ins first in their own order, an
+    /// override in the place of the built-in it replaces, other templates by name). An override removes its
+    /// built-in; a disabling template removes it and adds nothing.
+    #[must_use]
+    pub fn compose(builtin: &Self, templates: &[Template]) -> Self {
+        let replaced: Vec<&str> = templates.iter().filter_map(|t| t.overrides.as_deref()).collect();
+        let rank_of = |name: &str| builtin.workflows.iter().position(|w| w.name() == name);
+        let mut entries: Vec<(i32, usize, &str, &Workflow)> = builtin
+            .workflows
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !replaced.contains(&w.name()))
+            .map(|(rank, w)| (0, rank, w.name(), w))
+            .collect();
+        for t in templates.iter().filter(|t| !t.disabled) {
+            let rank = t
+                .overrides
+                .as_deref()
+                .and_then(rank_of)
+                .unwrap_or(builtin.workflows.len());
+            entries.push((t.priority, rank, t.workflow.name(), &t.workflow));
+        }
+        entries.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(b.2)));
+        Self {
+            workflows: entries.into_iter().map(|(_, _, _, w)| w.clone()).collect(),
+        }
     }
 }
 

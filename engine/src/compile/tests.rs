@@ -487,3 +487,79 @@ fn a_finally_task_without_a_timeout_gets_the_default_one() {
         "normal tasks are bound by the deadline"
     );
 }
+
+/// `check`: the static compile, without evaluated params or guards.
+mod static_check {
+    use super::*;
+
+    fn check_yaml(yaml: &str) -> Result<Plan> {
+        check(&def(yaml), &registry())
+    }
+
+    #[test]
+    fn a_valid_definition_checks_without_params_or_guards() {
+        let plan = check_yaml(
+            "name: w\nparams: {image: self.spec.image, nodes: self.spec.nodes}\ntasks:\n\
+             - {name: a, type: t, when: self.spec.x, params: {image: '${ params.image }'}}\n\
+             - {name: b, type: t, forEach: nodes, dependsOn: [a]}\n\
+             - {name: c, type: config, dependsOn: [b], params: {files: ['${ tasks.b[*].outputs.f }'], replicas: '${ params.image }'}}\n",
+        )
+        .unwrap();
+        assert_eq!(plan.tasks.len(), 3);
+        assert!(
+            plan.tasks[1].runs.is_empty(),
+            "a forEach task has no runs before its list is known"
+        );
+        assert_eq!(plan.tasks[0].params["image"], json!("${ params.image }"));
+    }
+
+    #[test]
+    fn every_static_error_is_found_without_an_object() {
+        let cases: &[(&str, &str)] = &[
+            ("name: w\ntasks: []", "has no tasks"),
+            (
+                "name: w\ntasks: [{name: a, type: nope}]",
+                "unknown task type `nope`",
+            ),
+            (
+                "name: w\ntasks: [{name: a, type: t}, {name: a, type: t}]",
+                "duplicate task name `a`",
+            ),
+            (
+                "name: w\ntasks: [{name: a, type: t, dependsOn: [zz]}]",
+                "unknown dependency `zz`",
+            ),
+            (
+                "name: w\ntasks: [{name: a, type: t, dependsOn: [b]}, {name: b, type: t, dependsOn: [a]}]",
+                "dependency cycle",
+            ),
+            (
+                "name: w\ndeadline: soon\ntasks: [{name: a, type: t}]",
+                "invalid duration `soon`",
+            ),
+            (
+                "name: w\ntasks: [{name: a, type: t, params: {x: '${ params.nope }'}}]",
+                "unknown workflow param `nope` (the workflow declares no params)",
+            ),
+            (
+                "name: w\nparams: {a: '1'}\ntasks: [{name: a, type: t, forEach: zz}]",
+                "`zz` is not a declared workflow param (declared: a)",
+            ),
+            (
+                "name: w\ntasks: [{name: a, type: config, params: {files: 3, replicas: 1}}]",
+                "params do not match",
+            ),
+            (
+                "name: w\ntasks: [{name: a, type: t}, {name: b, type: t, params: {x: '${ tasks.a.outputs.k }'}}]",
+                "is not a dependency",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let message = check_yaml(yaml).unwrap_err().to_string();
+            assert!(
+                message.contains(expected),
+                "{yaml}\n=> {message}\nexpected: {expected}"
+            );
+        }
+    }
+}
