@@ -345,7 +345,8 @@ fn check_combinators(
     if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
         let mut first = None;
         for sub in any {
-            match check(root, sub, value, pointer, depth + 1) {
+            // A clone: a failed branch must not leave its segments on the pointer of the next one.
+            match check(root, sub, value, &mut pointer.clone(), depth + 1) {
                 Ok(()) => {
                     first = None;
                     break;
@@ -356,9 +357,16 @@ fn check_combinators(
             }
         }
         if let Some(err) = first {
+            // Name the field the first branch failed at when it lies below this value (e.g. a field that is
+            // required only in some shapes).
+            let at = if err.pointer.len() > pointer.len() {
+                format!(" at {}", err.pointer)
+            } else {
+                String::new()
+            };
             return Err(violation(
                 pointer,
-                format!("matches none of the allowed shapes ({})", err.message),
+                format!("matches none of the allowed shapes ({}{at})", err.message),
             ));
         }
     }
@@ -389,6 +397,31 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn an_any_of_names_the_field_its_first_branch_failed_at_and_keeps_its_own_pointer() {
+        // `targetHeight` is required unless `condition` is not `height` (await-condition's params).
+        let schema = json!({
+            "type": "object",
+            "properties": {"condition": {"enum": ["height", "catchingUp"]}, "targetHeight": {"type": "integer"}},
+            "anyOf": [
+                {"required": ["targetHeight"]},
+                {"properties": {"condition": {"const": "catchingUp"}}},
+            ],
+        });
+        let err = validate(&schema, &json!({"condition": "height"})).unwrap_err();
+        assert_eq!(
+            err.pointer, "/",
+            "the violation is the object's, not a branch's field"
+        );
+        assert!(
+            err.message.contains("required field is missing at /targetHeight"),
+            "{}",
+            err.message
+        );
+        assert!(validate(&schema, &json!({"condition": "catchingUp"})).is_ok());
+        assert!(validate(&schema, &json!({"condition": "height", "targetHeight": 3})).is_ok());
+    }
 
     #[derive(Deserialize, JsonSchema)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -65,6 +65,47 @@ async fn load_workflow(
     }
 }
 
+/// The derived `node` binding of the object, as its controller computes it.
+async fn facts(
+    kind: &str,
+    object: &Value,
+    client: Option<&kube::Client>,
+    args: &PreviewArgs,
+) -> anyhow::Result<Value> {
+    if kind == "SeiNode" {
+        let sidecar_default = sei_tasks::platform::PlatformConfig::from_env()
+            .map(|p| p.images.sidecar.clone())
+            .unwrap_or_default();
+        let node: SeiNode =
+            serde_json::from_value(object.clone()).context("the object is not a valid SeiNode")?;
+        return Ok(crate::node::facts_with(&node, &sidecar_default));
+    }
+    let deployment: SeiNodeDeployment =
+        serde_json::from_value(object.clone()).context("the object is not a valid SeiNodeDeployment")?;
+    let mut children = BTreeMap::new();
+    if let Some(client) = client {
+        let nodes: Api<SeiNode> = Api::namespaced(client.clone(), &args.namespace);
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        let selector = format!("{}={name}", sei_crds::labels::DEPLOYMENT);
+        for node in nodes
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await?
+            .items
+        {
+            let ordinal = node
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(sei_crds::labels::DEPLOYMENT_ORDINAL))
+                .and_then(|o| o.parse::<i32>().ok());
+            if let Some(ordinal) = ordinal {
+                children.insert(ordinal, node);
+            }
+        }
+    }
+    Ok(crate::deployment::bindings_facts(&deployment, &children))
+}
+
 /// `workflow preview`: the rendered preview.
 pub async fn preview(args: PreviewArgs) -> anyhow::Result<String> {
     let target = PlanTarget {
@@ -95,45 +136,7 @@ pub async fn preview(args: PreviewArgs) -> anyhow::Result<String> {
             args.target
         );
     }
-    let sidecar_default = sei_tasks::platform::PlatformConfig::from_env()
-        .map(|p| p.images.sidecar.clone())
-        .unwrap_or_default();
-    let facts = match kind.as_str() {
-        "SeiNode" => {
-            let node: SeiNode =
-                serde_json::from_value(object.clone()).context("the object is not a valid SeiNode")?;
-            crate::node::facts_with(&node, &sidecar_default)
-        }
-        _ => {
-            let deployment: SeiNodeDeployment = serde_json::from_value(object.clone())
-                .context("the object is not a valid SeiNodeDeployment")?;
-            let mut children = BTreeMap::new();
-            if let Some(client) = &client {
-                let nodes: Api<SeiNode> = Api::namespaced(client.clone(), &args.namespace);
-                let selector = format!(
-                    "{}={}",
-                    sei_crds::labels::DEPLOYMENT,
-                    args.target.split('/').nth(1).unwrap_or_default()
-                );
-                for node in nodes
-                    .list(&kube::api::ListParams::default().labels(&selector))
-                    .await?
-                    .items
-                {
-                    let ordinal = node
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(sei_crds::labels::DEPLOYMENT_ORDINAL))
-                        .and_then(|o| o.parse::<i32>().ok());
-                    if let Some(ordinal) = ordinal {
-                        children.insert(ordinal, node);
-                    }
-                }
-            }
-            crate::deployment::bindings_facts(&deployment, &children)
-        }
-    };
+    let facts = facts(&kind, &object, client.as_ref(), &args).await?;
     let bindings = Bindings::new(&object, &facts).map_err(anyhow::Error::msg)?;
     let given = given_params(&args.params)?;
     let trigger = match workflow.definition().spec.trigger {

@@ -77,7 +77,16 @@ pub fn validate_file(path: &Path, base: &Catalog, registry: &Registry) -> anyhow
         if value.is_null() {
             continue;
         }
-        let outcome = if value.get("kind").and_then(serde_yaml::Value::as_str) == Some("WorkflowTemplate") {
+        let kind = value.get("kind").and_then(serde_yaml::Value::as_str);
+        if let Some(other) = kind.filter(|k| *k != "WorkflowTemplate") {
+            // e.g. the WorkflowRun next to its template in an example file
+            lines.push(format!(
+                "{source}: document {}: a {other}, not a workflow: skipped",
+                i + 1
+            ));
+            continue;
+        }
+        let outcome = if kind == Some("WorkflowTemplate") {
             serde_yaml::from_value::<sei_crds::WorkflowTemplate>(value)
                 .map_err(|e| format!("{source}: document {}: not a valid WorkflowTemplate: {e}", i + 1))
                 .and_then(|mut t| {
@@ -515,6 +524,55 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The WorkflowRun controller (nothing without --workflow-api).
+async fn run_controller(
+    args: &RunArgs,
+    client: &kube::Client,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    if !args.workflow_api {
+        return;
+    }
+    let runs: Api<WorkflowRun> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    Controller::new(runs, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(crate::runs::reconcile, crate::runs::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
+            }
+        })
+        .await;
+}
+
+/// Starts the WorkflowTemplate watch and waits for its first full list: plans start only once every template
+/// is known, so a restart never runs a built-in that a template overrides or disables.
+async fn load_templates(
+    args: &RunArgs,
+    client: &kube::Client,
+    ctx: &Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+    let templates: Api<WorkflowTemplate> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    tokio::spawn(crate::templates::watch(
+        templates,
+        Arc::clone(ctx),
+        synced_tx,
+        shutdown,
+    ));
+    let _ = synced_rx.await;
+    tracing::info!("WorkflowTemplates loaded");
+}
+
 #[allow(clippy::too_many_arguments)] // the wiring of `run`
 async fn controllers(
     args: &RunArgs,
@@ -576,21 +634,7 @@ async fn controllers(
         None => Api::all(client.clone()),
     };
     if args.workflow_api {
-        // Plans start only once every template is known: a restart never runs a built-in that a template
-        // overrides or disables.
-        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
-        let templates: Api<WorkflowTemplate> = match &args.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        tokio::spawn(crate::templates::watch(
-            templates,
-            Arc::clone(&ctx),
-            synced_tx,
-            shutdown.clone(),
-        ));
-        let _ = synced_rx.await;
-        tracing::info!("WorkflowTemplates loaded");
+        load_templates(args, &client, &ctx, shutdown.clone()).await;
     }
     let (run_ctx, run_shutdown) = (Arc::clone(&ctx), shutdown.clone());
     let node_controller = Controller::new(nodes.clone(), wc.clone())
@@ -623,25 +667,7 @@ async fn controllers(
                 tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
             }
         });
-    let run_controller = async {
-        if !args.workflow_api {
-            return;
-        }
-        let runs: Api<WorkflowRun> = match &args.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        Controller::new(runs, watcher::Config::default())
-            .with_config(controller::Config::default().concurrency(args.concurrency))
-            .graceful_shutdown_on(run_shutdown)
-            .run(crate::runs::reconcile, crate::runs::error_policy, run_ctx)
-            .for_each(|result| async move {
-                if let Err(e) = result {
-                    tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
-                }
-            })
-            .await;
-    };
+    let run_controller = run_controller(args, &client, run_ctx, run_shutdown);
     futures::join!(node_controller, fleet_controller, run_controller);
     tokio::time::sleep(Duration::from_millis(10)).await;
     tracing::info!("Controllers stopped");

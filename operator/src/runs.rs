@@ -483,6 +483,7 @@ async fn ttl(api: &Api<WorkflowRun>, run: &WorkflowRun, status: &WorkflowRunStat
 }
 
 /// Requeue policy of the run controller.
+#[allow(clippy::needless_pass_by_value)] // the signature kube-runtime's Controller::run expects
 pub fn error_policy(_run: Arc<WorkflowRun>, error: &Error, ctx: Arc<Context>) -> Action {
     crate::error::policy("WorkflowRun", error, &ctx.metrics)
 }

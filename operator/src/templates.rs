@@ -228,13 +228,10 @@ pub async fn watch(
         };
         let Some(event) = event else { return };
         match event {
-            Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj)) => {
                 pending.insert(obj.namespace().unwrap_or_default());
             }
             Ok(watcher::Event::Init) => listing = true,
-            Ok(watcher::Event::InitApply(obj)) => {
-                pending.insert(obj.namespace().unwrap_or_default());
-            }
             Ok(watcher::Event::InitDone) => {
                 listing = false;
                 // Namespaces that had templates and now have none go back to the base catalogue.

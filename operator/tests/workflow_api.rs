@@ -2,12 +2,15 @@
 //! operator's webhook with the compiler's message, the `Valid` condition, hot reload (a running plan finishes
 //! as compiled; the next uses the edit), and WorkflowRuns that run as their target's plan.
 
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers: a failure fails the test
+
 mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, PostParams};
 use sei_crds::{SeiNode, WorkflowRun, WorkflowTemplate};
 use serde_json::{Value, json};
@@ -152,169 +155,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Invalid templates, each with a part of the message `kubectl apply` must print.
-fn invalid_templates() -> Vec<(&'static str, Value, &'static str)> {
-    let t = |name: &str, ty: &str| json!({"name": name, "type": ty});
-    vec![
-        (
-            "unknown-type",
-            json!({"target": "SeiNode", "tasks": [t("a", "nope")]}),
-            "unknown task type `nope`",
-        ),
-        (
-            "cycle",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "mark-ready", "dependsOn": ["b"]},
-            {"name": "b", "type": "mark-ready", "dependsOn": ["a"]}]}),
-            "dependency cycle a -> b -> a",
-        ),
-        (
-            "unknown-dep",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "mark-ready", "dependsOn": ["zz"]}]}),
-            "unknown dependency `zz`",
-        ),
-        (
-            "duplicate",
-            json!({"target": "SeiNode", "tasks": [t("a", "mark-ready"), t("a", "mark-ready")]}),
-            "duplicate task name `a`",
-        ),
-        (
-            "bad-deadline",
-            json!({"target": "SeiNode", "deadline": "soon", "tasks": [t("a", "mark-ready")]}),
-            "invalid duration `soon`",
-        ),
-        (
-            "bad-timeout",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "mark-ready", "timeout": "forever"}]}),
-            "invalid duration `forever`",
-        ),
-        (
-            "bad-poll",
-            json!({"target": "SeiNode", "pollInterval": "0s", "tasks": [t("a", "mark-ready")]}),
-            "must be greater than zero",
-        ),
-        (
-            "unknown-param",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "config-patch", "params": {"files": {"x": "${ params.nope }"}}}]}),
-            "unknown workflow param `nope`",
-        ),
-        (
-            "foreach-param",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "mark-ready", "forEach": "nodes"}]}),
-            "`nodes` is not a declared workflow param",
-        ),
-        (
-            "bad-cel",
-            json!({"target": "SeiNode", "trigger": "self.spec.image ==", "tasks": [t("a", "mark-ready")]}),
-            "invalid CEL expression",
-        ),
-        (
-            "bad-when",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "mark-ready", "when": "(("}]}),
-            "tasks[a].when: invalid CEL expression",
-        ),
-        (
-            "unknown-var",
-            json!({"target": "SeiNode", "trigger": "foo.bar == 1", "tasks": [t("a", "mark-ready")]}),
-            "unknown CEL variable `foo`",
-        ),
-        (
-            "bad-kind",
-            json!({"target": "Pod", "tasks": [t("a", "mark-ready")]}),
-            "unknown target kind `Pod`",
-        ),
-        (
-            "node-init",
-            json!({"target": "SeiNode", "tasks": [t("a", "mark-ready")]}),
-            "`node-init` is the name of a built-in workflow: set `overrides: node-init`",
-        ),
-        (
-            "bad-override",
-            json!({"target": "SeiNode", "overrides": "no-such", "tasks": [t("a", "mark-ready")]}),
-            "`no-such` is not a built-in workflow",
-        ),
-        (
-            "zero-parallel",
-            json!({"target": "SeiNode", "maxParallel": 0, "tasks": [t("a", "mark-ready")]}),
-            "maxParallel",
-        ),
-        (
-            "zero-attempts",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "mark-ready", "retry": {"maxAttempts": 0}}]}),
-            "retry.maxAttempts",
-        ),
-        (
-            "bad-jitter",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "mark-ready", "retry": {"jitter": 2.0}}]}),
-            "must be between 0 and 1",
-        ),
-        (
-            "bad-factor",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "mark-ready", "retry": {"backoff": {"factor": 0.5}}}]}),
-            "must be a finite number of at least 1",
-        ),
-        (
-            "not-upstream",
-            json!({"target": "SeiNode", "tasks": [
-            t("a", "mark-ready"),
-            {"name": "b", "type": "config-patch", "params": {"files": {"x": "${ tasks.a.outputs.k }"}}}]}),
-            "is not a dependency",
-        ),
-        (
-            "unknown-output",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "b", "type": "config-patch", "params": {"files": {"x": "${ tasks.zz.outputs.k }"}}}]}),
-            "names no task of this stage",
-        ),
-        (
-            "bad-params",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "config-patch", "params": {"files": 3}}]}),
-            "params do not match the schema",
-        ),
-        (
-            "extra-params",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "mark-ready", "params": {"x": 1}}]}),
-            "params do not match the schema",
-        ),
-        (
-            "finally-dep",
-            json!({"target": "SeiNode", "tasks": [t("a", "mark-ready")], "finally": [
-            {"name": "f", "type": "mark-ready", "dependsOn": ["a"]}]}),
-            "finally",
-        ),
-        (
-            "bad-name",
-            json!({"target": "SeiNode", "tasks": [t("a b", "mark-ready")]}),
-            "invalid task name `a b`",
-        ),
-        (
-            "item-outside",
-            json!({"target": "SeiNode", "tasks": [
-            {"name": "a", "type": "config-patch", "params": {"files": {"x": "${ item }"}}}]}),
-            "only available in a task with `forEach`",
-        ),
-        // Shape rules of the CRD schema (CEL), before the webhook is called.
-        (
-            "no-tasks",
-            json!({"target": "SeiNode", "tasks": []}),
-            "the workflow has no tasks",
-        ),
-        (
-            "disabled-alone",
-            json!({"target": "SeiNode", "disabled": true, "tasks": [t("a", "mark-ready")]}),
-            "disabled needs overrides",
-        ),
-    ]
+/// The invalid templates of `tests/data/invalid-templates.yaml`, each with the part of the message that
+/// `kubectl apply` must print.
+fn invalid_templates() -> Vec<(WorkflowTemplate, String)> {
+    let text = include_str!("data/invalid-templates.yaml");
+    serde_yaml::Deserializer::from_str(text)
+        .map(|doc| {
+            let t: WorkflowTemplate = serde::Deserialize::deserialize(doc).unwrap();
+            let expect = t.annotations()["test.sei.io/expect"].clone();
+            (t, expect)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,10 +220,11 @@ async fn invalid_templates_are_refused_at_admission_with_the_compilers_message()
     let cases = invalid_templates();
     assert!(cases.len() >= 20, "{} cases", cases.len());
     let mut failures = Vec::new();
-    for (name, spec, expected) in &cases {
-        match api.create(&PostParams::default(), &template(name, spec)).await {
+    for (t, expected) in &cases {
+        let name = t.name_any();
+        match api.create(&PostParams::default(), t).await {
             Ok(_) => failures.push(format!("{name}: accepted")),
-            Err(kube::Error::Api(s)) if s.message.contains(expected) => {}
+            Err(kube::Error::Api(s)) if s.message.contains(expected.as_str()) => {}
             Err(e) => failures.push(format!("{name}: expected `{expected}`, got: {e}")),
         }
     }
@@ -473,19 +325,58 @@ fn log_level_workflow(extra_task: bool) -> Value {
     json!({"target": "SeiNode", "params": {"logLevel": "'info'"}, "tasks": tasks})
 }
 
+/// One namespace with the operator and a simulator whose tasks take `task` each.
+struct Fixture {
+    ns: sei_tests::TestNamespace,
+    sim: Sim,
+    _op: Operator,
+    templates: Api<WorkflowTemplate>,
+    runs: Api<WorkflowRun>,
+    nodes: Api<SeiNode>,
+}
+
+impl Fixture {
+    async fn start(prefix: &str, task: Duration) -> Option<Self> {
+        let ns = setup(prefix).await?;
+        let sim = Sim::start(task, vec![]).await;
+        let op = Operator::start(ns.env(), ns.name(), &sim, &[]);
+        Some(Self {
+            templates: ns.api(),
+            runs: ns.api(),
+            nodes: ns.api(),
+            ns,
+            sim,
+            _op: op,
+        })
+    }
+
+    /// The config-validate tasks the simulator has seen.
+    async fn validations(&self) -> usize {
+        self.sim
+            .tasks()
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["type"] == "config-validate")
+            .count()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_reload_and_runs_execute_as_their_targets_plan() {
-    let Some(ns) = setup("e2e-swr").await else {
+    let Some(f) = Fixture::start("e2e-swr", Duration::from_millis(400)).await else {
         return;
     };
-    let sim = Sim::start(Duration::from_millis(400), vec![]).await;
-    let _op = Operator::start(ns.env(), ns.name(), &sim, &[]);
-    let (templates, runs, nodes) = (
-        ns.api::<WorkflowTemplate>(),
-        ns.api::<WorkflowRun>(),
-        ns.api::<SeiNode>(),
-    );
+    an_invalid_template_says_why_and_blocks_nothing(&f).await;
+    let first = a_run_executes_as_the_nodes_plan(&f).await;
+    the_cli_shows_runs_and_previews(&f, &first).await;
+    an_edit_applies_to_the_next_plan_only(&f).await;
+    bad_runs_fail_saying_why(&f).await;
+}
 
+async fn an_invalid_template_says_why_and_blocks_nothing(f: &Fixture) {
+    let (_ns, _sim, templates, _runs, nodes) = (&f.ns, &f.sim, &f.templates, &f.runs, &f.nodes);
     // Without the webhook, an invalid template is stored, says why on `Valid`, and blocks nothing.
     templates
         .create(
@@ -498,7 +389,7 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
         )
         .await
         .unwrap();
-    let (status, message, _) = valid_condition(&templates, "broken").await;
+    let (status, message, _) = valid_condition(templates, "broken").await;
     assert_eq!(status, "False");
     assert!(
         message.contains("task `a`, field `dependsOn`: unknown dependency `zz`"),
@@ -512,7 +403,7 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
         )
         .await
         .unwrap();
-    let (status, _, v1) = valid_condition(&templates, "set-log-level").await;
+    let (status, _, v1) = valid_condition(templates, "set-log-level").await;
     assert_eq!(status, "True");
     assert_eq!(v1["taskCount"], 2);
 
@@ -523,10 +414,13 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
         )
         .await
         .unwrap();
-    sei_tests::wait_for(&nodes, "rpc", in_phase("Running"), WAIT)
+    sei_tests::wait_for(nodes, "rpc", in_phase("Running"), WAIT)
         .await
         .unwrap();
+}
 
+async fn a_run_executes_as_the_nodes_plan(f: &Fixture) -> Value {
+    let (_ns, sim, _templates, runs, nodes) = (&f.ns, &f.sim, &f.templates, &f.runs, &f.nodes);
     // A run executes as the node's plan (its journal in the node's status), with the run's params.
     runs.create(
         &PostParams::default(),
@@ -534,7 +428,7 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
     )
     .await
     .unwrap();
-    let first = run_phase(&runs, "first", "Succeeded").await;
+    let first = run_phase(runs, "first", "Succeeded").await;
     let node = nodes.get("rpc").await.unwrap();
     let history = &node.status.as_ref().unwrap().plan_history;
     let summary = history
@@ -561,6 +455,11 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
         "{patches:?}"
     );
 
+    first
+}
+
+async fn the_cli_shows_runs_and_previews(f: &Fixture, first: &Value) {
+    let (ns, sim, _templates, _runs, _nodes) = (&f.ns, &f.sim, &f.templates, &f.runs, &f.nodes);
     // `plan show` reads a run's plan (the target's); `workflow preview` prints what would run, running nothing.
     let cli = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_sei-operator"))
@@ -599,25 +498,20 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
         submitted,
         "a preview starts nothing"
     );
+}
 
+async fn an_edit_applies_to_the_next_plan_only(f: &Fixture) {
+    let (_ns, _sim, templates, runs, nodes) = (&f.ns, &f.sim, &f.templates, &f.runs, &f.nodes);
+    let v1 = valid_condition(templates, "set-log-level").await.2;
     // Hot reload: a run in flight keeps the definition it was compiled from; the next one uses the edit.
-    let validations = || async {
-        sim.tasks()
-            .await
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["type"] == "config-validate")
-            .count()
-    };
-    let before_second = validations().await;
+    let before_second = f.validations().await;
     runs.create(
         &PostParams::default(),
         &run("second", "set-log-level", "rpc", &json!({})),
     )
     .await
     .unwrap();
-    run_phase(&runs, "second", "Running").await;
+    run_phase(runs, "second", "Running").await;
     let mut edited = templates.get("set-log-level").await.unwrap();
     edited.spec = template("x", &log_level_workflow(true)).spec;
     templates
@@ -625,14 +519,14 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
         .await
         .unwrap();
     let (_, _, v2) = eventually("the edit to be checked", WAIT, || async {
-        let c = valid_condition(&templates, "set-log-level").await;
+        let c = valid_condition(templates, "set-log-level").await;
         (c.2["taskCount"] == 3).then_some(c)
     })
     .await;
     assert_ne!(v1["digest"], v2["digest"]);
-    let second = run_phase(&runs, "second", "Succeeded").await;
+    let second = run_phase(runs, "second", "Succeeded").await;
     assert_eq!(
-        validations().await,
+        f.validations().await,
         before_second,
         "the run compiled before the edit runs as compiled"
     );
@@ -642,7 +536,7 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
     )
     .await
     .unwrap();
-    let third = run_phase(&runs, "third", "Succeeded").await;
+    let third = run_phase(runs, "third", "Succeeded").await;
     let history = nodes.get("rpc").await.unwrap().status.unwrap().plan_history;
     let tasks_of = |run: &Value| {
         let id = run["planId"].as_str().unwrap().to_owned();
@@ -653,11 +547,14 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
     };
     assert!(tasks_of(&second).is_some() && tasks_of(&third).is_some());
     assert_eq!(
-        validations().await,
+        f.validations().await,
         before_second + 1,
         "the run created after the edit validates the config"
     );
+}
 
+async fn bad_runs_fail_saying_why(f: &Fixture) {
+    let (_ns, _sim, _templates, runs, _nodes) = (&f.ns, &f.sim, &f.templates, &f.runs, &f.nodes);
     // A run of an unknown param fails with the field named; a run against a missing node fails too.
     runs.create(
         &PostParams::default(),
@@ -665,7 +562,7 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
     )
     .await
     .unwrap();
-    let typo = run_phase(&runs, "typo", "Failed").await;
+    let typo = run_phase(runs, "typo", "Failed").await;
     assert!(
         typo["message"]
             .as_str()
@@ -679,7 +576,7 @@ async fn templates_reload_and_runs_execute_as_their_targets_plan() {
     )
     .await
     .unwrap();
-    run_phase(&runs, "ghost", "Failed").await;
+    run_phase(runs, "ghost", "Failed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,17 +652,15 @@ async fn last_workflow(nodes: &Api<SeiNode>, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_disables_or_overrides_a_builtin_and_selector_runs_fan_out() {
-    let Some(ns) = setup("e2e-swt-override").await else {
+    let Some(f) = Fixture::start("e2e-swt-override", Duration::from_millis(50)).await else {
         return;
     };
-    let sim = Sim::start(Duration::from_millis(50), vec![]).await;
-    let _op = Operator::start(ns.env(), ns.name(), &sim, &[]);
-    let (templates, runs, nodes) = (
-        ns.api::<WorkflowTemplate>(),
-        ns.api::<WorkflowRun>(),
-        ns.api::<SeiNode>(),
-    );
+    a_builtin_is_disabled_then_overridden(&f).await;
+    a_selector_run_fans_out_with_max_parallel(&f).await;
+}
 
+async fn a_builtin_is_disabled_then_overridden(f: &Fixture) {
+    let (templates, nodes) = (&f.templates, &f.nodes);
     // Disabled: a new node gets no node-init plan in this namespace.
     templates
         .create(
@@ -778,7 +673,7 @@ async fn a_namespace_disables_or_overrides_a_builtin_and_selector_runs_fan_out()
         )
         .await
         .unwrap();
-    let (status, message, _) = valid_condition(&templates, "no-init").await;
+    let (status, message, _) = valid_condition(templates, "no-init").await;
     assert_eq!(status, "True", "{message}");
     nodes
         .create(
@@ -789,7 +684,7 @@ async fn a_namespace_disables_or_overrides_a_builtin_and_selector_runs_fan_out()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        last_workflow(&nodes, "held").await,
+        last_workflow(nodes, "held").await,
         None,
         "node-init is disabled here"
     );
@@ -810,11 +705,14 @@ async fn a_namespace_disables_or_overrides_a_builtin_and_selector_runs_fan_out()
         .replace("no-init", &PostParams::default(), &init)
         .await
         .unwrap();
-    sei_tests::wait_for(&nodes, "held", in_phase("Running"), WAIT)
+    sei_tests::wait_for(nodes, "held", in_phase("Running"), WAIT)
         .await
         .unwrap();
-    assert_eq!(last_workflow(&nodes, "held").await.as_deref(), Some("no-init"));
+    assert_eq!(last_workflow(nodes, "held").await.as_deref(), Some("no-init"));
+}
 
+async fn a_selector_run_fans_out_with_max_parallel(f: &Fixture) {
+    let (templates, runs, nodes) = (&f.templates, &f.runs, &f.nodes);
     // A selector run: one plan per matching node, at most maxParallel (1) at once, in name order.
     for name in ["batch-a", "batch-b"] {
         let mut node = seinode(name, &full_node_spec("seid:v1"));
@@ -822,7 +720,7 @@ async fn a_namespace_disables_or_overrides_a_builtin_and_selector_runs_fan_out()
         nodes.create(&PostParams::default(), &node).await.unwrap();
     }
     for name in ["batch-a", "batch-b"] {
-        sei_tests::wait_for(&nodes, name, in_phase("Running"), WAIT)
+        sei_tests::wait_for(nodes, name, in_phase("Running"), WAIT)
             .await
             .unwrap();
     }
@@ -833,7 +731,7 @@ async fn a_namespace_disables_or_overrides_a_builtin_and_selector_runs_fan_out()
         )
         .await
         .unwrap();
-    valid_condition(&templates, "set-log-level").await;
+    valid_condition(templates, "set-log-level").await;
     let fan_out: WorkflowRun = serde_json::from_value(json!({
         "apiVersion": "sei.io/v1alpha1", "kind": "WorkflowRun", "metadata": {"name": "fan-out"},
         "spec": {"workflowRef": {"name": "set-log-level"}, "maxParallel": 1,
@@ -842,7 +740,7 @@ async fn a_namespace_disables_or_overrides_a_builtin_and_selector_runs_fan_out()
     }))
     .unwrap();
     runs.create(&PostParams::default(), &fan_out).await.unwrap();
-    let done = run_phase(&runs, "fan-out", "Succeeded").await;
+    let done = run_phase(runs, "fan-out", "Succeeded").await;
     let targets = done["targets"].as_array().unwrap();
     assert_eq!(
         targets
@@ -870,4 +768,60 @@ async fn a_namespace_disables_or_overrides_a_builtin_and_selector_runs_fan_out()
         b_start >= a_end,
         "maxParallel 1: batch-b started at {b_start:?}, before batch-a ended at {a_end:?}"
     );
+}
+
+#[tokio::test]
+async fn the_webhook_component_builds_and_wires_the_operator() {
+    let Some((env, _)) = sei_tests::cluster().await else {
+        return;
+    };
+    let kubectl = env
+        .vars
+        .get("SEI_CLUSTER_BIN")
+        .map_or_else(|| "kubectl".to_owned(), |bin| format!("{bin}/kubectl"));
+    // An overlay as a user writes it: the base plus the component.
+    let root = sei_tests::workspace_root();
+    let overlay = root
+        .join("target")
+        .join(format!("webhook-overlay-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "resources: [../../deploy]\ncomponents: [../../deploy/webhook]\n",
+    )
+    .unwrap();
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&overlay).ok();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
+    let hook = &find("ValidatingWebhookConfiguration")["webhooks"][0];
+    assert_eq!(
+        hook["clientConfig"]["service"]["path"],
+        sei_operator::webhook::TEMPLATE_PATH
+    );
+    assert_eq!(hook["rules"][0]["resources"][0], "workflowtemplates");
+    let container = &find("Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let env_names: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(
+        env_names.contains(&"SEI_WEBHOOK_ADDR") && env_names.contains(&"SEI_WEBHOOK_CERT_DIR"),
+        "{env_names:?}"
+    );
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "sei-operator-webhook")
+        .unwrap();
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "webhook");
 }

@@ -51,7 +51,16 @@ const SIDECAR_TASKS: &[&str] = &[
     "upload-genesis-artifacts",
     "assemble-and-upload-genesis",
     "set-genesis-peers",
+    "stop-seid",
+    "restart-seid",
+    "reset-data",
+    "await-condition",
+    "gov-vote",
+    "gov-software-upgrade",
+    "gov-param-change",
+    "snapshot-now",
 ];
+const GOV_TASKS: &[&str] = &["gov-vote", "gov-software-upgrade", "gov-param-change"];
 const KUBE_TASKS: &[&str] = &[
     "ensure-data-pvc",
     "apply-statefulset",
@@ -142,6 +151,40 @@ impl Sim {
         let (status, v) = self.get("/admin/tasks").await;
         assert_eq!(status, 200);
         v.as_array().cloned().unwrap_or_default()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("http://{}{path}", self.addr))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "POST {path} {body}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// The simulated chain: height, every broadcast tx, proposals (`GET /admin/chain`).
+    async fn chain(&self) -> Value {
+        self.get("/admin/chain").await.1
+    }
+
+    /// The txs node `name` broadcast.
+    async fn txs_of(&self, name: &str) -> Vec<Value> {
+        let node = format!("{NS}/{name}");
+        self.chain().await["txs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["node"] == node.as_str())
+            .cloned()
+            .collect()
+    }
+
+    /// seid of node `name` as its RPC reports it (`GET /admin/nodes/NS/NAME/seid`).
+    async fn seid(&self, name: &str) -> Value {
+        self.get(&format!("/admin/nodes/{NS}/{name}/seid")).await.1
     }
 
     async fn fault(&self, body: Value) {
@@ -389,6 +432,14 @@ where
     }
 }
 
+/// The sidecar's name of a catalogue task type (`snapshot-now` is seictl's `snapshot-upload-once`).
+fn wire_type(task_type: &str) -> &str {
+    match task_type {
+        "snapshot-now" => "snapshot-upload-once",
+        other => other,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // The catalogue as a whole
 
@@ -407,7 +458,7 @@ fn every_registered_task_type_is_exercised_by_this_file() {
     );
     for t in SIDECAR_TASKS {
         assert!(
-            sei_tests::sim::TASK_TYPES.contains(t),
+            sei_tests::sim::TASK_TYPES.contains(&wire_type(t)),
             "the simulator does not execute {t}"
         );
     }
@@ -570,6 +621,18 @@ fn valid_params(task_type: &str) -> Value {
         }
         "upload-genesis-artifacts" => json!({"nodeName": "n"}),
         "assemble-and-upload-genesis" => json!({"chainId": CHAIN, "namespace": NS, "nodes": ["n"]}),
+        "await-condition" => json!({"condition": "height", "targetHeight": 1}),
+        "gov-vote" => json!({"proposalId": 1, "option": "yes", "fees": "4000usei", "gas": 200_000}),
+        "gov-software-upgrade" => json!({
+            "title": "v2", "description": "upgrade to v2", "upgradeName": "v2", "upgradeHeight": 1_000_000_000,
+            "initialDeposit": "10000000usei", "fees": "4000usei", "gas": 300_000,
+        }),
+        "gov-param-change" => json!({
+            "title": "more validators", "description": "raise MaxValidators",
+            "changes": [{"subspace": "staking", "key": "MaxValidators", "value": 150}],
+            "initialDeposit": "10000000usei", "fees": "4000usei", "gas": 300_000,
+        }),
+        "snapshot-now" => json!({"chainId": CHAIN}),
         _ => json!({}),
     }
 }
@@ -580,8 +643,10 @@ async fn a_failed_sidecar_task_fails_the_attempt_as_transient_and_a_new_attempt_
     let cx = context(offline_client(), &sim.url_template(), PlatformConfig::default());
     for task_type in SIDECAR_TASKS {
         let node = format!("fail-{task_type}");
-        sim.fault(json!({"kind": "fail", "task": task_type, "node": format!("{NS}/{node}"), "count": 1}))
-            .await;
+        sim.fault(
+            json!({"kind": "fail", "task": wire_type(task_type), "node": format!("{NS}/{node}"), "count": 1}),
+        )
+        .await;
         let t = task(task_type);
         let inv = sidecar_invocation(&node, task_type, valid_params(task_type));
         assert_eq!(t.start(&cx, &inv).await, Outcome::Accepted, "{task_type}");
@@ -767,6 +832,400 @@ async fn polling_a_key_the_sidecar_never_received_is_not_found_and_a_cancelled_t
     assert_eq!(t.poll(&cx, &inv).await, Outcome::Running);
     t.cancel(&cx, &inv).await;
     assert_eq!(t.poll(&cx, &inv).await, Outcome::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Day-2 sidecar tasks (issue 12, item 5)
+
+/// Attempt `attempt` of run `task_type` in plan `plan`, with the keys the engine derives and an owner snapshot
+/// whose `status.plan.id` is `plan` (what a gov task derives the earlier attempts' keys from).
+fn attempt_invocation(node: &str, task_type: &str, params: Value, plan: Uuid, attempt: u32) -> Invocation {
+    let mut inv = invocation(
+        NS,
+        "SeiNode",
+        node,
+        task_type,
+        params,
+        json!({"status": {"plan": {"id": plan}}}),
+    );
+    inv.task.attempt = attempt;
+    inv.task.key = sei_engine::idempotency_key(plan, task_type, attempt);
+    inv
+}
+
+#[tokio::test]
+async fn stop_reset_and_restart_each_run_once_and_reset_data_refuses_while_seid_runs() {
+    let sim = Sim::start().await;
+    let cx = context(offline_client(), &sim.url_template(), PlatformConfig::default());
+    let node = "resync-0";
+    sim.post("/admin/chain", json!({"height": 500, "blockTime": "0s"}))
+        .await;
+
+    // reset-data on a running seid: the sidecar refuses (it would wipe a live database).
+    let t = task("reset-data");
+    let inv = sidecar_invocation(node, "reset-data", json!({}));
+    assert_eq!(t.start(&cx, &inv).await, Outcome::Accepted);
+    let e = failure(poll_until_settled(t.as_ref(), &cx, &inv).await);
+    assert_eq!(e.class, ErrorClass::Transient, "{}", e.message);
+    assert!(e.message.contains("stop-seid first"), "{}", e.message);
+    assert_eq!(sim.seid(node).await["height"], 500, "nothing was wiped");
+
+    // A stop that fails (fault) leaves seid running.
+    sim.fault(json!({"kind": "fail", "task": "stop-seid", "node": format!("{NS}/{node}")}))
+        .await;
+    let t = task("stop-seid");
+    let inv = sidecar_invocation(node, "stop-seid", json!({}));
+    assert_eq!(t.start(&cx, &inv).await, Outcome::Accepted);
+    failure(poll_until_settled(t.as_ref(), &cx, &inv).await);
+    assert_eq!(sim.seid(node).await["running"], true);
+
+    let out = run_once_started_twice(&sim, &cx, node, "stop-seid", json!({})).await;
+    assert_eq!(out["height"], 500);
+    assert_eq!(sim.seid(node).await["running"], false, "seid is stopped");
+
+    let out = run_once_started_twice(&sim, &cx, node, "reset-data", json!({})).await;
+    assert_eq!(out["wipedBytes"], 500 * 4096, "the data of 500 blocks was wiped");
+    assert_eq!(sim.seid(node).await["height"], 0);
+
+    let out = run_once_started_twice(&sim, &cx, node, "restart-seid", json!({})).await;
+    assert_eq!(out["restarts"], 1);
+    assert_eq!(out["catchingUp"], true, "a wiped node syncs again");
+    let seid = sim.seid(node).await;
+    assert_eq!(seid["running"], true, "{seid}");
+
+    // ... and await-condition catchingUp waits until it is caught up.
+    let out = run_once_started_twice(
+        &sim,
+        &cx,
+        node,
+        "await-condition",
+        json!({"condition": "catchingUp"}),
+    )
+    .await;
+    assert_eq!(out["catchingUp"], false);
+    assert_eq!(out["observedValue"], 500);
+    assert_eq!(sim.seid(node).await["catchingUp"], false);
+}
+
+#[tokio::test]
+async fn await_condition_runs_until_the_height_is_reached_then_stops_seid_when_asked() {
+    let sim = Sim::start().await;
+    let cx = context(offline_client(), &sim.url_template(), PlatformConfig::default());
+    let node = "upgrader-0";
+    sim.post("/admin/chain", json!({"height": 100, "blockTime": "0s"}))
+        .await;
+
+    let t = task("await-condition");
+    let inv = sidecar_invocation(
+        node,
+        "await-condition",
+        json!({"condition": "height", "targetHeight": 120, "action": "SIGTERM_SEID"}),
+    );
+    assert_eq!(t.start(&cx, &inv).await, Outcome::Accepted);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        t.poll(&cx, &inv).await,
+        Outcome::Running,
+        "a halted chain at 100 never reaches 120"
+    );
+    assert_eq!(
+        t.start(&cx, &inv).await,
+        Outcome::Running,
+        "a repeated start adopts the waiting attempt"
+    );
+
+    // The chain moves on (a block every 10 ms): the condition holds at 120 and seid stops right there.
+    sim.post("/admin/chain", json!({"blockTime": "10ms"})).await;
+    let out = outputs(poll_until_settled(t.as_ref(), &cx, &inv).await);
+    let seen = out["observedValue"].as_u64().unwrap();
+    assert!(seen >= 120, "observed {seen}");
+    let seid = sim.seid(node).await;
+    assert_eq!(seid["running"], false, "SIGTERM_SEID stopped seid: {seid}");
+    assert_eq!(seid["height"], seen, "seid stopped at the height observed");
+    assert_eq!(sim.executions(NS, node, inv.task.key).await, 1);
+
+    // A height condition without a height is refused before anything reaches the sidecar.
+    let bad = sidecar_invocation(node, "await-condition", json!({"condition": "height"}));
+    let e = failure(t.start(&cx, &bad).await);
+    assert_eq!(e.class, ErrorClass::Invalid);
+    assert!(
+        e.message.contains("await-condition") && e.message.contains("targetHeight"),
+        "names the task and the field: {}",
+        e.message
+    );
+    let bad = sidecar_invocation(node, "await-condition", json!({"condition": "blockTime"}));
+    let e = failure(t.start(&cx, &bad).await);
+    assert!(
+        e.message.contains("invalid params for await-condition"),
+        "{}",
+        e.message
+    );
+    assert_eq!(sim.executions(NS, node, bad.task.key).await, 0);
+}
+
+#[tokio::test]
+async fn gov_tasks_started_twice_under_one_key_broadcast_once_and_report_their_tx() {
+    let sim = Sim::start().await;
+    let cx = context(offline_client(), &sim.url_template(), PlatformConfig::default());
+    let node = "val-0";
+
+    let out = run_once_started_twice(
+        &sim,
+        &cx,
+        node,
+        "gov-software-upgrade",
+        valid_params("gov-software-upgrade"),
+    )
+    .await;
+    assert_eq!(out["inclusionStatus"], "committed_ok", "{out:?}");
+    assert_eq!(out["code"], 0);
+    assert_eq!(out["proposalId"], 1);
+    assert!(out["height"].as_u64().unwrap() > 1);
+    let upgrade_tx = out["txHash"].as_str().unwrap().to_owned();
+
+    let out = run_once_started_twice(
+        &sim,
+        &cx,
+        node,
+        "gov-param-change",
+        valid_params("gov-param-change"),
+    )
+    .await;
+    assert_eq!(out["proposalId"], 2);
+    assert_eq!(out["inclusionStatus"], "committed_ok");
+
+    let vote = json!({"proposalId": 1, "option": "no-with-veto", "memo": "fleet vote", "fees": "4000usei", "gas": 200_000});
+    let out = run_once_started_twice(&sim, &cx, node, "gov-vote", vote).await;
+    assert_eq!(out["inclusionStatus"], "committed_ok");
+    assert!(!out.contains_key("proposalId"), "a vote creates no proposal");
+
+    let chain = sim.chain().await;
+    let txs = chain["txs"].as_array().unwrap();
+    assert_eq!(
+        txs.len(),
+        3,
+        "one broadcast per task, though each was started three times: {chain}"
+    );
+    assert_eq!(txs[0]["txHash"], upgrade_tx.as_str());
+    assert!(
+        txs[2]["memo"].as_str().unwrap().starts_with("fleet vote taskID="),
+        "the sidecar appends the task id to the memo: {}",
+        txs[2]["memo"]
+    );
+    let proposals = chain["proposals"].as_array().unwrap();
+    assert_eq!(proposals.len(), 2);
+    assert_eq!(proposals[0]["votes"][format!("{NS}/{node}")], "no_with_veto");
+}
+
+#[tokio::test]
+async fn a_gov_tx_rejected_on_chain_fails_terminally_with_its_code() {
+    let sim = Sim::start().await;
+    let cx = context(offline_client(), &sim.url_template(), PlatformConfig::default());
+    let node = "val-1";
+
+    // A vote on a proposal that does not exist: included with gov code 2.
+    let t = task("gov-vote");
+    let inv = sidecar_invocation(node, "gov-vote", valid_params("gov-vote"));
+    assert_eq!(t.start(&cx, &inv).await, Outcome::Accepted);
+    let e = failure(poll_until_settled(t.as_ref(), &cx, &inv).await);
+    assert_eq!(e.class, ErrorClass::Terminal, "{}", e.message);
+    assert!(
+        e.message.contains("code 2") && e.message.contains("committed_failed"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("unknown proposal"), "{}", e.message);
+
+    // An upgrade height already passed: sdk code 18.
+    sim.post("/admin/chain", json!({"height": 5000, "blockTime": "0s"}))
+        .await;
+    let mut params = valid_params("gov-software-upgrade");
+    params["upgradeHeight"] = json!(4000);
+    let t = task("gov-software-upgrade");
+    let inv = sidecar_invocation(node, "gov-software-upgrade", params);
+    assert_eq!(t.start(&cx, &inv).await, Outcome::Accepted);
+    let e = failure(poll_until_settled(t.as_ref(), &cx, &inv).await);
+    assert_eq!(e.class, ErrorClass::Terminal);
+    assert!(
+        e.message.contains("code 18") && e.message.contains("in the past"),
+        "{}",
+        e.message
+    );
+
+    // An injected on-chain failure (out of gas) of a param change.
+    sim.fault(json!({"kind": "tx-code", "code": 11, "error": "out of gas in location: WriteFlat", "task": "gov-param-change"}))
+        .await;
+    let t = task("gov-param-change");
+    let inv = sidecar_invocation(node, "gov-param-change", valid_params("gov-param-change"));
+    assert_eq!(t.start(&cx, &inv).await, Outcome::Accepted);
+    let e = failure(poll_until_settled(t.as_ref(), &cx, &inv).await);
+    assert_eq!(e.class, ErrorClass::Terminal);
+    assert!(e.message.contains("out of gas"), "{}", e.message);
+    let chain = sim.chain().await;
+    assert_eq!(
+        chain["txs"].as_array().unwrap().len(),
+        3,
+        "rejected txs are on chain too"
+    );
+    assert_eq!(chain["proposals"], json!([]), "but none created a proposal");
+}
+
+/// The operator crashed after submitting (its journal never recorded the start), while the sidecar's broadcast
+/// was accepted but not seen included: the sidecar task failed with `inclusionStatus: pending`, and the chain
+/// included the tx anyway. The repeated start of the same attempt must adopt that failure: re-submitting the
+/// key would make the sidecar execute the failed id again, i.e. broadcast a second proposal or vote.
+#[tokio::test]
+async fn a_repeated_start_of_a_gov_attempt_whose_tx_is_pending_does_not_broadcast_again() {
+    let sim = Sim::start().await;
+    let cx = context(offline_client(), &sim.url_template(), PlatformConfig::default());
+    for task_type in GOV_TASKS {
+        let node = format!("pending-{task_type}");
+        sim.fault(json!({"kind": "tx-pending", "task": task_type, "node": format!("{NS}/{node}")}))
+            .await;
+        let t = task(task_type);
+        let inv = sidecar_invocation(&node, task_type, valid_params(task_type));
+        assert_eq!(t.start(&cx, &inv).await, Outcome::Accepted, "{task_type}");
+        let e = failure(poll_until_settled(t.as_ref(), &cx, &inv).await);
+        assert_eq!(e.class, ErrorClass::Transient, "{task_type}: {}", e.message);
+        assert!(e.message.contains("pending"), "{task_type}: {}", e.message);
+
+        // The operator restarts and delivers the same start again; whatever that did has settled once a poll
+        // settles, and only then are the chain's txs counted.
+        let again = t.start(&cx, &inv).await;
+        poll_until_settled(t.as_ref(), &cx, &inv).await;
+        assert_eq!(
+            sim.txs_of(&node).await.len(),
+            1,
+            "{task_type}: a repeated start of the same attempt must not broadcast a second tx"
+        );
+        assert_eq!(sim.executions(NS, &node, inv.task.key).await, 1, "{task_type}");
+        let again = failure(again);
+        assert!(
+            again.message.contains("pending"),
+            "{task_type}: {}",
+            again.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_new_attempt_of_a_proposal_adopts_a_committed_tx_and_never_resubmits_one_in_doubt() {
+    let sim = Sim::start().await;
+    let cx = context(offline_client(), &sim.url_template(), PlatformConfig::default());
+    let plan = Uuid::new_v4();
+    let kind = "gov-software-upgrade";
+
+    // Attempt 1 committed, but the engine gave up on it first (its timeout): attempt 2 adopts its tx.
+    let node = "val-committed";
+    let t = task(kind);
+    let first = attempt_invocation(node, kind, valid_params(kind), plan, 1);
+    assert_eq!(t.start(&cx, &first).await, Outcome::Accepted);
+    let committed = outputs(poll_until_settled(t.as_ref(), &cx, &first).await);
+    let second = attempt_invocation(node, kind, valid_params(kind), plan, 2);
+    let adopted = outputs(t.start(&cx, &second).await);
+    assert_eq!(adopted["txHash"], committed["txHash"]);
+    assert_eq!(adopted["proposalId"], committed["proposalId"]);
+    assert_eq!(adopted["adoptedFromAttempt"], 1);
+    assert_eq!(sim.txs_of(node).await.len(), 1, "attempt 2 broadcast nothing");
+    assert_eq!(sim.executions(NS, node, second.task.key).await, 0);
+
+    // Attempt 1's tx is pending (it did land): attempt 2 refuses to propose again, naming the tx.
+    let node = "val-in-doubt";
+    sim.fault(json!({"kind": "tx-pending", "task": kind, "node": format!("{NS}/{node}")}))
+        .await;
+    let first = attempt_invocation(node, kind, valid_params(kind), plan, 1);
+    assert_eq!(t.start(&cx, &first).await, Outcome::Accepted);
+    failure(poll_until_settled(t.as_ref(), &cx, &first).await);
+    let tx = sim.txs_of(node).await[0]["txHash"].as_str().unwrap().to_owned();
+    let third = attempt_invocation(node, kind, valid_params(kind), plan, 3);
+    let e = failure(t.start(&cx, &third).await);
+    assert_eq!(e.class, ErrorClass::Terminal, "{}", e.message);
+    assert!(
+        e.message.contains(&tx) && e.message.contains("attempt 1"),
+        "{}",
+        e.message
+    );
+    assert_eq!(sim.txs_of(node).await.len(), 1, "no second proposal");
+
+    // Attempt 1 still running on the sidecar: attempt 2 waits (no observation) instead of proposing beside it.
+    let node = "val-slow";
+    sim.fault(json!({"kind": "duration", "task": kind, "node": format!("{NS}/{node}"), "delay": "30s"}))
+        .await;
+    let first = attempt_invocation(node, kind, valid_params(kind), plan, 1);
+    assert_eq!(t.start(&cx, &first).await, Outcome::Accepted);
+    let second = attempt_invocation(node, kind, valid_params(kind), plan, 2);
+    assert!(matches!(t.start(&cx, &second).await, Outcome::Unavailable(_)));
+    assert_eq!(sim.executions(NS, node, second.task.key).await, 0);
+
+    // Attempt 1 failed before broadcasting (no tx): attempt 2 proposes, once.
+    let node = "val-retry";
+    sim.fault(json!({"kind": "fail", "task": kind, "node": format!("{NS}/{node}")}))
+        .await;
+    let first = attempt_invocation(node, kind, valid_params(kind), plan, 1);
+    assert_eq!(t.start(&cx, &first).await, Outcome::Accepted);
+    failure(poll_until_settled(t.as_ref(), &cx, &first).await);
+    assert_eq!(sim.txs_of(node).await.len(), 0);
+    let second = attempt_invocation(node, kind, valid_params(kind), plan, 2);
+    assert_eq!(t.start(&cx, &second).await, Outcome::Accepted);
+    assert_eq!(
+        outputs(poll_until_settled(t.as_ref(), &cx, &second).await)["inclusionStatus"],
+        "committed_ok"
+    );
+    assert_eq!(sim.txs_of(node).await.len(), 1);
+
+    // A vote in doubt is cast again: a second identical vote only replaces the first.
+    let node = "val-vote";
+    run_once_started_twice(
+        &sim,
+        &cx,
+        node,
+        "gov-software-upgrade",
+        valid_params("gov-software-upgrade"),
+    )
+    .await;
+    sim.fault(json!({"kind": "tx-pending", "task": "gov-vote", "node": format!("{NS}/{node}")}))
+        .await;
+    let t = task("gov-vote");
+    let first = attempt_invocation(node, "gov-vote", valid_params("gov-vote"), plan, 1);
+    assert_eq!(t.start(&cx, &first).await, Outcome::Accepted);
+    failure(poll_until_settled(t.as_ref(), &cx, &first).await);
+    let second = attempt_invocation(node, "gov-vote", valid_params("gov-vote"), plan, 2);
+    assert_eq!(t.start(&cx, &second).await, Outcome::Accepted);
+    assert_eq!(
+        outputs(poll_until_settled(t.as_ref(), &cx, &second).await)["inclusionStatus"],
+        "committed_ok"
+    );
+}
+
+#[tokio::test]
+async fn snapshot_now_uploads_the_snapshot_at_the_node_height_once_and_fails_on_a_wiped_node() {
+    let sim = Sim::start().await;
+    let cx = context(offline_client(), &sim.url_template(), PlatformConfig::default());
+    let node = "archive-0";
+    sim.post("/admin/chain", json!({"height": 7777, "blockTime": "0s"}))
+        .await;
+    let out = run_once_started_twice(&sim, &cx, node, "snapshot-now", json!({"chainId": CHAIN})).await;
+    let key = format!("{CHAIN}/state-sync/7777.tar.gz");
+    assert_eq!(out["key"], key.as_str());
+    assert_eq!(out["height"], 7777);
+    assert!(!sim.bucket_file(&key).is_empty(), "the snapshot is in the bucket");
+    let seen: Vec<Value> = sim.tasks().await;
+    assert!(
+        seen.iter().any(|t| t["type"] == "snapshot-upload-once"),
+        "submitted under seictl's name"
+    );
+
+    run_once_started_twice(&sim, &cx, node, "stop-seid", json!({})).await;
+    run_once_started_twice(&sim, &cx, node, "reset-data", json!({})).await;
+    let t = task("snapshot-now");
+    let inv = sidecar_invocation(node, "snapshot-now", json!({"chainId": CHAIN}));
+    assert_eq!(t.start(&cx, &inv).await, Outcome::Accepted);
+    let e = failure(poll_until_settled(t.as_ref(), &cx, &inv).await);
+    assert!(
+        e.message.contains("snapshot-now") && e.message.contains("no local snapshot"),
+        "{}",
+        e.message
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -558,7 +558,7 @@ impl Template {
             None if self.disabled => {
                 return Err(self.workflow.invalid(
                     "disabled",
-                    "needs `overrides`: the built-in workflow to disable in this namespace".to_owned(),
+                    "needs overrides: the built-in workflow to disable in this namespace".to_owned(),
                 ));
             }
             _ => {}

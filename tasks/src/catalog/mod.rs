@@ -1,4 +1,6 @@
-//! The task catalogue: every task type the built-in workflows use.
+//! The task catalogue: every task type the built-in workflows use, and the day-2 operations user workflows
+//! use (`stop-seid`, `restart-seid`, `reset-data`, `await-condition`, `gov-vote`, `gov-software-upgrade`,
+//! `gov-param-change`, `snapshot-now`; their params, outputs and idempotency are in [`sidecar`]).
 
 pub mod fleet;
 pub mod kube;

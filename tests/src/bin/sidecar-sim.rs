@@ -33,8 +33,8 @@ SIDECAR API (per node, prefix /NS/NAME)
   GET    /v0/node-id        {\"nodeId\": hex(SHA-256(ed25519 pubkey)[:20])}; 500 until generate-identity ran
 
 TASK TYPES (each stays running for --task-duration, then):
-  snapshot-restore, config-apply, config-patch (needs params.files), config-validate, configure-state-sync,
-  stop-seid, restart-seid, reset-data, await-condition       succeed
+  snapshot-restore, config-apply, config-patch (needs params.files), config-validate, configure-state-sync
+                                                             succeed
   mark-ready / mark-not-ready                                set / clear the ready flag
   generate-identity {chainId, moniker}                       creates the node key; result {nodeId}
   generate-gentx {chainId?, stakingAmount, accountBalance}   signs a gentx with the node key
@@ -48,7 +48,24 @@ TASK TYPES (each stays running for --task-duration, then):
                                                              (naming both hashes) or while it is missing on a
                                                              ceremony node; other nodes use an embedded genesis
   set-genesis-peers {chainId?}                               reads CHAIN/peers.json; result {peers} without self
-  chainId defaults to the one given to generate-identity.
+  stop-seid                                                  stops the node's seid (its RPC stops answering);
+                                                             result {stopped, height}; a no-op when stopped
+  restart-seid                                               starts seid again; after reset-data it reports
+                                                             catching_up for 2s; result {height, restarts}
+  reset-data                                                 fails while seid runs; result {wipedBytes}
+  await-condition {condition: height|catchingUp, targetHeight?, action?: SIGTERM_SEID}
+                                                             stays running until the node's height >= target
+                                                             (or it is caught up), then runs the action;
+                                                             result {observedValue, height}
+  gov-vote {proposalId, option, memo?, keyName?, ...}        one broadcast per execution, memo + taskID=ID;
+  gov-software-upgrade {title, upgradeName, upgradeHeight,   result {txHash, height, proposalId?, code,
+                        ...}                                 codespace, rawLog, inclusionStatus}; a vote on an
+  gov-param-change {title, changes: [..], ...}               unknown proposal (code 2) or an upgrade height not
+                                                             in the future (code 18) fails committed_failed
+  snapshot-upload-once {chainId?}                            (the catalogue's snapshot-now) writes
+                                                             CHAIN/state-sync/HEIGHT.tar.gz; result {height, key}
+  chainId defaults to the one given to generate-identity. The chain starts at height 1 and makes a block every
+  400ms (see /admin/chain); every node's seid starts running at the chain's height.
   Node keys are derived from (namespace, name): seed = SHA-256(\"sei-sidecar-sim/node-key/v1\" 0 NS 0 NAME), so a
   node keeps its id across simulator restarts, as a real node keeps node_key.json on its volume.
 
@@ -60,10 +77,14 @@ FAULTS
                                   shorter than this sees a timeout); with a TYPE, requests about such tasks
   --duration SELECTOR=DURATION    selected tasks stay running this long
   --http-status SELECTOR=CODE[:N] selected sidecar requests answer CODE (e.g. 503) N times (default: until cleared)
+  Through the admin API only: tx-code (the next gov broadcast is included with ABCI \"code\" and raw log
+  \"error\": committed_failed) and tx-pending (accepted, not included while the sidecar waits: the task fails
+  with inclusionStatus pending, and the chain includes the tx anyway). `percent` and `firstRun` filter fail,
+  tx-code and tx-pending.
 
 ADMIN API (never authenticated)
   GET    /admin/faults                 installed faults with their remaining counts
-  POST   /admin/faults                 a fault or a list: {\"kind\": \"fail\"|\"latency\"|\"duration\"|\"status\",
+  POST   /admin/faults                 a fault or a list: {\"kind\": \"fail\"|\"latency\"|\"duration\"|\"status\"|\"tx-code\"|\"tx-pending\",
                                        \"task\"?: TYPE, \"node\"?: \"NS/NAME\", \"count\"?: N, \"delay\"?: \"2s\",
                                        \"code\"?: 503, \"error\"?: MESSAGE, \"result\"?: {...}} -> 201
   DELETE /admin/faults                 removes every fault -> 204
@@ -74,6 +95,11 @@ ADMIN API (never authenticated)
                                        unauthorized, restarts, executions: {ID: N}, tasks: [... +executions,
                                        lastTraceparent]}; 404 for a node never used
   GET    /admin/tasks                  every task of every node with its executions and last traceparent
+  GET    /admin/chain                  {height, blockTime, txs: [{txHash, type, node, taskId, run, memo, height,
+                                       code}], proposals: [{proposalId, type, title, votes}]}: every broadcast
+  POST   /admin/chain                  {\"height\"?: N, \"blockTime\"?: \"400ms\" (\"0s\" halts the chain)}
+  GET    /admin/nodes/NS/NAME/seid     {running, height, catchingUp, restarts}
+  POST   /admin/nodes/NS/NAME/seid     {\"running\"?: bool, \"catchingUpFor\"?: \"5s\", \"lag\"?: N}
 
 EXAMPLES
   sidecar-sim --listen 127.0.0.1:7777 --bucket-dir /tmp/genesis-bucket

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::faults::{Action, NodeRef};
 use super::genesis::{self, Assembly};
+use super::ops;
 use super::state::{Identity, Node, Sim, Status};
 
 /// How often a waiting `assemble-and-upload-genesis` looks at the bucket again.
@@ -16,7 +17,7 @@ const ASSEMBLE_POLL: Duration = Duration::from_millis(100);
 
 type Apply = Box<dyn FnOnce(&mut Node) + Send>;
 
-enum Outcome {
+pub(super) enum Outcome {
     Completed {
         result: Option<Value>,
         apply: Option<Apply>,
@@ -29,18 +30,21 @@ enum Outcome {
     Abandoned,
 }
 
-fn completed(result: Option<Value>) -> Outcome {
+pub(super) fn completed(result: Option<Value>) -> Outcome {
     Outcome::Completed { result, apply: None }
 }
 
-fn completed_with(result: Option<Value>, apply: impl FnOnce(&mut Node) + Send + 'static) -> Outcome {
+pub(super) fn completed_with(
+    result: Option<Value>,
+    apply: impl FnOnce(&mut Node) + Send + 'static,
+) -> Outcome {
     Outcome::Completed {
         result,
         apply: Some(Box::new(apply)),
     }
 }
 
-fn failed(error: impl Into<String>) -> Outcome {
+pub(super) fn failed(error: impl Into<String>) -> Outcome {
     Outcome::Failed {
         error: error.into(),
         result: None,
@@ -185,8 +189,14 @@ async fn handle(
         "configure-state-sync" => completed(Some(
             json!({"rpcServers": params.get("rpcServers").cloned().unwrap_or(json!([]))}),
         )),
-        "reset-data" => completed(Some(json!({"wipedBytes": 0}))),
-        // stop-seid, restart-seid, await-condition: nothing to simulate beyond the task's duration.
+        "stop-seid" => ops::stop_seid(sim, node),
+        "restart-seid" => ops::restart_seid(sim, node),
+        "reset-data" => ops::reset_data(sim, node),
+        "await-condition" => ops::await_condition(sim, node, (id, run, epoch), params).await,
+        "gov-vote" | "gov-software-upgrade" | "gov-param-change" => {
+            ops::gov(sim, node, (id, run, epoch), task_type, params)
+        }
+        "snapshot-upload-once" => ops::snapshot_upload_once(sim, node, chain),
         _ => completed(None),
     }
 }

@@ -105,6 +105,17 @@ pub enum Action {
     },
     /// Selected sidecar requests are answered with this HTTP status and `{"error": "injected fault"}`.
     Status(u16),
+    /// The next selected tx broadcasts (gov tasks) are included with this non-zero code: on chain, changing
+    /// nothing; the task fails with `inclusionStatus: committed_failed`.
+    TxCode {
+        /// The ABCI code.
+        code: u32,
+        /// The raw log; a default names the fault.
+        log: Option<String>,
+    },
+    /// The next selected tx broadcasts are accepted but not included while the sidecar waits: the task fails
+    /// with `inclusionStatus: pending`, and the chain includes the tx afterwards (its effect happens).
+    TxPending,
 }
 
 /// An installed fault.
@@ -141,13 +152,15 @@ impl Fault {
 
 /// The JSON form of a fault (`POST /admin/faults`, and the listing of `GET /admin/faults`).
 ///
-/// `{"kind": "fail" | "latency" | "duration" | "status", "task"?: TYPE, "node"?: "NS/NAME", "count"?: N,
-///   "delay"?: "2s" (latency, duration), "code"?: 503 (status), "error"?: "...", "result"?: {...} (fail)}`.
-/// `count` defaults to 1 for `fail` and to unlimited for the others.
+/// `{"kind": "fail" | "latency" | "duration" | "status" | "tx-code" | "tx-pending", "task"?: TYPE,
+///   "node"?: "NS/NAME", "count"?: N, "delay"?: "2s" (latency, duration), "code"?: 503 (status; the ABCI code
+///   for tx-code), "error"?: "..." (fail; the raw log for tx-code), "result"?: {...} (fail)}`.
+/// `count` defaults to 1 for `fail`, `tx-code` and `tx-pending`, and to unlimited for the others; `percent`
+/// and `firstRun` apply to `fail`, `tx-code` and `tx-pending`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultSpec {
-    /// `fail`, `latency`, `duration` or `status`.
+    /// `fail`, `latency`, `duration`, `status`, `tx-code` or `tx-pending`.
     pub kind: String,
     /// Only tasks of this type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,7 +225,23 @@ impl FaultSpec {
                 }
                 (Action::Status(code), None)
             }
-            other => bail!("unknown fault kind {other:?} (fail, latency, duration, status)"),
+            "tx-code" => {
+                let code = self.code.ok_or_else(|| anyhow!("tx-code needs \"code\""))?;
+                if code == 0 {
+                    bail!("tx-code 0 is a success, not a fault");
+                }
+                (
+                    Action::TxCode {
+                        code: code.into(),
+                        log: self.error,
+                    },
+                    Some(1),
+                )
+            }
+            "tx-pending" => (Action::TxPending, Some(1)),
+            other => {
+                bail!("unknown fault kind {other:?} (fail, latency, duration, status, tx-code, tx-pending)")
+            }
         };
         Ok(Fault {
             id,
@@ -258,6 +287,12 @@ impl Fault {
                 "status".clone_into(&mut spec.kind);
                 spec.code = Some(*code);
             }
+            Action::TxCode { code, log } => {
+                "tx-code".clone_into(&mut spec.kind);
+                spec.code = u16::try_from(*code).ok();
+                spec.error.clone_from(log);
+            }
+            Action::TxPending => "tx-pending".clone_into(&mut spec.kind),
         }
         spec
     }
@@ -355,6 +390,31 @@ mod tests {
         assert_eq!(st.remaining, Some(3));
         assert!(parse_delay_flag("latency", "x=soon").is_err());
         assert!(parse_status_flag("x=999").unwrap().into_fault(5).is_err());
+    }
+
+    #[test]
+    fn tx_faults_parse_fire_once_by_default_and_round_trip() {
+        let spec: FaultSpec = serde_json::from_value(serde_json::json!({
+            "kind": "tx-code", "task": "gov-vote", "code": 11, "error": "out of gas", "firstRun": true
+        }))
+        .unwrap();
+        let fault = spec.into_fault(1).unwrap();
+        assert_eq!(
+            fault.action,
+            Action::TxCode {
+                code: 11,
+                log: Some("out of gas".into())
+            }
+        );
+        assert_eq!(fault.remaining, Some(1));
+        assert!(fault.applies_to(uuid::Uuid::nil(), 1) && !fault.applies_to(uuid::Uuid::nil(), 2));
+        let back = fault.to_spec();
+        assert_eq!((back.kind.as_str(), back.code), ("tx-code", Some(11)));
+        let pending: FaultSpec = serde_json::from_value(serde_json::json!({"kind": "tx-pending"})).unwrap();
+        assert_eq!(pending.into_fault(2).unwrap().action, Action::TxPending);
+        let zero: FaultSpec =
+            serde_json::from_value(serde_json::json!({"kind": "tx-code", "code": 0})).unwrap();
+        assert!(zero.into_fault(3).is_err(), "code 0 is not a failure");
     }
 
     #[test]

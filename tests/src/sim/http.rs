@@ -41,6 +41,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/admin/tasks", get(all_tasks))
         .route("/admin/executions", get(all_executions))
         .route("/admin/rbac-proxy", get(rbac_proxy_decisions))
+        .merge(super::ops::admin_routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(sim)
         .layer(axum::middleware::from_fn_with_state(

@@ -20,6 +20,7 @@ pub mod state;
 
 mod exec;
 mod http;
+mod ops;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
@@ -31,7 +31,180 @@ pub const TASK_TYPES: &[&str] = &[
     "restart-seid",
     "reset-data",
     "await-condition",
+    "gov-vote",
+    "gov-software-upgrade",
+    "gov-param-change",
+    "snapshot-upload-once",
 ];
+
+/// Time between simulated blocks until `POST /admin/chain` changes it (Sei's is about 400 ms).
+pub const DEFAULT_BLOCK_TIME: Duration = Duration::from_millis(400);
+
+/// The chain every virtual node belongs to: a block height that advances with time, the transactions the gov
+/// tasks broadcast, and the proposals they created. Heights are computed from the wall clock, so nothing ticks.
+#[derive(Debug)]
+pub struct Chain {
+    anchor_height: u64,
+    anchor_at: Instant,
+    /// Time between blocks; zero halts the chain.
+    pub block_time: Duration,
+    /// Every broadcast accepted by the chain, in order (included or still pending): the on-chain submissions
+    /// the durability tests count.
+    pub txs: Vec<Tx>,
+    /// Proposals by id (from 1).
+    pub proposals: BTreeMap<u64, Proposal>,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Self {
+            anchor_height: 1,
+            anchor_at: Instant::now(),
+            block_time: DEFAULT_BLOCK_TIME,
+            txs: Vec::new(),
+            proposals: BTreeMap::new(),
+        }
+    }
+}
+
+impl Chain {
+    /// The latest block height now.
+    pub fn height(&self) -> u64 {
+        if self.block_time.is_zero() {
+            return self.anchor_height;
+        }
+        let blocks = self.anchor_at.elapsed().as_nanos() / self.block_time.as_nanos();
+        self.anchor_height + u64::try_from(blocks).unwrap_or(u64::MAX / 2)
+    }
+
+    /// Sets the height (default: keep the current one) and the block time (default: keep it).
+    pub fn set(&mut self, height: Option<u64>, block_time: Option<Duration>) {
+        self.anchor_height = height.unwrap_or_else(|| self.height());
+        self.anchor_at = Instant::now();
+        if let Some(t) = block_time {
+            self.block_time = t;
+        }
+    }
+
+    /// The admin view (`GET /admin/chain`).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "height": self.height(),
+            "blockTime": humantime::format_duration(self.block_time).to_string(),
+            "txs": self.txs.iter().map(Tx::to_json).collect::<Vec<_>>(),
+            "proposals": self.proposals.values().map(Proposal::to_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A broadcast transaction.
+#[derive(Clone, Debug)]
+pub struct Tx {
+    /// Upper-case hex hash.
+    pub hash: String,
+    /// The task type that broadcast it.
+    pub kind: String,
+    /// The node whose sidecar signed it.
+    pub node: NodeRef,
+    /// The sidecar task id (also in the memo as `taskID=<id>`).
+    pub task_id: Uuid,
+    /// Which execution of that task id.
+    pub run: u32,
+    /// The memo as broadcast.
+    pub memo: String,
+    /// Inclusion height; `None` while pending.
+    pub height: Option<u64>,
+    /// ABCI code (0 = ok).
+    pub code: u32,
+    /// The raw log of a failed tx.
+    pub raw_log: String,
+    /// The proposal it created.
+    pub proposal_id: Option<u64>,
+}
+
+impl Tx {
+    fn to_json(&self) -> Value {
+        json!({
+            "txHash": self.hash, "type": self.kind, "node": self.node.to_string(), "taskId": self.task_id,
+            "run": self.run, "memo": self.memo, "height": self.height, "code": self.code, "rawLog": self.raw_log,
+            "proposalId": self.proposal_id,
+        })
+    }
+}
+
+/// A governance proposal.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    /// Its id.
+    pub id: u64,
+    /// `software-upgrade` or `param-change`.
+    pub kind: String,
+    /// Title.
+    pub title: String,
+    /// The proposal's content (upgrade plan or changes).
+    pub content: Value,
+    /// The tx that submitted it.
+    pub tx_hash: String,
+    /// Votes by voter (`NS/NAME` of the voting node) -> option.
+    pub votes: BTreeMap<String, String>,
+}
+
+impl Proposal {
+    fn to_json(&self) -> Value {
+        json!({
+            "proposalId": self.id, "type": self.kind, "title": self.title, "content": self.content,
+            "txHash": self.tx_hash, "votes": self.votes, "status": "voting_period",
+        })
+    }
+}
+
+/// How long a node restarted on a wiped data directory reports `catching_up` (state sync plus block sync).
+pub const RESYNC_TIME: Duration = Duration::from_secs(2);
+
+/// seid in the node's pod, as its local RPC `/status` shows it. It starts running, at the chain's height.
+#[derive(Clone, Debug, Default)]
+pub struct Seid {
+    /// Set by `stop-seid` (or `await-condition`'s `SIGTERM_SEID`): the height it stopped at; the RPC does not
+    /// answer. `Some(0)` after `reset-data`.
+    pub stopped_at: Option<u64>,
+    /// While catching up: how many blocks behind the chain the node is.
+    pub lag: u64,
+    /// The node reports `catching_up` until then (`restart-seid` after `reset-data`, or the admin endpoint).
+    pub catching_up_until: Option<Instant>,
+    /// Restarts by `restart-seid`.
+    pub restarts: u32,
+}
+
+impl Seid {
+    /// Whether the RPC answers.
+    pub fn running(&self) -> bool {
+        self.stopped_at.is_none()
+    }
+
+    /// `catching_up` of `/status`.
+    pub fn catching_up(&self) -> bool {
+        self.running() && self.catching_up_until.is_some_and(|t| t > Instant::now())
+    }
+
+    /// The node's latest height given the chain's.
+    pub fn height(&self, chain: u64) -> u64 {
+        match self.stopped_at {
+            Some(h) => h,
+            None if self.catching_up() => chain.saturating_sub(self.lag),
+            None => chain,
+        }
+    }
+
+    /// The RPC `/status` answer (`None`: seid is not running), as the admin view shows it.
+    pub fn to_json(&self, chain: u64) -> Value {
+        json!({
+            "running": self.running(),
+            "height": self.height(chain),
+            "catchingUp": self.catching_up(),
+            "restarts": self.restarts,
+        })
+    }
+}
 
 /// The state of a task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +312,8 @@ pub struct Node {
     pub genesis_hash: Option<String>,
     /// Set by `set-genesis-peers`.
     pub peers: Vec<String>,
+    /// seid in the same pod (stopped, restarted, reset by the day-2 tasks).
+    pub seid: Seid,
     /// The task store.
     pub tasks: HashMap<Uuid, Task>,
     seq: u64,
@@ -181,7 +356,7 @@ impl Node {
         self.tasks.retain(|_, t| t.status != Status::Running);
     }
 
-    /// The admin view (`GET /admin/nodes/{ns}/{name}`).
+    /// The admin view (`GET /admin/nodes/{ns}/{name}`; its seid's height: `GET /admin/nodes/{ns}/{name}/seid`).
     pub fn to_json(&self, node: &NodeRef) -> Value {
         let mut tasks: Vec<(&Uuid, &Task)> = self.tasks.iter().collect();
         tasks.sort_by_key(|(_, t)| std::cmp::Reverse(t.seq));
@@ -197,6 +372,7 @@ impl Node {
             "requests": self.requests,
             "unauthorized": self.unauthorized,
             "restarts": self.restarts,
+            "seid": {"running": self.seid.running(), "catchingUp": self.seid.catching_up(), "restarts": self.seid.restarts},
             "executions": self.executions,
             "tasks": tasks.iter().map(|(id, t)| self.admin_task(node, **id, t)).collect::<Vec<_>>(),
         })
@@ -222,6 +398,8 @@ pub struct State {
     /// Installed faults, in order.
     pub faults: Vec<Fault>,
     next_fault: u64,
+    /// The chain all nodes share.
+    pub chain: Chain,
 }
 
 impl State {
@@ -301,6 +479,13 @@ impl State {
     pub fn take_failure(&mut self, node: &NodeRef, task: &str, id: Uuid, run: u32) -> Option<Action> {
         self.first(node, Some(task), |f| {
             matches!(f.action, Action::Fail { .. }) && f.applies_to(id, run)
+        })
+    }
+
+    /// Consumes one `tx-code` or `tx-pending` fault for execution `run` of task `id` (type `task`), if one applies.
+    pub fn take_tx_fault(&mut self, node: &NodeRef, task: &str, id: Uuid, run: u32) -> Option<Action> {
+        self.first(node, Some(task), |f| {
+            matches!(f.action, Action::TxCode { .. } | Action::TxPending) && f.applies_to(id, run)
         })
     }
 
