@@ -173,9 +173,16 @@ fn the_image_runs_the_operator_as_nonroot_and_matches_the_dockerfile() {
         .env("IMAGE_SOURCE", env!("CARGO_PKG_REPOSITORY"))
         .env("IMAGE_REVISION", "test"));
     eprintln!("image built in {:.1?}", started.elapsed());
-    assert!(
-        out.0.join("sei-operator.tar").is_file(),
-        "the docker-load tarball"
+    // The `docker load` tarball names the image sei-operator:<version> (not the build's local registry).
+    let manifest = run(Command::new("tar")
+        .arg("-xOf")
+        .arg(out.0.join("sei-operator.tar"))
+        .arg("manifest.json"));
+    let manifest: Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!([format!("sei-operator:{}", env!("CARGO_PKG_VERSION"))]),
+        "{manifest}"
     );
 
     // ---- the config
