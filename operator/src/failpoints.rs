@@ -13,6 +13,7 @@
 //! | `status::before-write` | the reconcile's status is ready, not sent | every effect of the reconcile is lost from the journal |
 //! | `status::after-write` | the status write succeeded, nothing after it ran | stale-copy bookkeeping, metrics and spans are lost |
 //! | `status::after-spans` | the journal's spans were exported | the next reconcile starts from a fully recorded state |
+//! | `runs::after-target-write` | a WorkflowRun's plan is in its target's status, the run's own status not yet updated | the run finds its plan by the id it recorded first; no second plan |
 //! | `sidecar::skip-submit-lookup` | tasks crate: a sidecar start submits without looking its key up | *breaks* the guarantee on purpose: the chaos test must then report duplicates |
 //!
 //! `SEI_FAILPOINTS` must never be set in production; the operator logs a warning naming every active point.
@@ -36,8 +37,12 @@ pub const POINTS: &[&str] = &[
     CRASH_POINTS[2],
     CRASH_POINTS[3],
     CRASH_POINTS[4],
+    RUN_CRASH_POINT,
     sei_tasks::catalog::sidecar::SKIP_LOOKUP_FAILPOINT,
 ];
+
+/// The WorkflowRun crash point (not in [`CRASH_POINTS`]: the chaos test creates no runs).
+pub const RUN_CRASH_POINT: &str = "runs::after-target-write";
 
 /// Configures the points named in `spec` (`SEI_FAILPOINTS`). Unknown names and bad actions are errors.
 pub fn configure(spec: &str) -> Result<Vec<String>, String> {

@@ -265,6 +265,7 @@ async fn start(
     };
     match written {
         Ok(()) => {
+            crate::failpoints::crash_point(crate::failpoints::RUN_CRASH_POINT);
             ctx.metrics.plan_created(workflow.name());
             entry.phase = RunPhase::Running;
             entry.trace_id = trace_id(&plan);
@@ -388,8 +389,10 @@ pub async fn reconcile(run: Arc<WorkflowRun>, ctx: Arc<Context>) -> Result<Actio
         next.completion_time = Some(crate::clock::now_time());
     }
     if next != status {
-        let patch = json!({ "metadata": { "resourceVersion": run.resource_version() }, "status": next });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        // A replace (not a merge patch): cleared fields must go, and the resourceVersion guards the write.
+        let mut desired = (*run).clone();
+        desired.status = Some(next.clone());
+        api.replace_status(&name, &kube::api::PostParams::default(), &desired)
             .await
             .map_err(|e| match e {
                 kube::Error::Api(s) if s.code == 409 => Error::Conflict,

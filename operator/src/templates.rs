@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt as _;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource as _, ResourceExt as _};
@@ -186,9 +186,12 @@ async fn refresh(
             valid.push(template);
         }
         if obj.status.as_ref() != Some(&status) {
-            let patch = serde_json::json!({ "status": status });
+            // A replace (not a merge patch): a digest cleared by an invalid edit must go. A conflict means a
+            // newer version, whose own event refreshes the namespace again.
+            let mut desired = (*obj).clone();
+            desired.status = Some(status);
             if let Err(e) = api
-                .patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .replace_status(&obj.name_any(), &kube::api::PostParams::default(), &desired)
                 .await
             {
                 tracing::debug!(error = &e as &dyn std::error::Error, template = %obj.name_any(), "Writing a template's status failed");

@@ -20,65 +20,12 @@ use common::{Operator, Sim, eventually, full_node_spec, in_phase, seinode, setup
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A CA and a serving certificate for 127.0.0.1 in `dir` (`tls.crt`, `tls.key`); the CA bundle (PEM).
+/// A CA and a serving certificate for 127.0.0.1 in `dir` (`tls.crt`, `tls.key`), made by
+/// `hack/webhook-certs.sh` (the demo's too); the CA bundle (PEM).
 fn webhook_certs(dir: &std::path::Path) -> String {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=sei-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "tls.key",
-        "-out",
-        "tls.csr",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "tls.crt",
-    ]);
+    let script = sei_tests::workspace_root().join("hack/webhook-certs.sh");
+    let out = Command::new(script).arg(dir).output().unwrap();
+    assert!(out.status.success(), "webhook-certs.sh: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::read_to_string(dir.join("ca.crt")).unwrap()
 }
 
@@ -824,4 +771,75 @@ async fn the_webhook_component_builds_and_wires_the_operator() {
         .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "sei-operator-webhook")
         .unwrap();
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "webhook");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_survives_a_crash_between_its_two_writes() {
+    let Some(ns) = setup("e2e-swr-crash").await else {
+        return;
+    };
+    let sim = Sim::start(Duration::from_millis(50), vec![]).await;
+    let (templates, runs, nodes) = (
+        ns.api::<WorkflowTemplate>(),
+        ns.api::<WorkflowRun>(),
+        ns.api::<SeiNode>(),
+    );
+    let calm = Operator::start(ns.env(), ns.name(), &sim, &[("SEI_LEADER_ELECT", "false")]);
+    nodes
+        .create(
+            &PostParams::default(),
+            &seinode("rpc", &full_node_spec("seid:v1")),
+        )
+        .await
+        .unwrap();
+    sei_tests::wait_for(&nodes, "rpc", in_phase("Running"), WAIT)
+        .await
+        .unwrap();
+    templates
+        .create(
+            &PostParams::default(),
+            &template("set-log-level", &log_level_workflow(false)),
+        )
+        .await
+        .unwrap();
+    valid_condition(&templates, "set-log-level").await;
+    drop(calm);
+
+    // The operator dies right after the plan is written into the node, before the run's status says Running.
+    let mut crashing = Operator::start(
+        ns.env(),
+        ns.name(),
+        &sim,
+        &[
+            ("SEI_LEADER_ELECT", "false"),
+            ("SEI_FAILPOINTS", "runs::after-target-write=1*return"),
+        ],
+    );
+    runs.create(
+        &PostParams::default(),
+        &run("once", "set-log-level", "rpc", &json!({})),
+    )
+    .await
+    .unwrap();
+    let code = eventually("the operator to crash at the failpoint", WAIT, || {
+        let status = crashing.exit_status();
+        async move { status }
+    })
+    .await;
+    assert_eq!(code.code(), Some(sei_operator::failpoints::CRASH_EXIT_CODE));
+
+    let _after = Operator::start(ns.env(), ns.name(), &sim, &[("SEI_LEADER_ELECT", "false")]);
+    let done = run_phase(&runs, "once", "Succeeded").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let history = nodes.get("rpc").await.unwrap().status.unwrap().plan_history;
+    let plans: Vec<String> = history
+        .iter()
+        .filter(|p| p.workflow == "set-log-level")
+        .map(|p| p.id.to_string())
+        .collect();
+    assert_eq!(
+        plans,
+        [done["planId"].as_str().unwrap()],
+        "exactly one plan, the one the run recorded"
+    );
 }
