@@ -30,7 +30,7 @@ for _ in $(seq 1 100); do grep -q listening "$work/sim.out" 2>/dev/null && break
 sim_addr="$(sed -n 's/^listening on //p' "$work/sim.out")"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 KUBECONFIG="$KUBECONFIG" SEI_NAMESPACE="$ns" SEI_LEASE_NAMESPACE="$ns" SEI_HTTP_ADDR="127.0.0.1:$port" \
-  SEI_SIDECAR_URL_TEMPLATE="http://$sim_addr/{namespace}/{name}" SEI_LOG=warn \
+  SEI_SIDECAR_URL_TEMPLATE="http://$sim_addr/{namespace}/{name}" SEI_SIDECAR_ALLOW_UNAUTHENTICATED=true SEI_LOG=warn \
   "$target/sei-operator" run >"$work/op.log" 2>&1 &
 op=$!
 for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.05; done

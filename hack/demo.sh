@@ -42,7 +42,7 @@ W="$D/webhook"
 "$root/hack/webhook-certs.sh" "$W"
 start_bg sei-operator env KUBECONFIG="$KUBECONFIG" \
   SEI_WEBHOOK_ADDR="127.0.0.1:$WEBHOOK_PORT" SEI_WEBHOOK_CERT_DIR="$W" \
-  SEI_SIDECAR_URL_TEMPLATE="http://127.0.0.1:$SIM_PORT/{namespace}/{name}" \
+  SEI_SIDECAR_URL_TEMPLATE="http://127.0.0.1:$SIM_PORT/{namespace}/{name}" SEI_SIDECAR_ALLOW_UNAUTHENTICATED=true \
   SEI_HTTP_ADDR="$OP_HTTP" OTEL_EXPORTER_OTLP_ENDPOINT="$OTEL_EXPORTER_OTLP_ENDPOINT" \
   SEI_NAMESPACE=default SEI_LEASE_NAMESPACE=default "$target/sei-operator" run
 

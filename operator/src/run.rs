@@ -422,6 +422,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(p) => Arc::new(p),
         Err(errors) => bail!("invalid platform configuration:\n{errors}"),
     };
+    if let Err(errors) = platform.check_sidecar_authentication() {
+        bail!("refusing to start:\n{errors}");
+    }
     let registry = sei_tasks::catalog::registry();
     let catalog = load_catalog(args.workflows_dir.as_deref())?;
     validate_catalog(&catalog, &registry)?;

@@ -17,7 +17,9 @@
 //!   tolerated and ignored. Any other unknown file key is an error (it is most likely a typo).
 //! - The default sidecar image is optional ([`DEFAULT_SIDECAR_IMAGE`]); kube-rbac-proxy and cosmos-exporter are
 //!   optional: without their image the container is not rendered. Without the proxy the sidecar is reached on its
-//!   own port, unauthenticated (see [`PlatformConfig::sidecar_port_for`]); that is meant for test clusters.
+//!   own port, unauthenticated (see [`PlatformConfig::sidecar_port_for`]); that is meant for test clusters and
+//!   must be chosen explicitly: the operator refuses to start without the proxy unless
+//!   `SEI_SIDECAR_ALLOW_UNAUTHENTICATED=true` ([`PlatformConfig::check_sidecar_authentication`]).
 //! - Snapshot and genesis buckets are optional; unset, the sidecar gets no `SEI_*_BUCKET`/`SEI_*_REGION` env.
 //!   A bucket without its region (or the reverse) is an error.
 //!
@@ -45,6 +47,7 @@
 //! | `SEI_SIDECAR_URL_TEMPLATE` | `sidecar.urlTemplate` | [`DEFAULT_SIDECAR_URL_TEMPLATE`] |
 //! | `SEI_SIDECAR_TIMEOUT` | `sidecar.timeout` | `10s` (humantime) |
 //! | `SEI_SIDECAR_TOKEN_PATH` | `sidecar.tokenPath` | the pod's service-account token |
+//! | `SEI_SIDECAR_ALLOW_UNAUTHENTICATED` | `sidecar.allowUnauthenticated` | `false` (`true` allows no proxy) |
 //! | `SEI_STATE_SYNC_SYNCERS` | `stateSync.syncers` | none; env form `chain=host:port,host:port;chain2=...` |
 //!
 //! `<ROLE>` is `VALIDATOR`, `NODE` (full nodes), `REPLAYER`, `ARCHIVE` or `SEED`; the file uses the lowercase
@@ -285,6 +288,8 @@ pub struct SidecarAccess {
     pub timeout: Duration,
     /// Bearer token file (a missing file means no `Authorization` header, see [`crate::sidecar`]).
     pub token_path: PathBuf,
+    /// Whether sidecars may be reached without kube-rbac-proxy (no authentication): test clusters only.
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for SidecarAccess {
@@ -293,6 +298,7 @@ impl Default for SidecarAccess {
             url_template: DEFAULT_SIDECAR_URL_TEMPLATE.to_owned(),
             timeout: sidecar::DEFAULT_TIMEOUT,
             token_path: PathBuf::from(sidecar::DEFAULT_TOKEN_PATH),
+            allow_unauthenticated: false,
         }
     }
 }
@@ -390,6 +396,23 @@ impl PlatformConfig {
     pub fn renders_rbac_proxy(&self) -> bool {
         self.images.kube_rbac_proxy.is_some()
     }
+
+    /// Secure by default: without kube-rbac-proxy every node's sidecar would accept anyone's tasks, so the
+    /// operator starts only when the proxy is configured or that is explicitly allowed (test clusters, the
+    /// demo). The error names both settings.
+    pub fn check_sidecar_authentication(&self) -> Result<(), ConfigErrors> {
+        if self.renders_rbac_proxy() || self.sidecar.allow_unauthenticated {
+            return Ok(());
+        }
+        Err(ConfigErrors(vec![ConfigError {
+            variable: "SEI_KUBE_RBAC_PROXY_IMAGE".to_owned(),
+            file_key: None,
+            message: "unset, so node sidecars would be reached without authentication; set it (images.kubeRBACProxy \
+                      in the config file) to put kube-rbac-proxy in front of every sidecar, or, on a test cluster \
+                      only, set SEI_SIDECAR_ALLOW_UNAUTHENTICATED=true (sidecar.allowUnauthenticated)"
+                .to_owned(),
+        }]))
+    }
 }
 
 /// `spec.sidecar.port` as a port number (7777 when out of range; the generators refuse such a spec).
@@ -480,7 +503,10 @@ const FILE_SCHEMA: &[(&str, &[&str])] = &[
     ("snapshot", &["bucket", "region"]),
     ("genesis", &["bucket", "region"]),
     ("images", &["sidecar", "kubeRBACProxy", "cosmosExporter"]),
-    ("sidecar", &["urlTemplate", "timeout", "tokenPath"]),
+    (
+        "sidecar",
+        &["urlTemplate", "timeout", "tokenPath", "allowUnauthenticated"],
+    ),
     ("stateSync", &["syncers"]),
     ("resultExport", &[]),
 ];
@@ -691,6 +717,13 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
         if let Some(p) = self.checked("SEI_SIDECAR_TOKEN_PATH", "sidecar.tokenPath", absolute_path) {
             cfg.sidecar.token_path = PathBuf::from(p);
         }
+        cfg.sidecar.allow_unauthenticated = self
+            .checked(
+                "SEI_SIDECAR_ALLOW_UNAUTHENTICATED",
+                "sidecar.allowUnauthenticated",
+                boolean,
+            )
+            .is_some_and(|v| v == "true");
 
         cfg.state_sync_syncers = self.syncers();
         cfg
@@ -804,6 +837,13 @@ fn no_whitespace(value: &str) -> Result<(), String> {
 
 fn image_ref(value: &str) -> Result<(), String> {
     no_whitespace(value).map_err(|_| format!("image {value:?} must not contain whitespace"))
+}
+
+fn boolean(value: &str) -> Result<(), String> {
+    match value {
+        "true" | "false" => Ok(()),
+        _ => Err(format!("{value:?} is not true or false")),
+    }
 }
 
 fn absolute_path(value: &str) -> Result<(), String> {

@@ -15,8 +15,10 @@
 //! Every call carries `Authorization: Bearer <token>` when the service-account token file exists (a missing file
 //! means no header), the caller's `traceparent` when one is set, and a per-call timeout. The token is read once
 //! and cached; a 401 re-reads the file and retries the call once. Errors are classified by [`Error::class`]:
-//! transport failures, timeouts, 408/429 and 5xx are [`ErrorClass::Transient`], a rejected submission (400) and
-//! a token refused twice are [`ErrorClass::Terminal`], an unknown task id is [`ErrorClass::NotFound`].
+//! transport failures, timeouts, 408/429 and 5xx are [`ErrorClass::Transient`], and so is a 403 from
+//! kube-rbac-proxy ([`Error::Forbidden`]: missing RBAC, a configuration error logged as a warning that heals
+//! when the rule is granted); a rejected submission (400) and a token refused twice are
+//! [`ErrorClass::Terminal`], an unknown task id is [`ErrorClass::NotFound`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -149,6 +151,19 @@ pub enum Error {
         /// The request URL.
         url: String,
     },
+    /// The proxy in front of the sidecar (kube-rbac-proxy) authenticated the operator but refused access (403):
+    /// its ServiceAccount lacks the RBAC the proxy's SubjectAccessReview checks. A configuration error that
+    /// heals when the rule is granted, so it is transient (no attempt is consumed) and logged as a warning.
+    #[error(
+        "sidecar at {url} refused access (403 from kube-rbac-proxy): grant the operator's ServiceAccount \
+         get/create/delete on seinodetasks.sei.io (deploy/rbac.yaml); the proxy said: {message}"
+    )]
+    Forbidden {
+        /// The request URL.
+        url: String,
+        /// The proxy's answer (the start of the body).
+        message: String,
+    },
     /// A status the call does not expect; 5xx, 408 and 429 are transient, the rest terminal.
     #[error("sidecar call {url} answered {status}: {message}")]
     Status {
@@ -187,6 +202,7 @@ impl Error {
             | Self::Timeout { .. }
             | Self::Transport { .. }
             | Self::Decode { .. }
+            | Self::Forbidden { .. }
             | Self::Fenced { .. } => ErrorClass::Transient,
             Self::Status { status, .. } if is_transient_status(*status) => ErrorClass::Transient,
             Self::InvalidTemplate { .. }
@@ -205,6 +221,7 @@ impl Error {
             Self::Rejected { .. } => Some(400),
             Self::TaskNotFound { .. } => Some(404),
             Self::Unauthorized { .. } => Some(401),
+            Self::Forbidden { .. } => Some(403),
             _ => None,
         }
     }
@@ -422,6 +439,22 @@ impl Client {
     }
 }
 
+/// A 403 becomes [`Error::Forbidden`], logged at warn level: it needs an administrator, not a retry budget.
+fn forbidden(url: &str, reply: Reply) -> Result<Reply> {
+    if reply.status != StatusCode::FORBIDDEN {
+        return Ok(reply);
+    }
+    let error = Error::Forbidden {
+        url: url.to_owned(),
+        message: error_message(&reply.body),
+    };
+    tracing::warn!(
+        error = &error as &dyn std::error::Error,
+        "Sidecar access denied: RBAC configuration error"
+    );
+    Err(error)
+}
+
 async fn read_token(path: &Path) -> Result<Option<String>> {
     match tokio::fs::read_to_string(path).await {
         Ok(text) => {
@@ -591,7 +624,7 @@ impl NodeClient {
             .send(method.clone(), url, body.clone(), token.as_deref())
             .await?;
         if reply.status != StatusCode::UNAUTHORIZED {
-            return Ok(reply);
+            return forbidden(url, reply);
         }
         tracing::debug!(url, "Sidecar refused the bearer token; re-reading it");
         let fresh = self.client.token(true).await?;
@@ -599,7 +632,7 @@ impl NodeClient {
         if reply.status == StatusCode::UNAUTHORIZED {
             return Err(Error::Unauthorized { url: url.to_owned() });
         }
-        Ok(reply)
+        forbidden(url, reply)
     }
 
     async fn send(
@@ -790,6 +823,20 @@ mod tests {
         assert_eq!(
             Error::Unauthorized { url: String::new() }.class(),
             ErrorClass::Terminal
+        );
+        // Missing RBAC for the proxy's access check: a configuration error that heals once granted.
+        let forbidden = Error::Forbidden {
+            url: "http://n".into(),
+            message: "Forbidden (user=system:serviceaccount:sei-system:sei-operator, verb=create)".into(),
+        };
+        assert_eq!(forbidden.class(), ErrorClass::Transient);
+        assert_eq!(forbidden.status(), Some(403));
+        let text = forbidden.to_string();
+        assert!(
+            text.contains("seinodetasks.sei.io")
+                && text.contains("deploy/rbac.yaml")
+                && text.contains("verb=create"),
+            "{text}"
         );
         assert_eq!(
             Error::TaskNotFound {

@@ -412,3 +412,32 @@ fn the_sidecar_port_is_the_proxy_port_with_the_proxy_and_the_node_port_without()
     assert_eq!(client.timeout, Duration::from_secs(10));
     assert_eq!(local.sidecar_client_config().port, 7777);
 }
+
+#[test]
+fn sidecars_are_reached_unauthenticated_only_when_that_is_chosen() {
+    let refusal = PlatformConfig::default()
+        .check_sidecar_authentication()
+        .expect_err("no proxy and no explicit choice: refused")
+        .to_string();
+    assert!(
+        refusal.starts_with("SEI_KUBE_RBAC_PROXY_IMAGE: ")
+            && refusal.contains("SEI_SIDECAR_ALLOW_UNAUTHENTICATED=true")
+            && refusal.contains("sidecar.allowUnauthenticated"),
+        "{refusal}"
+    );
+    let proxied = PlatformConfig::from_sources(
+        env(&[("SEI_KUBE_RBAC_PROXY_IMAGE", "example.com/kube-rbac-proxy:v1")]),
+        None,
+    )
+    .unwrap();
+    assert!(proxied.check_sidecar_authentication().is_ok());
+    let allowed =
+        PlatformConfig::from_sources(env(&[("SEI_SIDECAR_ALLOW_UNAUTHENTICATED", "true")]), None).unwrap();
+    assert!(allowed.sidecar.allow_unauthenticated);
+    assert!(allowed.check_sidecar_authentication().is_ok());
+    let from_file =
+        PlatformConfig::from_sources(env(&[]), Some("sidecar: {allowUnauthenticated: true}\n")).unwrap();
+    assert!(from_file.check_sidecar_authentication().is_ok());
+    let err = errors(&[("SEI_SIDECAR_ALLOW_UNAUTHENTICATED", "yes")], None).to_string();
+    assert!(err.starts_with("SEI_SIDECAR_ALLOW_UNAUTHENTICATED: "), "{err}");
+}

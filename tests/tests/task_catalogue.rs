@@ -101,6 +101,7 @@ impl Sim {
             bucket_dir: bucket.clone(),
             require_token: None,
             faults: Vec::new(),
+            rbac_proxy: None,
         };
         tokio::spawn(async move {
             let _ = sei_tests::sim::serve(listener, config, async move {

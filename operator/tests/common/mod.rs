@@ -36,6 +36,22 @@ pub(crate) mod tempdir {
 
 impl Sim {
     pub(crate) async fn start(task_duration: Duration, faults: Vec<sei_tests::sim::FaultSpec>) -> Self {
+        Self::start_with(task_duration, faults, None).await
+    }
+
+    /// The simulator with kube-rbac-proxy's check (TokenReview + SubjectAccessReview) in front of it.
+    pub(crate) async fn start_behind_proxy(
+        task_duration: Duration,
+        proxy: sei_tests::sim::RbacProxy,
+    ) -> Self {
+        Self::start_with(task_duration, vec![], Some(proxy)).await
+    }
+
+    async fn start_with(
+        task_duration: Duration,
+        faults: Vec<sei_tests::sim::FaultSpec>,
+        rbac_proxy: Option<sei_tests::sim::RbacProxy>,
+    ) -> Self {
         let bucket = tempdir::TempDir::new("sim-bucket");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -45,6 +61,7 @@ impl Sim {
             bucket_dir: bucket.0.clone(),
             require_token: None,
             faults,
+            rbac_proxy,
         };
         tokio::spawn(async move {
             let _ = sei_tests::sim::serve(listener, config, async move {
@@ -143,6 +160,9 @@ impl Operator {
             .env("SEI_LEASE_NAMESPACE", namespace)
             .env("SEI_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("SEI_SIDECAR_URL_TEMPLATE", sim.url_template())
+            // The simulator stands in for the sidecar without kube-rbac-proxy (tests that put the proxy check
+            // in front of it set SEI_KUBE_RBAC_PROXY_IMAGE).
+            .env("SEI_SIDECAR_ALLOW_UNAUTHENTICATED", "true")
             .env("SEI_SIDECAR_TIMEOUT", "2s")
             .env(
                 "SEI_LOG",

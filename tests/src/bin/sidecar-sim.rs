@@ -132,6 +132,14 @@ struct Args {
     #[arg(long, env = "SIDECAR_SIM_REQUIRE_TOKEN", value_name = "FILE")]
     require_token: Option<PathBuf>,
 
+    /// Put kube-rbac-proxy's check in front of every sidecar (not the probes): the bearer token is reviewed
+    /// with a TokenReview and the user's access to `seinodetasks.sei.io` named after the node with a
+    /// SubjectAccessReview, by the API server of this kubeconfig (the node pods' identity: it needs create on
+    /// tokenreviews and subjectaccessreviews). 401 unauthenticated, 403 forbidden; decisions at
+    /// GET /admin/rbac-proxy.
+    #[arg(long, env = "SIDECAR_SIM_RBAC_PROXY_KUBECONFIG", value_name = "KUBECONFIG")]
+    rbac_proxy_kubeconfig: Option<PathBuf>,
+
     /// Fail the next N executions of the selected tasks: SELECTOR[:N] (see FAULTS).
     #[arg(long, value_name = "SELECTOR[:N]")]
     fail: Vec<String>,
@@ -191,6 +199,14 @@ async fn main() -> anyhow::Result<()> {
         bucket_dir: args.bucket_dir.clone().unwrap_or(defaults.bucket_dir),
         require_token: args.require_token.clone(),
         faults: args.faults()?,
+        rbac_proxy: match &args.rbac_proxy_kubeconfig {
+            Some(path) => Some(
+                sim::RbacProxy::from_kubeconfig(path)
+                    .await
+                    .with_context(|| format!("--rbac-proxy-kubeconfig {}", path.display()))?,
+            ),
+            None => None,
+        },
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -207,6 +223,7 @@ async fn main() -> anyhow::Result<()> {
         task_duration = ?config.task_duration,
         faults = config.faults.len(),
         require_token = config.require_token.is_some(),
+        rbac_proxy = config.rbac_proxy.is_some(),
         "Sidecar simulator started"
     );
     sim::serve(listener, config, shutdown_signal()).await

@@ -20,8 +20,9 @@ use super::state::{Sim, Status, TASK_TYPES, Task};
 type Shared = State<Arc<Sim>>;
 type NodePath = Path<(String, String)>;
 
-/// The simulator's routes.
+/// The simulator's routes (behind kube-rbac-proxy's check when [`super::Config::rbac_proxy`] is set).
 pub fn router(sim: Arc<Sim>) -> Router {
+    let proxy = sim.config.rbac_proxy.clone();
     Router::new()
         .route("/{ns}/{name}/v0/healthz", get(healthz))
         .route("/{ns}/{name}/v0/startupz", get(healthz))
@@ -39,9 +40,25 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/admin/nodes/{ns}/{name}/restart", post(restart_node))
         .route("/admin/tasks", get(all_tasks))
         .route("/admin/executions", get(all_executions))
+        .route("/admin/rbac-proxy", get(rbac_proxy_decisions))
         .merge(super::ops::admin_routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(sim)
+        .layer(axum::middleware::from_fn_with_state(
+            proxy,
+            super::rbac_proxy::layer,
+        ))
+}
+
+/// The decisions of the kube-rbac-proxy check, oldest first (`[]` without it).
+async fn rbac_proxy_decisions(State(sim): Shared) -> Response {
+    let decisions = sim
+        .config
+        .rbac_proxy
+        .as_ref()
+        .map(super::rbac_proxy::RbacProxy::decisions)
+        .unwrap_or_default();
+    Json(decisions).into_response()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -15,6 +15,7 @@
 
 pub mod faults;
 pub mod genesis;
+pub mod rbac_proxy;
 pub mod state;
 
 mod exec;
@@ -31,6 +32,7 @@ use anyhow::{Context as _, bail};
 
 pub use self::faults::{FaultSpec, NodeRef, Selector};
 pub use self::http::router;
+pub use self::rbac_proxy::RbacProxy;
 pub use self::state::{Sim, TASK_TYPES};
 
 /// How the simulator behaves.
@@ -45,6 +47,9 @@ pub struct Config {
     pub require_token: Option<PathBuf>,
     /// Faults installed at startup.
     pub faults: Vec<FaultSpec>,
+    /// When set, every sidecar request passes kube-rbac-proxy's check first (TokenReview and
+    /// SubjectAccessReview against a real API server, see [`rbac_proxy`]).
+    pub rbac_proxy: Option<RbacProxy>,
 }
 
 impl Default for Config {
@@ -54,6 +59,7 @@ impl Default for Config {
             bucket_dir: std::env::temp_dir().join(format!("sidecar-sim-{}", std::process::id())),
             require_token: None,
             faults: Vec::new(),
+            rbac_proxy: None,
         }
     }
 }
