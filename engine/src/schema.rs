@@ -101,6 +101,21 @@ fn check(validator: &jsonschema::Validator, value: &Value) -> Result<(), Violati
             }
             _ => {}
         }
+        // The crate's anyOf message names no field; say where its first alternative failed (await-condition:
+        // "required field is missing at /targetHeight").
+        if let ValidationErrorKind::AnyOf { context } = error.kind()
+            && let Some(first) = context.first().and_then(|branch| branch.first())
+        {
+            let mut at = first.instance_path().as_str().to_owned();
+            let what = match first.kind() {
+                ValidationErrorKind::Required { property } => {
+                    push_pointer_segment(&mut at, property.as_str().unwrap_or_default());
+                    "required field is missing".to_owned()
+                }
+                _ => first.to_string(),
+            };
+            return Err(violation(&pointer, format!("{error} ({what} at {at})")));
+        }
         return Err(violation(&pointer, error.to_string()));
     }
     Ok(())
