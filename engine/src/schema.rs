@@ -99,6 +99,19 @@ fn check(validator: &jsonschema::Validator, value: &Value) -> Result<(), Violati
             ValidationErrorKind::AdditionalProperties { unexpected } if !unexpected.is_empty() => {
                 push_pointer_segment(&mut pointer, &unexpected[0]);
             }
+            // `additionalProperties: false` without `properties` (a task type that takes no params) comes back
+            // as a false schema at the object: name the first field, as above.
+            ValidationErrorKind::FalseSchema
+                if error.schema_path().as_str().ends_with("/additionalProperties") =>
+            {
+                if let Some(field) = instance.and_then(Value::as_object).and_then(|m| m.keys().next()) {
+                    push_pointer_segment(&mut pointer, field);
+                    return Err(violation(
+                        &pointer,
+                        format!("Additional properties are not allowed ('{field}' was unexpected)"),
+                    ));
+                }
+            }
             _ => {}
         }
         // The crate's anyOf message names no field; say where its first alternative failed (await-condition:

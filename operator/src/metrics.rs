@@ -316,6 +316,24 @@ impl Metrics {
     }
 }
 
+/// Every metric family the operator registers, with its type: what dashboards and alerts may name (a family
+/// without samples yet, such as `sei_reconcile_errors` before the first error, is absent from `/metrics`;
+/// the test below keeps this list equal to the registry).
+pub const FAMILIES: &[(&str, &str)] = &[
+    ("sei_plans_created", "counter"),
+    ("sei_plan_duration_seconds", "histogram"),
+    ("sei_task_duration_seconds", "histogram"),
+    ("sei_task_attempts", "counter"),
+    ("sei_task_retries", "counter"),
+    ("sei_active_plans", "gauge"),
+    ("sei_journal_bytes", "histogram"),
+    ("sei_status_writes", "counter"),
+    ("sei_kube_requests", "counter"),
+    ("sei_reconcile_errors", "counter"),
+    ("sei_reconcile_conflicts", "counter"),
+    ("sei_fenced_writes", "counter"),
+];
+
 /// The Kubernetes verb of a request: method, plus `watch`/`list`/`get` told apart by the query.
 #[must_use]
 pub fn verb<B>(req: &http::Request<B>) -> &'static str {
@@ -419,5 +437,41 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line}: {text}");
         }
+    }
+
+    #[test]
+    fn families_lists_every_registered_family() {
+        let m = Metrics::default();
+        let plan = sei_engine::compile(
+            &sei_engine::WorkflowDefinition::from_yaml("w.yaml", "name: w\ntasks: [{name: a, type: t}]")
+                .unwrap(),
+            &sei_engine::Inputs::new(uuid::Uuid::nil(), sei_engine::Timestamp::from_unix_millis(0)),
+            &sei_engine::Registry::new().with_any_params("t"),
+        )
+        .unwrap();
+        m.plan_created("w");
+        m.plan_finished(&plan);
+        m.task_finished(&plan, "t", "Succeeded", 5);
+        m.task_started("w", "t", 2);
+        m.set_active("u", Some("w"));
+        m.journal_written(10);
+        m.status_write("SeiNode");
+        m.api_request("get");
+        m.reconcile_error("SeiNode", "conflict");
+        m.fenced();
+        let text = m.render();
+        let mut declared: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, t)| (n.to_owned(), t.to_owned()))
+            .collect();
+        declared.sort();
+        let mut listed: Vec<(String, String)> = FAMILIES
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect();
+        listed.sort();
+        assert_eq!(declared, listed, "{text}");
     }
 }
