@@ -13,6 +13,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod node;
+pub mod peers;
 pub mod preview;
 pub mod run;
 pub mod runs;

@@ -433,6 +433,12 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     if status.phase == Some(SeiNodePhase::Running) && !node.spec.paused {
         probe_sidecar(&node, ctx, &mut status, generation).await;
     }
+    // (reference 3.3) applied after the plan step, which sets its own requeue
+    let peers_retry = if node.spec.paused {
+        None
+    } else {
+        crate::peers::reconcile(&node, ctx, &mut status).await
+    };
 
     // (3) plans
     let retried = status.plan.is_none() && !node.spec.paused && {
@@ -540,6 +546,9 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         ));
     }
     apply_updates(&mut status, sink.take())?;
+    if let Some(soon) = peers_retry {
+        requeue = requeue.min(soon);
+    }
 
     // (4) one status write, only when something changed
     if status != before {

@@ -34,6 +34,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../definitions/node-update.yaml"),
     ),
     ("mark-ready.yaml", include_str!("../definitions/mark-ready.yaml")),
+    ("node-peers.yaml", include_str!("../definitions/node-peers.yaml")),
     (
         "ceremony-member.yaml",
         include_str!("../definitions/ceremony-member.yaml"),

@@ -62,6 +62,7 @@ fn builtin_workflows_load_and_parse() {
             "node-init",
             "node-update",
             "mark-ready",
+            "node-peers",
             "ceremony-member",
             "genesis-ceremony",
             "fleet-rollout"
