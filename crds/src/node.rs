@@ -862,11 +862,6 @@ pub struct SeiNodeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resolved_peers: Vec<String>,
 
-    /// The peers last written into the node's config (`persistent_peers`), by the init workflow or by
-    /// `node-peers`; a Running node whose `resolvedPeers` differ gets them through the `node-peers` workflow.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub configured_peers: Option<Vec<String>>,
-
     /// Identity of the owned StatefulSet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stateful_set: Option<StatefulSetRef>,

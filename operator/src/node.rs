@@ -400,7 +400,14 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     // The journal as written by this reconcile, for the spans it completes (exported after the write).
     let mut journal_after: Option<sei_engine::Plan> = None;
     let mut status = before.clone();
-    let object = Arc::new(serde_json::to_value(&*node).map_err(Error::Serialize)?);
+    // (reference 3.3) peers first: a plan built in this reconcile snapshots the list resolved now (the init's
+    // config-apply); the retry applies after the plan step, which sets its own requeue.
+    let peers_retry = if node.spec.paused {
+        None
+    } else {
+        crate::peers::reconcile(&node, ctx, &mut status).await
+    };
+    let object = Arc::new(crate::peers::with_resolved_peers(&node, &status)?);
     let owner = Owner {
         kind: KIND,
         namespace: ns.clone(),
@@ -433,12 +440,6 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     if status.phase == Some(SeiNodePhase::Running) && !node.spec.paused {
         probe_sidecar(&node, ctx, &mut status, generation).await;
     }
-    // (reference 3.3) applied after the plan step, which sets its own requeue
-    let peers_retry = if node.spec.paused {
-        None
-    } else {
-        crate::peers::reconcile(&node, ctx, &mut status).await
-    };
 
     // (3) plans
     let retried = status.plan.is_none() && !node.spec.paused && {

@@ -8,9 +8,28 @@ use std::time::Duration;
 use sei_crds::{SeiNode, SeiNodeStatus};
 
 use crate::context::Context;
+use crate::error::Error;
 
 /// How soon to look again when a source could not be resolved completely.
 pub const RETRY: Duration = Duration::from_secs(5);
+
+/// The node as JSON, as the workflow bindings see it: with the `status.resolvedPeers` of this reconcile.
+pub fn with_resolved_peers(node: &SeiNode, status: &SeiNodeStatus) -> Result<serde_json::Value, Error> {
+    let mut object = serde_json::to_value(node).map_err(Error::Serialize)?;
+    if let Some(map) = object.as_object_mut() {
+        let node_status = map
+            .entry("status")
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if let Some(s) = node_status.as_object_mut() {
+            if status.resolved_peers.is_empty() {
+                s.remove("resolvedPeers");
+            } else {
+                s.insert("resolvedPeers".to_owned(), serde_json::json!(status.resolved_peers));
+            }
+        }
+    }
+    Ok(object)
+}
 
 /// Updates `status.resolved_peers` (the caller writes it only when something changed). `Some(RETRY)` when a
 /// source was not resolved completely (the prior entries were kept), so the controller looks again soon.

@@ -27,8 +27,32 @@ fn resolved(node: &SeiNode) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The peers the `PeersConfigured` condition says are in the node's config.
 fn configured(node: &SeiNode) -> Option<Vec<String>> {
-    node.status.as_ref().and_then(|s| s.configured_peers.clone())
+    let c = node.status.as_ref()?.condition("PeersConfigured")?;
+    let list = c.message.strip_prefix("persistent_peers = ")?;
+    Some(if list.is_empty() {
+        Vec::new()
+    } else {
+        list.split(',').map(str::to_owned).collect()
+    })
+}
+
+/// Polls (a watch may break while another suite re-installs the shared CRDs) until `cond` holds for `name`.
+async fn wait_node(
+    nodes: &kube::Api<SeiNode>,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&SeiNode) -> bool,
+) -> SeiNode {
+    eventually(&format!("{name}: {what}"), WAIT, || async {
+        nodes.get_opt(name).await.ok().flatten().filter(|n| cond(n))
+    })
+    .await
+}
+
+fn running(n: &SeiNode) -> bool {
+    in_phase("Running")(Some(n))
 }
 
 fn in_cluster(id: &str, ns: &str, name: &str) -> String {
@@ -69,7 +93,7 @@ async fn label_and_static_peers_resolve_and_reach_the_config() {
         nodes.create(&PostParams::default(), &node).await.unwrap();
     }
     for name in ["alpha", "beta"] {
-        sei_tests::wait_for(&nodes, name, in_phase("Running"), WAIT).await.unwrap();
+        wait_node(&nodes, name, "Running", running).await;
     }
     let id = |v: Value| v["nodeId"].as_str().unwrap().to_owned();
     let alpha_id = id(sim.node(ns.name(), "alpha").await);
@@ -78,14 +102,11 @@ async fn label_and_static_peers_resolve_and_reach_the_config() {
     want_alpha.sort();
     let want_beta = vec![in_cluster(&alpha_id, ns.name(), "alpha")];
     for (name, want) in [("alpha", &want_alpha), ("beta", &want_beta)] {
-        let node = sei_tests::wait_for(
-            &nodes,
-            name,
-            |n: Option<&SeiNode>| n.is_some_and(|n| &resolved(n) == want && configured(n).as_ref() == Some(want)),
-            WAIT,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{name}: resolvedPeers and configuredPeers {want:?}: {e}"));
+        let what = format!("resolvedPeers and PeersConfigured {want:?}");
+        let node = wait_node(&nodes, name, &what, |n| {
+            &resolved(n) == want && configured(n).as_ref() == Some(want)
+        })
+        .await;
         assert_eq!(node.status.as_ref().unwrap().phase.unwrap().as_str(), "Running");
     }
     // What each sidecar was told: init's config-apply had the list resolved then (maybe partial), and the
@@ -140,7 +161,7 @@ async fn init_config_carries_common_mode_and_user_overrides() {
         nodes.create(&PostParams::default(), &seinode(name, spec)).await.unwrap();
     }
     for (name, _) in &specs {
-        sei_tests::wait_for(&nodes, name, in_phase("Running"), WAIT).await.unwrap();
+        wait_node(&nodes, name, "Running", running).await;
     }
     let s = |v: &str| json!(v);
     let got = |m: &serde_json::Map<String, Value>, k: &str| m.get(k).cloned().unwrap_or(Value::Null);
@@ -303,14 +324,10 @@ async fn ec2_tag_peers_resolve_against_a_local_endpoint_and_survive_its_outage()
     nodes.create(&PostParams::default(), &seinode("ec2", &spec)).await.unwrap();
     let mut want = vec![format!("{id_a}@{host_a}:26656"), format!("{id_b}@{host_b}:26666")];
     want.sort();
-    let node = sei_tests::wait_for(
-        &nodes,
-        "ec2",
-        |n: Option<&SeiNode>| n.is_some_and(|n| resolved(n) == want && in_phase("Running")(Some(n))),
-        WAIT,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("resolvedPeers {want:?}: {e}"));
+    let node = wait_node(&nodes, "ec2", &format!("Running with resolvedPeers {want:?}"), |n| {
+        resolved(n) == want && running(n)
+    })
+    .await;
     assert_eq!(configured(&node).as_ref(), Some(&want), "init configured the EC2 peers");
     assert_eq!(
         applied_overrides(&sim, ns.name(), "ec2").await["network.p2p.persistent_peers"],
@@ -319,13 +336,9 @@ async fn ec2_tag_peers_resolve_against_a_local_endpoint_and_survive_its_outage()
 
     // The endpoint goes away: the next resolutions fail, and the list stays as it was.
     moto.stop();
-    let op_log_mark = Duration::from_secs(12); // > two peer retries (5s) after the failure starts
-    tokio::time::sleep(op_log_mark).await;
+    // Longer than two peer retries (5s each) after the endpoint went.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let node = nodes.get("ec2").await.unwrap();
     assert_eq!(resolved(&node), want, "an EC2 outage keeps the prior peers");
-    eventually("the node to stay Running", Duration::from_secs(5), || async {
-        let n = nodes.get("ec2").await.ok()?;
-        in_phase("Running")(Some(&n)).then_some(())
-    })
-    .await;
+    assert!(running(&node), "the node stays Running");
 }

@@ -1,9 +1,10 @@
-//! `record-peers`: records the peer list a workflow wrote into the node's config in `status.configuredPeers`
-//! (what the `node-peers` trigger compares `status.resolvedPeers` against). Kubernetes-side and idempotent:
-//! setting the same field twice is the same status.
+//! `record-peers`: records the peer list a workflow wrote into the node's config in the `PeersConfigured`
+//! condition (message `persistent_peers = <list>`, what the `node-peers` trigger compares
+//! `status.resolvedPeers` against). Kubernetes-side and idempotent: the same condition twice is the same status.
 
 use futures::future::BoxFuture;
 use schemars::JsonSchema;
+use sei_crds::conditions;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -30,7 +31,16 @@ fn record(inv: &Invocation) -> Outcome {
     peers.sort();
     peers.dedup();
     let count = peers.len();
-    inv.status.set_field("configuredPeers", json!(peers));
+    let generation = inv.owner_object.pointer("/metadata/generation").and_then(Value::as_i64);
+    inv.status.set_condition(conditions::new_condition(
+        conditions::PEERS_CONFIGURED,
+        conditions::ConditionStatus::True,
+        conditions::reasons::PEERS_WRITTEN,
+        format!("{}{}", conditions::PEERS_MESSAGE_PREFIX, peers.join(",")),
+        generation,
+        // The controller stamps the time when it applies the condition.
+        conditions::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    ));
     Outcome::Done(Map::from_iter([("peerCount".to_owned(), json!(count))]))
 }
 
