@@ -128,6 +128,12 @@ pub const OPERATOR_KEYRING_READY: &str = "OperatorKeyringReady";
 /// the `node-peers` trigger compares `status.resolvedPeers` against). A condition rather than a status field, so
 /// that the schema of the SeiNode CRD stays as it is.
 pub const PEERS_CONFIGURED: &str = "PeersConfigured";
+/// SeiNode: the StatefulSet last applied (True/[`reasons::APPLIED`], message [`TEMPLATE_MESSAGE_PREFIX`] + the
+/// digest of the rendered StatefulSet, replicas left out): what the `node-reconfigure` trigger compares the
+/// spec's rendering against.
+pub const STATEFULSET_APPLIED: &str = "StatefulSetApplied";
+/// The message of [`STATEFULSET_APPLIED`] before the digest.
+pub const TEMPLATE_MESSAGE_PREFIX: &str = "template ";
 /// The message of [`PEERS_CONFIGURED`] before the peer list.
 pub const PEERS_MESSAGE_PREFIX: &str = "persistent_peers = ";
 
@@ -150,6 +156,8 @@ pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
 pub mod reasons {
     /// `Paused` is True.
     pub const PAUSED: &str = "Paused";
+    /// `StatefulSetApplied` is True.
+    pub const APPLIED: &str = "Applied";
     /// `PeersConfigured` is True: a workflow wrote the peer list into the node's config.
     pub const PEERS_WRITTEN: &str = "PeersWritten";
     /// `Paused` is False.

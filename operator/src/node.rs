@@ -113,7 +113,15 @@ pub(crate) fn bindings(node: &SeiNode, ctx: &Context) -> Result<Bindings, Error>
 
 /// Derived facts for CEL (`node`): mode, config mode, effective sidecar image, snapshot source.
 fn facts(node: &SeiNode, ctx: &Context) -> Value {
-    facts_with(node, &ctx.platform.images.sidecar)
+    let mut f = facts_with(node, &ctx.platform.images.sidecar);
+    // What the spec renders to now, for node-reconfigure's trigger (see sei_tasks::resources::statefulset_digest).
+    if let (Some(map), Some(digest)) = (
+        f.as_object_mut(),
+        sei_tasks::resources::statefulset_digest(node, &ctx.platform),
+    ) {
+        map.insert(node_facts::STATEFULSET_DIGEST.to_owned(), json!(digest));
+    }
+    f
 }
 
 /// [`facts`] with the platform's default sidecar image given (the `workflow preview` command has no context).

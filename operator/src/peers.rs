@@ -24,7 +24,10 @@ pub fn with_resolved_peers(node: &SeiNode, status: &SeiNodeStatus) -> Result<ser
             if status.resolved_peers.is_empty() {
                 s.remove("resolvedPeers");
             } else {
-                s.insert("resolvedPeers".to_owned(), serde_json::json!(status.resolved_peers));
+                s.insert(
+                    "resolvedPeers".to_owned(),
+                    serde_json::json!(status.resolved_peers),
+                );
             }
         }
     }
@@ -49,7 +52,10 @@ pub async fn reconcile(node: &SeiNode, ctx: &Context, status: &mut SeiNodeStatus
         Err(e) => {
             // The reference fails the reconcile on a List error; here the prior list stays and the rest of the
             // reconcile (plans, probes) goes on.
-            tracing::warn!(error = &e as &dyn std::error::Error, "Listing label-selected peers failed; keeping the prior list");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "Listing label-selected peers failed; keeping the prior list"
+            );
             Some(RETRY)
         }
     }

@@ -62,7 +62,10 @@ fn in_cluster(id: &str, ns: &str, name: &str) -> String {
 /// The simulator's record of the node's `config-apply` overrides.
 async fn applied_overrides(sim: &Sim, ns: &str, name: &str) -> serde_json::Map<String, Value> {
     let view = sim.node(ns, name).await;
-    view["config"]["overrides"].as_object().cloned().unwrap_or_default()
+    view["config"]["overrides"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Two full nodes selecting each other by label (one also with a static peer) see each other in
@@ -114,21 +117,34 @@ async fn label_and_static_peers_resolve_and_reach_the_config() {
     for (name, want) in [("alpha", &want_alpha), ("beta", &want_beta)] {
         let overrides = applied_overrides(&sim, ns.name(), name).await;
         assert_eq!(overrides["logging.level"], "error", "{name}: {overrides:?}");
-        assert!(overrides.contains_key("network.p2p.persistent_peers"), "{name}: {overrides:?}");
+        assert!(
+            overrides.contains_key("network.p2p.persistent_peers"),
+            "{name}: {overrides:?}"
+        );
         let view = sim.node(ns.name(), name).await;
-        let init_peers = overrides["network.p2p.persistent_peers"].as_str().unwrap().to_owned();
-        let last_patch = view["configPatches"]
-            .as_array()
-            .and_then(|p| p.last())
-            .map(|p| p["config.toml"]["p2p"]["persistent-peers"].as_str().unwrap_or_default().to_owned());
+        let init_peers = overrides["network.p2p.persistent_peers"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let last_patch = view["configPatches"].as_array().and_then(|p| p.last()).map(|p| {
+            p["config.toml"]["p2p"]["persistent-peers"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        });
         let in_config = last_patch.unwrap_or(init_peers);
-        assert_eq!(in_config, want.join(","), "{name}: the config's persistent peers; sidecar view {view}");
+        assert_eq!(
+            in_config,
+            want.join(","),
+            "{name}: the config's persistent peers; sidecar view {view}"
+        );
     }
 }
 
 /// The init config intent per mode (reference 2.4): common settings, then the mode's overrides, then
 /// `spec.overrides` (which win, also over `logging.level`), as the simulator recorded `config-apply`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one node per mode, each checked in turn
 async fn init_config_carries_common_mode_and_user_overrides() {
     let Some(ns) = setup("e2e-initcfg").await else {
         return;
@@ -155,10 +171,16 @@ async fn init_config_carries_common_mode_and_user_overrides() {
                    "peers": [{"static": {"addresses": [STATIC_PEER]}}],
                    "replayer": {"snapshot": {"s3": {"targetHeight": 100}}}}),
         ),
-        ("plain", json!({"chainId": "atlantic-2", "image": "seid:v1", "fullNode": {}})),
+        (
+            "plain",
+            json!({"chainId": "atlantic-2", "image": "seid:v1", "fullNode": {}}),
+        ),
     ];
     for (name, spec) in &specs {
-        nodes.create(&PostParams::default(), &seinode(name, spec)).await.unwrap();
+        nodes
+            .create(&PostParams::default(), &seinode(name, spec))
+            .await
+            .unwrap();
     }
     for (name, _) in &specs {
         wait_node(&nodes, name, "Running", running).await;
@@ -168,9 +190,21 @@ async fn init_config_carries_common_mode_and_user_overrides() {
 
     let full = applied_overrides(&sim, ns.name(), "full").await;
     assert_eq!(sim.node(ns.name(), "full").await["config"]["mode"], "full");
-    assert_eq!(got(&full, "logging.level"), s("debug"), "spec.overrides win: {full:?}");
-    assert_eq!(got(&full, "network.p2p.persistent_peers"), s(STATIC_PEER), "{full:?}");
-    assert_eq!(got(&full, "network.p2p.external_address"), s("full.example:26656"), "{full:?}");
+    assert_eq!(
+        got(&full, "logging.level"),
+        s("debug"),
+        "spec.overrides win: {full:?}"
+    );
+    assert_eq!(
+        got(&full, "network.p2p.persistent_peers"),
+        s(STATIC_PEER),
+        "{full:?}"
+    );
+    assert_eq!(
+        got(&full, "network.p2p.external_address"),
+        s("full.example:26656"),
+        "{full:?}"
+    );
     for (k, v) in [
         ("storage.snapshot_interval", "2000"),
         ("storage.snapshot_keep_recent", "5"),
@@ -187,9 +221,20 @@ async fn init_config_carries_common_mode_and_user_overrides() {
     let archive = applied_overrides(&sim, ns.name(), "archive").await;
     assert_eq!(sim.node(ns.name(), "archive").await["config"]["mode"], "archive");
     assert_eq!(got(&archive, "logging.level"), s("error"));
-    assert_eq!(got(&archive, "storage.snapshot_interval"), s("2000"), "{archive:?}");
-    assert_eq!(got(&archive, "storage.snapshot_keep_recent"), s("3"), "{archive:?}");
-    assert!(!archive.contains_key("network.p2p.external_address"), "{archive:?}");
+    assert_eq!(
+        got(&archive, "storage.snapshot_interval"),
+        s("2000"),
+        "{archive:?}"
+    );
+    assert_eq!(
+        got(&archive, "storage.snapshot_keep_recent"),
+        s("3"),
+        "{archive:?}"
+    );
+    assert!(
+        !archive.contains_key("network.p2p.external_address"),
+        "{archive:?}"
+    );
     assert!(!archive.contains_key("chain.min_retain_blocks"), "{archive:?}");
 
     let replayer = applied_overrides(&sim, ns.name(), "replayer").await;
@@ -247,7 +292,10 @@ impl Moto {
         let url = format!("http://127.0.0.1:{port}");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "moto_server did not listen on {port}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Some(Self { child, url })
@@ -274,7 +322,11 @@ impl Moto {
             Value::Array(tag_list)
         );
         let out = Command::new("python3").args(["-c", &script]).output().unwrap();
-        assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 }
@@ -304,7 +356,10 @@ async fn ec2_tag_peers_resolve_against_a_local_endpoint_and_survive_its_outage()
         ("sei.io/p2p-port", "26666"),
     ]);
     // Other chain; and one without a node id: neither is a peer.
-    moto.run_instance(&[("sei.io/chain", "arctic-1"), ("sei.io/node-id", "cccccccccccccccccccccccccccccccccccccccc")]);
+    moto.run_instance(&[
+        ("sei.io/chain", "arctic-1"),
+        ("sei.io/node-id", "cccccccccccccccccccccccccccccccccccccccc"),
+    ]);
     moto.run_instance(&[("sei.io/chain", "pacific-1")]);
 
     let sim = Sim::start(Duration::from_millis(50), vec![]).await;
@@ -321,14 +376,24 @@ async fn ec2_tag_peers_resolve_against_a_local_endpoint_and_survive_its_outage()
     );
     let spec = json!({"chainId": "pacific-1", "image": "seid:v1", "fullNode": {},
                       "peers": [{"ec2Tags": {"region": "us-east-2", "tags": {"sei.io/chain": "pacific-1"}}}]});
-    nodes.create(&PostParams::default(), &seinode("ec2", &spec)).await.unwrap();
+    nodes
+        .create(&PostParams::default(), &seinode("ec2", &spec))
+        .await
+        .unwrap();
     let mut want = vec![format!("{id_a}@{host_a}:26656"), format!("{id_b}@{host_b}:26666")];
     want.sort();
-    let node = wait_node(&nodes, "ec2", &format!("Running with resolvedPeers {want:?}"), |n| {
-        resolved(n) == want && running(n)
-    })
+    let node = wait_node(
+        &nodes,
+        "ec2",
+        &format!("Running with resolvedPeers {want:?}"),
+        |n| resolved(n) == want && running(n),
+    )
     .await;
-    assert_eq!(configured(&node).as_ref(), Some(&want), "init configured the EC2 peers");
+    assert_eq!(
+        configured(&node).as_ref(),
+        Some(&want),
+        "init configured the EC2 peers"
+    );
     assert_eq!(
         applied_overrides(&sim, ns.name(), "ec2").await["network.p2p.persistent_peers"],
         json!(want.join(","))

@@ -25,7 +25,11 @@ const WAIT: Duration = Duration::from_secs(90);
 fn webhook_certs(dir: &std::path::Path) -> String {
     let script = sei_tests::workspace_root().join("hack/webhook-certs.sh");
     let out = Command::new(script).arg(dir).output().unwrap();
-    assert!(out.status.success(), "webhook-certs.sh: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "webhook-certs.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read_to_string(dir.join("ca.crt")).unwrap()
 }
 

@@ -130,7 +130,9 @@ pub async fn resolve(
                     Ok(Ok(id)) if is_node_id(&id) => Ok(id),
                     Ok(Ok(id)) => Err(format!("its sidecar answered an invalid node id {id:?}")),
                     Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("its sidecar's node-id did not answer within {NODE_ID_TIMEOUT:?}")),
+                    Err(_) => Err(format!(
+                        "its sidecar's node-id did not answer within {NODE_ID_TIMEOUT:?}"
+                    )),
                 };
                 match id {
                     Ok(id) => {
@@ -155,7 +157,10 @@ pub async fn resolve(
             match describe_instances(ec2, tags).await {
                 Ok(peers) => out.extend(peers),
                 Err(why) => {
-                    problems.push(format!("ec2Tags ({}): {why}; the prior list is kept", tags.region));
+                    problems.push(format!(
+                        "ec2Tags ({}): {why}; the prior list is kept",
+                        tags.region
+                    ));
                     out.extend(prior.iter().cloned());
                 }
             }
@@ -170,13 +175,11 @@ pub async fn resolve(
 /// `host:port` of a label-selected peer: its `spec.externalAddress`, else its pod's stable DNS name.
 #[must_use]
 pub fn label_peer_host(peer: &SeiNode, namespace: &str) -> String {
-    match peer.spec.external_address.as_deref().filter(|a| !a.is_empty()) {
-        Some(address) => address.to_owned(),
-        None => {
-            let name = peer.name_any();
-            format!("{name}-0.{name}.{namespace}.svc.cluster.local:{P2P_PORT}")
-        }
+    if let Some(address) = peer.spec.external_address.as_deref().filter(|a| !a.is_empty()) {
+        return address.to_owned();
     }
+    let name = peer.name_any();
+    format!("{name}-0.{name}.{namespace}.svc.cluster.local:{P2P_PORT}")
 }
 
 fn prior_with_host(prior: &[String], host: &str) -> Vec<String> {
@@ -190,7 +193,10 @@ fn prior_with_host(prior: &[String], host: &str) -> Vec<String> {
 /// 40 lowercase hex digits.
 #[must_use]
 pub fn is_node_id(id: &str) -> bool {
-    id.len() == 40 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 40
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A host an EC2 peer may be dialled at: no separators, whitespace or control characters.
@@ -241,12 +247,19 @@ impl Instance {
                 .filter(|p| *p > 0)
                 .ok_or_else(|| format!("{EC2_P2P_PORT_TAG} {p:?} is not a port"))?,
         };
-        let host = [&self.public_dns, &self.public_ip, &self.private_dns, &self.private_ip]
-            .into_iter()
-            .find(|h| !h.is_empty())
-            .ok_or("no DNS name or IP address")?;
+        let host = [
+            &self.public_dns,
+            &self.public_ip,
+            &self.private_dns,
+            &self.private_ip,
+        ]
+        .into_iter()
+        .find(|h| !h.is_empty())
+        .ok_or("no DNS name or IP address")?;
         if !is_clean_host(host) {
-            return Err(format!("host {host:?} has separators, whitespace or control characters"));
+            return Err(format!(
+                "host {host:?} has separators, whitespace or control characters"
+            ));
         }
         Ok(format!("{id}@{host}:{port}"))
     }
@@ -287,7 +300,9 @@ async fn describe_instances(ec2: &Ec2Settings, source: &Ec2TagsPeerSource) -> Re
             .map_err(|e| format!("reading DescribeInstances' reply: {e}"))?;
         if !status.is_success() {
             let excerpt: String = text.chars().take(300).collect();
-            return Err(format!("DescribeInstances at {endpoint} answered {status}: {excerpt}"));
+            return Err(format!(
+                "DescribeInstances at {endpoint} answered {status}: {excerpt}"
+            ));
         }
         let (instances, token) = parse_describe_instances(&text)?;
         for instance in instances {
@@ -349,7 +364,8 @@ fn text(n: roxmltree::Node<'_, '_>, name: &str) -> String {
 
 /// The instances of a DescribeInstances reply and its `nextToken`.
 pub fn parse_describe_instances(xml: &str) -> Result<(Vec<Instance>, Option<String>), String> {
-    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("DescribeInstances' reply is not XML: {e}"))?;
+    let doc =
+        roxmltree::Document::parse(xml).map_err(|e| format!("DescribeInstances' reply is not XML: {e}"))?;
     let root = doc.root_element();
     let mut instances = Vec::new();
     for reservation in items(child(root, "reservationSet")) {
@@ -373,6 +389,7 @@ pub fn parse_describe_instances(xml: &str) -> Result<(Vec<Instance>, Option<Stri
 /// AWS Signature Version 4 for one form POST (the only request this module makes). Hand-written, about 60
 /// lines over `hmac` and `sha2`: the `aws-sigv4` crate pulls the smithy runtime types in for the same result.
 pub mod sigv4 {
+    use std::fmt::Write as _;
     use std::time::SystemTime;
 
     use hmac::{Hmac, Mac as _};
@@ -388,14 +405,19 @@ pub mod sigv4 {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
                 out.push(char::from(b));
             } else {
-                out.push_str(&format!("%{b:02X}"));
+                let _ = write!(out, "%{b:02X}");
             }
         }
         out
     }
 
     fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        bytes
+            .iter()
+            .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
     }
 
     fn hmac(key: &[u8], data: &str) -> Result<Vec<u8>, String> {
@@ -440,7 +462,10 @@ pub mod sigv4 {
         if let Some(token) = &credentials.session_token {
             headers.push(("x-amz-security-token", token.clone()));
         }
-        let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{}\n", v.trim())).collect();
+        let canonical_headers = headers.iter().fold(String::new(), |mut s, (k, v)| {
+            let _ = writeln!(s, "{k}:{}", v.trim());
+            s
+        });
         let signed_headers = headers.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(";");
         let canonical_request = format!(
             "POST\n{path}\n\n{canonical_headers}\n{signed_headers}\n{}",
@@ -516,8 +541,24 @@ mod tests {
             session_token: None,
         };
         let at = humantime::parse_rfc3339("2015-08-30T12:36:00Z").unwrap();
-        let a = sigv4::sign("http://example.amazonaws.com/", "us-east-1", "service", "Param1=value1", &creds, at).unwrap();
-        let b = sigv4::sign("http://example.amazonaws.com/", "us-east-1", "service", "Param1=value1", &creds, at).unwrap();
+        let a = sigv4::sign(
+            "http://example.amazonaws.com/",
+            "us-east-1",
+            "service",
+            "Param1=value1",
+            &creds,
+            at,
+        )
+        .unwrap();
+        let b = sigv4::sign(
+            "http://example.amazonaws.com/",
+            "us-east-1",
+            "service",
+            "Param1=value1",
+            &creds,
+            at,
+        )
+        .unwrap();
         assert_eq!(a, b);
         let auth = &a.iter().find(|(k, _)| *k == "authorization").unwrap().1;
         assert!(auth.starts_with(

@@ -63,6 +63,7 @@ fn builtin_workflows_load_and_parse() {
             "node-update",
             "mark-ready",
             "node-peers",
+            "node-reconfigure",
             "ceremony-member",
             "genesis-ceremony",
             "fleet-rollout"

@@ -31,7 +31,10 @@ fn record(inv: &Invocation) -> Outcome {
     peers.sort();
     peers.dedup();
     let count = peers.len();
-    let generation = inv.owner_object.pointer("/metadata/generation").and_then(Value::as_i64);
+    let generation = inv
+        .owner_object
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64);
     inv.status.set_condition(conditions::new_condition(
         conditions::PEERS_CONFIGURED,
         conditions::ConditionStatus::True,

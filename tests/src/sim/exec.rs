@@ -197,7 +197,8 @@ async fn handle(
 /// `config-apply`: records the intent (mode, overrides) as the node's config, and creates the node key when
 /// there is none (as `seid init` does for the real sidecar), so `node-id` answers from then on.
 fn config_apply(node: &NodeRef, params: &Value) -> Outcome {
-    let applied = json!({"mode": params["mode"], "overrides": params.get("overrides").cloned().unwrap_or(json!({}))});
+    let applied =
+        json!({"mode": params["mode"], "overrides": params.get("overrides").cloned().unwrap_or(json!({}))});
     let result = json!({"mode": params["mode"], "incremental": params["incremental"]});
     let key = genesis::node_key(node);
     let moniker = node.name.clone();
