@@ -18,6 +18,7 @@ pub mod preview;
 pub mod run;
 pub mod runs;
 pub mod spans;
+pub mod statesync;
 pub mod status;
 pub mod templates;
 pub mod user;

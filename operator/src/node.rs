@@ -114,6 +114,13 @@ pub(crate) fn bindings(node: &SeiNode, ctx: &Context) -> Result<Bindings, Error>
 /// Derived facts for CEL (`node`): mode, config mode, effective sidecar image, snapshot source.
 fn facts(node: &SeiNode, ctx: &Context) -> Value {
     let mut f = facts_with(node, &ctx.platform.images.sidecar);
+    // The state-sync witnesses when the gate is open (reference 3.4; node-init waits for them).
+    if let (Some(map), Some(syncers)) = (
+        f.as_object_mut(),
+        crate::statesync::gate(node, &ctx.platform).syncers,
+    ) {
+        map.insert(node_facts::STATE_SYNCERS.to_owned(), json!(syncers));
+    }
     // What the spec renders to now, for node-reconfigure's trigger (see sei_tasks::resources::statefulset_digest).
     if let (Some(map), Some(digest)) = (
         f.as_object_mut(),
@@ -429,6 +436,24 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     // (2) reflexes
     status.observed_generation = generation;
     default_conditions(&mut status, &node, generation);
+    // (reference 3.4) the state-sync gate; an Event when it starts blocking
+    let gate = crate::statesync::gate(&node, &ctx.platform);
+    let was_blocking = before.condition(conditions::STATE_SYNC_READY).is_some_and(|c| {
+        c.reason == reasons::NO_SYNCERS_CONFIGURED || c.reason == reasons::SYNCER_SOURCE_ERROR
+    });
+    if gate.reason == reasons::NO_SYNCERS_CONFIGURED
+        && !was_blocking
+        && !matches!(status.phase, Some(SeiNodePhase::Running | SeiNodePhase::Failed))
+    {
+        events.push((EventType::Warning, "StateSyncBlocked", gate.message.clone()));
+    }
+    status.set_condition(condition(
+        conditions::STATE_SYNC_READY,
+        gate.status,
+        gate.reason,
+        gate.message,
+        generation,
+    ));
     let was_paused = before
         .condition(conditions::PAUSED)
         .is_some_and(|c| c.status == "True");

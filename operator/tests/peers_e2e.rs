@@ -169,7 +169,8 @@ async fn init_config_carries_common_mode_and_user_overrides() {
             "replayer",
             json!({"chainId": "atlantic-2", "image": "seid:v1",
                    "peers": [{"static": {"addresses": [STATIC_PEER]}}],
-                   "replayer": {"snapshot": {"s3": {"targetHeight": 100}}}}),
+                   "replayer": {"snapshot": {"s3": {"targetHeight": 100},
+                                             "rpcServers": ["rpc-a:26657", "rpc-b:26657"]}}}),
         ),
         (
             "plain",

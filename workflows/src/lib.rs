@@ -616,6 +616,8 @@ pub mod node_facts {
     pub const SIDECAR_IMAGE: &str = "sidecarImage";
     /// The snapshot source object, when the node has one.
     pub const SNAPSHOT: &str = "snapshot";
+    /// The state-sync witnesses (`host:port`), present only when the state-sync gate is open.
+    pub const STATE_SYNCERS: &str = "stateSyncers";
     /// `sha256:<hex>` of the StatefulSet the spec renders to now (replicas left out), when it renders.
     pub const STATEFULSET_DIGEST: &str = "statefulSetDigest";
 }

@@ -783,7 +783,14 @@ impl Params for RestartSeidParams {
     }
 }
 impl Params for ConfigPatchParams {}
-impl Params for ConfigureStateSyncParams {}
+impl Params for ConfigureStateSyncParams {
+    /// An empty trust period and zero backfill blocks (a workflow's "not set") are left out.
+    fn wire(mut self) -> Value {
+        self.trust_period = self.trust_period.filter(|t| !t.is_empty());
+        self.backfill_blocks = self.backfill_blocks.filter(|b| *b > 0);
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
 impl Params for GenerateIdentityParams {}
 impl Params for GenerateGentxParams {}
 impl Params for UploadGenesisArtifactsParams {}
