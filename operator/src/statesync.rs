@@ -96,6 +96,7 @@ mod tests {
 
     use super::*;
 
+    #[allow(clippy::needless_pass_by_value)] // test helper taking json! literals
     fn node(snapshot: serde_json::Value) -> SeiNode {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "sei.io/v1alpha1", "kind": "SeiNode", "metadata": {"name": "n"},
