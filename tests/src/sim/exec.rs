@@ -171,7 +171,12 @@ async fn handle(
         "generate-gentx" => generate_gentx(snap.identity, chain, params),
         "upload-genesis-artifacts" => upload_artifacts(sim, node, &snap, params),
         "assemble-and-upload-genesis" => assemble(sim, node, id, run, epoch, chain, params).await,
-        "configure-genesis" => configure_genesis(sim, snap.identity.is_some(), chain, params),
+        // A ceremony member has an identity generated for a new chain; the key `config-apply` creates (as
+        // `seid init` does) has no chain and does not make the node one.
+        "configure-genesis" => {
+            let ceremony = snap.identity.as_ref().is_some_and(|i| i.chain_id.is_some());
+            configure_genesis(sim, ceremony, chain, params)
+        }
         "set-genesis-peers" => set_genesis_peers(sim, node, snap.identity.as_ref(), chain),
         "config-patch" => config_patch(sim, node, params),
         "config-apply" => config_apply(node, params),
