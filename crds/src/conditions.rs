@@ -123,6 +123,19 @@ pub const NODE_KEY_READY: &str = "NodeKeyReady";
 /// SeiNode: the operator keyring Secret is valid (`OperatorKeyringValidated`, `OperatorKeyringNotReady`,
 /// `OperatorKeyringInvalid`).
 pub const OPERATOR_KEYRING_READY: &str = "OperatorKeyringReady";
+/// SeiNode: the peer list written into the node's config (`persistent_peers`) by the init workflow or
+/// `node-peers`: True/[`reasons::PEERS_WRITTEN`], message [`PEERS_MESSAGE_PREFIX`] + the comma-joined list (what
+/// the `node-peers` trigger compares `status.resolvedPeers` against). A condition rather than a status field, so
+/// that the schema of the SeiNode CRD stays as it is.
+pub const PEERS_CONFIGURED: &str = "PeersConfigured";
+/// SeiNode: the StatefulSet last applied (True/[`reasons::APPLIED`], message [`TEMPLATE_MESSAGE_PREFIX`] + the
+/// digest of the rendered StatefulSet, replicas left out): what the `node-reconfigure` trigger compares the
+/// spec's rendering against.
+pub const STATEFULSET_APPLIED: &str = "StatefulSetApplied";
+/// The message of [`STATEFULSET_APPLIED`] before the digest.
+pub const TEMPLATE_MESSAGE_PREFIX: &str = "template ";
+/// The message of [`PEERS_CONFIGURED`] before the peer list.
+pub const PEERS_MESSAGE_PREFIX: &str = "persistent_peers = ";
 
 // ---- SeiNodeDeployment condition types (reference 1.2 / 1.5) ----
 
@@ -143,6 +156,10 @@ pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
 pub mod reasons {
     /// `Paused` is True.
     pub const PAUSED: &str = "Paused";
+    /// `StatefulSetApplied` is True.
+    pub const APPLIED: &str = "Applied";
+    /// `PeersConfigured` is True: a workflow wrote the peer list into the node's config.
+    pub const PEERS_WRITTEN: &str = "PeersWritten";
     /// `Paused` is False.
     pub const NOT_PAUSED: &str = "NotPaused";
     /// Generic positive reason (`SidecarReady`, `StateSyncReady`).

@@ -29,6 +29,8 @@ pub struct Context {
     pub journal: Option<Arc<sei_observability::journal::JournalExporter>>,
     /// Versions this process's own status writes superseded (see [`Superseded`]).
     pub superseded: Superseded,
+    /// Where the `ec2Tags` peer source asks (`SEI_EC2_ENDPOINT`, `AWS_*`).
+    pub ec2: sei_tasks::peers::Ec2Settings,
 }
 
 /// The resourceVersion each object had when this process last wrote its status successfully, by object UID.

@@ -112,7 +112,22 @@ pub(crate) fn bindings(node: &SeiNode, ctx: &Context) -> Result<Bindings, Error>
 
 /// Derived facts for CEL (`node`): mode, config mode, effective sidecar image, snapshot source.
 fn facts(node: &SeiNode, ctx: &Context) -> Value {
-    facts_with(node, &ctx.platform.images.sidecar)
+    let mut f = facts_with(node, &ctx.platform.images.sidecar);
+    // The state-sync witnesses when the gate is open (reference 3.4; node-init waits for them).
+    if let (Some(map), Some(syncers)) = (
+        f.as_object_mut(),
+        crate::statesync::gate(node, &ctx.platform).syncers,
+    ) {
+        map.insert(node_facts::STATE_SYNCERS.to_owned(), json!(syncers));
+    }
+    // What the spec renders to now, for node-reconfigure's trigger (see sei_tasks::resources::statefulset_digest).
+    if let (Some(map), Some(digest)) = (
+        f.as_object_mut(),
+        sei_tasks::resources::statefulset_digest(node, &ctx.platform),
+    ) {
+        map.insert(node_facts::STATEFULSET_DIGEST.to_owned(), json!(digest));
+    }
+    f
 }
 
 /// [`facts`] with the platform's default sidecar image given (the `workflow preview` command has no context).
@@ -278,7 +293,14 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     // The journal as written by this reconcile, for the spans it completes (exported after the write).
     let mut journal_after: Option<sei_engine::Plan> = None;
     let mut status = before.clone();
-    let object = Arc::new(serde_json::to_value(&*node).map_err(Error::Serialize)?);
+    // (reference 3.3) peers first: a plan built in this reconcile snapshots the list resolved now (the init's
+    // config-apply); the retry applies after the plan step, which sets its own requeue.
+    let peers_retry = if node.spec.paused {
+        None
+    } else {
+        crate::peers::reconcile(&node, ctx, &mut status).await
+    };
+    let object = Arc::new(crate::peers::with_resolved_peers(&node, &status)?);
     let owner = Owner {
         kind: KIND,
         namespace: ns.clone(),
@@ -292,6 +314,24 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     // (2) reflexes
     status.observed_generation = generation;
     default_conditions(&mut status, &node, generation);
+    // (reference 3.4) the state-sync gate; an Event when it starts blocking
+    let gate = crate::statesync::gate(&node, &ctx.platform);
+    let was_blocking = before.condition(conditions::STATE_SYNC_READY).is_some_and(|c| {
+        c.reason == reasons::NO_SYNCERS_CONFIGURED || c.reason == reasons::SYNCER_SOURCE_ERROR
+    });
+    if gate.reason == reasons::NO_SYNCERS_CONFIGURED
+        && !was_blocking
+        && !matches!(status.phase, Some(SeiNodePhase::Running | SeiNodePhase::Failed))
+    {
+        events.push((EventType::Warning, "StateSyncBlocked", gate.message.clone()));
+    }
+    status.set_condition(condition(
+        conditions::STATE_SYNC_READY,
+        gate.status,
+        gate.reason,
+        gate.message,
+        generation,
+    ));
     let was_paused = before
         .condition(conditions::PAUSED)
         .is_some_and(|c| c.status == "True");
@@ -416,6 +456,9 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         }
     }
     lifecycle::apply_updates(&mut status, sink.take(), None)?;
+    if let Some(soon) = peers_retry {
+        requeue = requeue.min(soon);
+    }
 
     // (4) one status write, only when something changed
     if status != before {

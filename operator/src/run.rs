@@ -601,6 +601,7 @@ async fn controllers(
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
         superseded: crate::context::Superseded::default(),
+        ec2: sei_tasks::peers::Ec2Settings::from_env(|k| std::env::var(k).ok()),
         journal: match &args.otlp_endpoint {
             Some(endpoint) => Some(Arc::new(sei_observability::journal::JournalExporter::new(
                 "sei-operator",

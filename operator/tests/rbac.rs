@@ -378,10 +378,10 @@ fn check_monitoring(ns: &sei_tests::TestNamespace, deployed: &Deployed, metrics:
     // Families with samples in this operator's /metrics, and every family it registers (one without samples
     // yet, such as reconcile errors before the first error, is absent from the exposition).
     let mut exported = exported_series(metrics);
-    let declared: String = sei_operator::metrics::FAMILIES
+    let declared = sei_operator::metrics::FAMILIES
         .iter()
-        .map(|(name, kind)| format!("# TYPE {name} {kind}\n"))
-        .collect();
+        .map(|(name, kind)| ["# TYPE ", name, " ", kind, "\n"].concat())
+        .collect::<String>();
     exported.extend(exported_series(&declared));
     assert!(
         exported.len() > 10,

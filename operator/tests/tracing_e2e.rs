@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use common::{Operator, Sim, setup};
 
 const WAIT: Duration = Duration::from_secs(90);
-/// Tasks node-init executes for a full node without a snapshot source or keys.
-const FULL_NODE_INIT_TASKS: usize = 9;
+/// Tasks node-init executes for a full node without a snapshot source or keys (record-peers included).
+const FULL_NODE_INIT_TASKS: usize = 10;
 
 fn full_node(name: &str) -> SeiNode {
     serde_json::from_value(json!({

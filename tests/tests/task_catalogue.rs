@@ -70,6 +70,7 @@ const KUBE_TASKS: &[&str] = &[
     "validate-signing-key",
     "validate-node-key",
     "validate-operator-keyring",
+    "record-peers",
 ];
 const FLEET_TASKS: &[&str] = &[
     "await-nodes-running",
@@ -608,6 +609,85 @@ async fn the_node_setup_tasks_started_twice_under_one_key_run_once_and_report_th
     assert_eq!(sim.get(&healthz).await.0, 200, "ready after mark-ready");
     run_once_started_twice(&sim, &cx, node, "mark-not-ready", json!({})).await;
     assert_eq!(sim.get(&healthz).await.0, 503, "not ready after mark-not-ready");
+}
+
+/// The init config intent (issue 13): `config-apply`'s `layers` reach the sidecar flattened into one
+/// `overrides` map (later layers win, `overrides` last); `config-patch` says whether the patch changed the
+/// config (`restartRequired`), and `restart-seid` with `required: false` succeeds without asking the sidecar.
+#[tokio::test]
+async fn config_apply_layers_flatten_and_restart_seid_runs_only_when_required() {
+    let sim = Sim::start().await;
+    let cx = context(offline_client(), &sim.url_template(), PlatformConfig::default());
+    let node = "cfg-0";
+    run_once_started_twice(
+        &sim,
+        &cx,
+        node,
+        "config-apply",
+        json!({"mode": "full",
+               "layers": [{"logging.level": "error", "a": "1"}, {"a": "2", "b": "2"}],
+               "overrides": {"logging.level": "debug"}}),
+    )
+    .await;
+    let view = sim.get(&format!("/admin/nodes/{NS}/{node}")).await.1;
+    assert_eq!(
+        view["config"],
+        json!({"mode": "full", "overrides": {"logging.level": "debug", "a": "2", "b": "2"}}),
+        "{view}"
+    );
+    assert!(
+        view["nodeId"].is_string(),
+        "config-apply creates the node key: {view}"
+    );
+    let patch = json!({"files": {"config.toml": {"p2p": {"persistent-peers": "x@h:1"}}}});
+    let first = run_once_started_twice(&sim, &cx, node, "config-patch", patch.clone()).await;
+    assert_eq!(first["restartRequired"], true);
+    let again = run_once_started_twice(&sim, &cx, node, "config-patch", patch).await;
+    assert_eq!(again["restartRequired"], false, "the same patch changes nothing");
+
+    let t = task("restart-seid");
+    let skipped = sidecar_invocation(node, "restart-seid", json!({"required": false}));
+    assert_eq!(
+        t.start(&cx, &skipped).await,
+        Outcome::Done(Map::from_iter([("skipped".to_owned(), json!(true))]))
+    );
+    assert_eq!(
+        sim.executions(NS, node, skipped.task.key).await,
+        0,
+        "never submitted"
+    );
+    let out = run_once_started_twice(&sim, &cx, node, "restart-seid", json!({"required": true})).await;
+    assert_eq!(out["restarts"], 1, "{out:?}");
+}
+
+/// `record-peers` records the configured list (sorted, de-duplicated) in the `PeersConfigured` condition,
+/// the same way on every start.
+#[tokio::test]
+async fn record_peers_records_the_list_in_the_peers_configured_condition() {
+    let cx = context(
+        offline_client(),
+        &unreachable_template(),
+        PlatformConfig::default(),
+    );
+    let t = task("record-peers");
+    let inv = invocation(
+        NS,
+        "SeiNode",
+        "n",
+        "record-peers",
+        json!({"peers": ["b@h:2", "a@h:1", "b@h:2"]}),
+        json!({"metadata": {"generation": 3}}),
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            t.start(&cx, &inv).await,
+            Outcome::Done(Map::from_iter([("peerCount".to_owned(), json!(2))]))
+        );
+        let c = condition(&inv.status.take(), conditions::PEERS_CONFIGURED);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "PeersWritten"));
+        assert_eq!(c.message, "persistent_peers = a@h:1,b@h:2");
+        assert_eq!(c.observed_generation, Some(3));
+    }
 }
 
 /// Valid params for every sidecar task type (what a workflow would pass).
@@ -1426,6 +1506,11 @@ async fn apply_statefulset_started_twice_keeps_one_statefulset_and_records_its_u
     let uid = all.items[0].uid().unwrap();
     assert_eq!(first, json!({"name": "rpc", "uid": uid}));
     assert_eq!(second, first, "the same StatefulSet both times");
+    // The applied template's digest, what node-reconfigure compares the spec's rendering against.
+    t.start(&cx, &inv).await;
+    let applied = condition(&inv.status.take(), conditions::STATEFULSET_APPLIED);
+    let digest = sei_tasks::resources::statefulset_digest(&node, &PlatformConfig::default()).unwrap();
+    assert_eq!(applied.message, format!("template {digest}"));
     let managers: Vec<String> = all.items[0]
         .managed_fields()
         .iter()

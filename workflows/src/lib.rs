@@ -34,6 +34,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../definitions/node-update.yaml"),
     ),
     ("mark-ready.yaml", include_str!("../definitions/mark-ready.yaml")),
+    ("node-peers.yaml", include_str!("../definitions/node-peers.yaml")),
+    (
+        "node-reconfigure.yaml",
+        include_str!("../definitions/node-reconfigure.yaml"),
+    ),
     (
         "ceremony-member.yaml",
         include_str!("../definitions/ceremony-member.yaml"),
@@ -611,6 +616,10 @@ pub mod node_facts {
     pub const SIDECAR_IMAGE: &str = "sidecarImage";
     /// The snapshot source object, when the node has one.
     pub const SNAPSHOT: &str = "snapshot";
+    /// The state-sync witnesses (`host:port`), present only when the state-sync gate is open.
+    pub const STATE_SYNCERS: &str = "stateSyncers";
+    /// `sha256:<hex>` of the StatefulSet the spec renders to now (replicas left out), when it renders.
+    pub const STATEFULSET_DIGEST: &str = "statefulSetDigest";
 }
 
 /// A `node` binding from its facts.

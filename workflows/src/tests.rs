@@ -62,6 +62,8 @@ fn builtin_workflows_load_and_parse() {
             "node-init",
             "node-update",
             "mark-ready",
+            "node-peers",
+            "node-reconfigure",
             "ceremony-member",
             "genesis-ceremony",
             "fleet-rollout"

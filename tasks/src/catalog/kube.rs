@@ -396,10 +396,26 @@ async fn apply_statefulset(cx: &Context, inv: &Invocation) -> Outcome {
             let uid = applied.metadata.uid.unwrap_or_default();
             inv.status
                 .set_field("statefulSet", json!({"name": name, "uid": uid}));
+            if let Some(digest) = resources::statefulset_digest(&node, &cx.platform) {
+                inv.status.set_condition(applied_condition(&node, &digest));
+            }
             Outcome::done()
         }
         Err(e) => api_error("applying the StatefulSet", &e),
     }
+}
+
+/// `StatefulSetApplied` True with the digest of the applied template (the controller stamps the time).
+fn applied_condition(node: &SeiNode, digest: &str) -> sei_crds::Condition {
+    use sei_crds::conditions;
+    conditions::new_condition(
+        conditions::STATEFULSET_APPLIED,
+        conditions::ConditionStatus::True,
+        conditions::reasons::APPLIED,
+        format!("{}{digest}", conditions::TEMPLATE_MESSAGE_PREFIX),
+        node.metadata.generation,
+        conditions::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// The node with the spec snapshot a plan was compiled with (`None`: the live spec unchanged); a snapshot that

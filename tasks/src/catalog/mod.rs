@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod kube;
+pub mod peers;
 pub mod sidecar;
 
 use crate::task::Registry;
@@ -13,5 +14,5 @@ use crate::task::Registry;
 pub fn registry() -> Registry {
     let r = Registry::new();
     let r = sidecar::register(r);
-    fleet::register(kube::register(r))
+    peers::register(fleet::register(kube::register(r)))
 }

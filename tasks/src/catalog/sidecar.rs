@@ -115,6 +115,19 @@ pub trait Params: JsonSchema + Serialize + for<'de> Deserialize<'de> + Send + Sy
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// `Some(outputs)`: the params say there is nothing to do; the attempt succeeds without a submission.
+    fn skip(&self) -> Option<Map<String, Value>> {
+        None
+    }
+
+    /// The params as the sidecar gets them (default: as they are).
+    fn wire(self) -> Value
+    where
+        Self: Sized,
+    {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
 }
 
 /// How a sidecar error becomes an outcome: connect errors, timeouts and 5xx say nothing about the task
@@ -340,7 +353,10 @@ impl<P: Params> Task for SidecarTask<P> {
                     format!("invalid params for {}: {why}", self.task_type),
                 );
             }
-            let params = serde_json::to_value(params).unwrap_or(Value::Null);
+            if let Some(outputs) = params.skip() {
+                return Outcome::Done(outputs);
+            }
+            let params = params.wire();
             let node = cx
                 .sidecar
                 .node(&inv.namespace, inv.target())
@@ -433,6 +449,10 @@ pub struct ConfigureGenesisParams {
 pub struct ConfigApplyParams {
     /// sei-config mode: `full`, `archive`, `validator` or `seed`.
     pub mode: String,
+    /// Override maps applied before `overrides`, in order (later wins): the controller's common and per-mode
+    /// settings (reference 2.4). Flattened into `overrides` on the wire, so the sidecar gets one intent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<BTreeMap<String, String>>,
     /// Dotted config keys to values (later sources win).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub overrides: BTreeMap<String, String>,
@@ -726,9 +746,51 @@ pub struct SnapshotNowParams {
 impl Params for NoParams {}
 impl Params for SnapshotRestoreParams {}
 impl Params for ConfigureGenesisParams {}
-impl Params for ConfigApplyParams {}
+impl Params for ConfigApplyParams {
+    fn wire(self) -> Value {
+        let mut overrides = BTreeMap::new();
+        for layer in self.layers {
+            overrides.extend(layer);
+        }
+        overrides.extend(self.overrides);
+        let intent = Self {
+            mode: self.mode,
+            layers: Vec::new(),
+            overrides,
+            incremental: self.incremental,
+        };
+        serde_json::to_value(intent).unwrap_or(Value::Null)
+    }
+}
+
+/// `restart-seid`: SIGTERM seid and wait for its RPC.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestartSeidParams {
+    /// `false`: nothing needs a restart (e.g. `${ tasks.<config-patch>.outputs.restartRequired }`); the
+    /// attempt succeeds without asking the sidecar (outputs `skipped: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+}
+
+impl Params for RestartSeidParams {
+    fn skip(&self) -> Option<Map<String, Value>> {
+        (self.required == Some(false)).then(|| Map::from_iter([("skipped".to_owned(), json!(true))]))
+    }
+
+    fn wire(self) -> Value {
+        json!({})
+    }
+}
 impl Params for ConfigPatchParams {}
-impl Params for ConfigureStateSyncParams {}
+impl Params for ConfigureStateSyncParams {
+    /// An empty trust period and zero backfill blocks (a workflow's "not set") are left out.
+    fn wire(mut self) -> Value {
+        self.trust_period = self.trust_period.filter(|t| !t.is_empty());
+        self.backfill_blocks = self.backfill_blocks.filter(|b| *b > 0);
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
 impl Params for GenerateIdentityParams {}
 impl Params for GenerateGentxParams {}
 impl Params for UploadGenesisArtifactsParams {}
@@ -761,7 +823,7 @@ pub(crate) fn register(r: crate::task::Registry) -> crate::task::Registry {
         .with(SidecarTask::<SetGenesisPeersParams>::new("set-genesis-peers"))
         // Day-2 operations (issue 12, item 5).
         .with(SidecarTask::<NoParams>::new("stop-seid"))
-        .with(SidecarTask::<NoParams>::new("restart-seid"))
+        .with(SidecarTask::<RestartSeidParams>::new("restart-seid"))
         .with(SidecarTask::<NoParams>::new("reset-data"))
         .with(SidecarTask::<AwaitConditionParams>::new("await-condition"))
         .with(SidecarTask::<GovVoteParams>::new("gov-vote").broadcasts(ChainTx::Vote))

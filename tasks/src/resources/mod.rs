@@ -26,6 +26,7 @@ pub(crate) mod quantity;
 mod rbac_proxy;
 mod service;
 mod statefulset;
+mod template;
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,7 @@ pub use pvc::{data_pvc, data_pvc_name};
 pub use rbac_proxy::{rbac_proxy_config_map, rbac_proxy_config_map_name};
 pub use service::headless_service;
 pub use statefulset::statefulset;
+pub use template::statefulset_digest;
 
 /// `$HOME` of every node container.
 pub const HOME_DIR: &str = "/home/nonroot";

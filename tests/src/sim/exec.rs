@@ -171,17 +171,15 @@ async fn handle(
         "generate-gentx" => generate_gentx(snap.identity, chain, params),
         "upload-genesis-artifacts" => upload_artifacts(sim, node, &snap, params),
         "assemble-and-upload-genesis" => assemble(sim, node, id, run, epoch, chain, params).await,
-        "configure-genesis" => configure_genesis(sim, snap.identity.is_some(), chain, params),
+        // A ceremony member has an identity generated for a new chain; the key `config-apply` creates (as
+        // `seid init` does) has no chain and does not make the node one.
+        "configure-genesis" => {
+            let ceremony = snap.identity.as_ref().is_some_and(|i| i.chain_id.is_some());
+            configure_genesis(sim, ceremony, chain, params)
+        }
         "set-genesis-peers" => set_genesis_peers(sim, node, snap.identity.as_ref(), chain),
-        "config-patch" => match params["files"].as_object() {
-            Some(files) if !files.is_empty() => {
-                completed(Some(json!({"patched": files.keys().collect::<Vec<_>>()})))
-            }
-            _ => failed("config-patch: params.files must be a non-empty object of file name to TOML tree"),
-        },
-        "config-apply" => completed(Some(
-            json!({"mode": params["mode"], "incremental": params["incremental"]}),
-        )),
+        "config-patch" => config_patch(sim, node, params),
+        "config-apply" => config_apply(node, params),
         "config-validate" => completed(Some(json!({"valid": true, "diagnostics": []}))),
         "snapshot-restore" => completed(Some(
             json!({"height": params["targetHeight"].as_u64().unwrap_or(0)}),
@@ -198,6 +196,54 @@ async fn handle(
         }
         "snapshot-upload-once" => ops::snapshot_upload_once(sim, node, chain),
         _ => completed(None),
+    }
+}
+
+/// `config-apply`: records the intent (mode, overrides) as the node's config, and creates the node key when
+/// there is none (as `seid init` does for the real sidecar), so `node-id` answers from then on.
+fn config_apply(node: &NodeRef, params: &Value) -> Outcome {
+    let applied =
+        json!({"mode": params["mode"], "overrides": params.get("overrides").cloned().unwrap_or(json!({}))});
+    let result = json!({"mode": params["mode"], "incremental": params["incremental"]});
+    let key = genesis::node_key(node);
+    let moniker = node.name.clone();
+    completed_with(Some(result), move |n| {
+        n.identity.get_or_insert(Identity {
+            key,
+            chain_id: None,
+            moniker,
+        });
+        n.config = Some(applied);
+        n.config_patches.clear();
+    })
+}
+
+/// `config-patch`: deep-merges the files' trees into the node's patched config; `restartRequired` says
+/// whether anything changed (seid reads its config at start).
+fn config_patch(sim: &Sim, node: &NodeRef, params: &Value) -> Outcome {
+    let Some(files) = params["files"].as_object().filter(|f| !f.is_empty()) else {
+        return failed("config-patch: params.files must be a non-empty object of file name to TOML tree");
+    };
+    let before = sim.with(|s| s.node(node).patched.clone());
+    let mut after = before.clone();
+    merge(&mut after, &Value::Object(files.clone()));
+    let changed = after != before;
+    let result = json!({"patched": files.keys().collect::<Vec<_>>(), "restartRequired": changed});
+    let patch = params["files"].clone();
+    completed_with(Some(result), move |n| {
+        n.patched = after;
+        n.config_patches.push(patch);
+    })
+}
+
+fn merge(into: &mut Value, patch: &Value) {
+    match (into, patch) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v.clone(),
     }
 }
 

@@ -8,7 +8,8 @@
 //!
 //! The contract it keeps: idempotent submit by id (unknown id: run 1; running or completed: no-op; failed: run
 //! again with `run + 1`), task states running/completed/failed, 201/400/404/204, `healthz` 503 until a
-//! `mark-ready` completes, `node-id` 500 until `generate-identity` ran. Every task stays `running` for the task
+//! `mark-ready` completes, `node-id` 500 until `generate-identity` or `config-apply` ran (the latter creates the node key, as `seid init`
+//! does), the applied config (`config-apply` intent, `config-patch` files) in the admin view of a node. Every task stays `running` for the task
 //! duration. The genesis tasks exchange real artifacts through a directory standing in for the genesis bucket
 //! ([`genesis`]). State lives in memory: restarting the process forgets every node and task (the bucket
 //! directory stays).

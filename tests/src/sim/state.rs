@@ -312,6 +312,12 @@ pub struct Node {
     pub genesis_hash: Option<String>,
     /// Set by `set-genesis-peers`.
     pub peers: Vec<String>,
+    /// The last `config-apply` intent (`mode`, `overrides`).
+    pub config: Option<Value>,
+    /// The `config-patch` files since the last `config-apply`, in order.
+    pub config_patches: Vec<Value>,
+    /// Every `config-patch` merged (file name to tree), what `restartRequired` compares against.
+    pub patched: Value,
     /// seid in the same pod (stopped, restarted, reset by the day-2 tasks).
     pub seid: Seid,
     /// The task store.
@@ -368,6 +374,8 @@ impl Node {
             "chainId": self.identity.as_ref().and_then(|i| i.chain_id.clone()),
             "genesisHash": self.genesis_hash,
             "peers": self.peers,
+            "config": self.config,
+            "configPatches": self.config_patches,
             "lastTraceparent": self.last_traceparent,
             "requests": self.requests,
             "unauthorized": self.unauthorized,
