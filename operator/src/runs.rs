@@ -91,6 +91,28 @@ async fn read_target(
     })
 }
 
+/// A merge patch of a run's target (of its status subresource when `status`), whatever its kind.
+async fn patch_target(
+    ctx: &Context,
+    kind: RunTargetKind,
+    ns: &str,
+    name: &str,
+    patch: &serde_json::Value,
+    status: bool,
+) -> Result<(), kube::Error> {
+    let resource = match kind {
+        RunTargetKind::SeiNode => kube::core::ApiResource::erase::<SeiNode>(&()),
+        RunTargetKind::SeiNodeDeployment => kube::core::ApiResource::erase::<SeiNodeDeployment>(&()),
+    };
+    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource);
+    let (pp, patch) = (PatchParams::default(), Patch::Merge(patch));
+    if status {
+        api.patch_status(name, &pp, &patch).await.map(|_| ())
+    } else {
+        api.patch(name, &pp, &patch).await.map(|_| ())
+    }
+}
+
 /// The names a run targets, sorted: its `target.name`, or every object matching `target.selector`.
 async fn resolve_targets(ctx: &Context, run: &WorkflowRun, ns: &str) -> Result<Vec<String>, Error> {
     let target = &run.spec.target;
@@ -252,17 +274,7 @@ async fn start(
         "metadata": { "resourceVersion": target.resource_version() },
         "status": { "plan": plan },
     });
-    let pp = PatchParams::default();
-    let written = match run.spec.target.kind {
-        RunTargetKind::SeiNode => Api::<SeiNode>::namespaced(ctx.client.clone(), ns)
-            .patch_status(&entry.name, &pp, &Patch::Merge(&patch))
-            .await
-            .map(|_| ()),
-        RunTargetKind::SeiNodeDeployment => Api::<SeiNodeDeployment>::namespaced(ctx.client.clone(), ns)
-            .patch_status(&entry.name, &pp, &Patch::Merge(&patch))
-            .await
-            .map(|_| ()),
-    };
+    let written = patch_target(ctx, run.spec.target.kind, ns, &entry.name, &patch, true).await;
     match written {
         Ok(()) => {
             crate::failpoints::crash_point(crate::failpoints::RUN_CRASH_POINT);
@@ -423,18 +435,7 @@ async fn cancel_plans(
     for entry in status.targets.iter().filter(|t| !t.phase.is_finished()) {
         let Some(id) = &entry.plan_id else { continue };
         let patch = json!({ "metadata": { "annotations": { CANCEL_PLAN: id } } });
-        let pp = PatchParams::default();
-        let result = match run.spec.target.kind {
-            RunTargetKind::SeiNode => Api::<SeiNode>::namespaced(ctx.client.clone(), ns)
-                .patch(&entry.name, &pp, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            RunTargetKind::SeiNodeDeployment => Api::<SeiNodeDeployment>::namespaced(ctx.client.clone(), ns)
-                .patch(&entry.name, &pp, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-        };
-        match result {
+        match patch_target(ctx, run.spec.target.kind, ns, &entry.name, &patch, false).await {
             Ok(()) | Err(kube::Error::Api(_)) => {}
             Err(e) => return Err(Error::Kube(e)),
         }
