@@ -13,6 +13,10 @@
 //!
 //! Also here: well-known label/annotation/finalizer keys ([`labels`]), container ports ([`ports`]),
 //! condition types, reasons and helpers ([`conditions`]) and the plan-history bound ([`plan`]).
+//!
+//! # Owns, and must not
+//! Owns the resource types, their admission rules, the generated manifests and the names of conditions,
+//! reasons, labels and finalizers. Must not contain controller logic or do I/O.
 
 pub mod conditions;
 mod deployment;

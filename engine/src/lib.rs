@@ -229,6 +229,12 @@
 //! the run starts; the task must be upstream). A `forEach: <param>` task runs once per item of
 //! a list param as `task[item]`; dependencies between tasks over the same list pair up item by
 //! item. See the `compile` and `reference` modules for the exact rules.
+//!
+//! # Owns, and must not
+//! Owns the definition model, the compiler (the static [`check`] and [`compile`]), the plan journal and its
+//! migrations, the pure executor, retry arithmetic and params validation. Must not talk to Kubernetes or do
+//! any I/O, read a clock or draw random numbers (plan ids and `now` come in), or know the operator's kinds,
+//! task implementations or workflow names.
 
 #![warn(missing_docs)]
 

@@ -2,6 +2,10 @@
 //! JSON logs with an `EnvFilter`) and, when an OTLP endpoint is configured, an OpenTelemetry layer exporting
 //! spans over OTLP/gRPC; the span and attribute names ([`fields`]); and pure helpers for W3C trace context
 //! ([`trace_context`]) so that a plan's trace survives reconciles and operator restarts.
+//!
+//! # Owns, and must not
+//! Owns telemetry setup, span and attribute names and trace context. Must not depend on Kubernetes or on the
+//! engine's internals.
 
 pub mod fields;
 pub mod journal;

@@ -7,6 +7,10 @@
 //!   test panics).
 //! - When the cluster is missing, a test is skipped with a message on stderr, except when `CI` (or
 //!   `SEI_REQUIRE_CLUSTER`) is set: then it fails. CI never passes by skipping.
+//!
+//! # Owns, and must not
+//! Owns the test harness and the sidecar simulator (`sidecar-sim`). Must not be a dependency of any
+//! production crate.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -16,6 +16,11 @@
 //!
 //! # Errors
 //! Every error names the source file, the workflow, and the task and field when there is one.
+//!
+//! # Owns, and must not
+//! Owns the built-in definitions, a namespace's catalogue (priority, `overrides`, `disabled`) and every CEL
+//! evaluation. Must not touch Kubernetes, run or implement tasks (it knows them through the engine's
+//! `TaskTypeRegistry` only), or decide anything from a workflow's name.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
