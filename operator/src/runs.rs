@@ -150,10 +150,8 @@ async fn resolve_targets(ctx: &Context, run: &WorkflowRun, ns: &str) -> Result<V
 }
 
 fn trace_id(plan: &Plan) -> Option<String> {
-    plan.traceparent
-        .as_deref()
-        .and_then(|tp| tp.split('-').nth(1))
-        .map(str::to_owned)
+    let tp = sei_observability::trace_context::TraceParent::parse(plan.traceparent.as_deref()?)?;
+    Some(format!("{:032x}", u128::from_be_bytes(tp.trace_id)))
 }
 
 fn finished(entry: &mut RunTargetStatus, summary: &PlanSummary) {
@@ -219,6 +217,43 @@ async fn step_target(
     start(ctx, run, ns, entry, &target).await
 }
 
+/// The workflow compiled against the target with the run's params and plan id, or why the run fails (an
+/// unknown workflow, another target kind, a param the workflow does not declare, a compile error).
+async fn compile_for(
+    ctx: &Context,
+    run: &WorkflowRun,
+    ns: &str,
+    plan_id: uuid::Uuid,
+    target: &Target,
+) -> Result<Result<Plan, String>, Error> {
+    let catalog = ctx.catalogs.get(ns);
+    let workflow_name = &run.spec.workflow_ref.name;
+    let Some(workflow) = catalog.get(workflow_name) else {
+        return Ok(Err(format!(
+            "workflow `{workflow_name}` is not in this namespace's catalogue (a valid WorkflowTemplate or a built-in)"
+        )));
+    };
+    if workflow.definition().spec.target != run.spec.target.kind.as_str() {
+        return Ok(Err(format!(
+            "workflow `{workflow_name}` targets {}, not {}",
+            workflow.definition().spec.target,
+            run.spec.target.kind.as_str()
+        )));
+    }
+    let bindings = target.bindings(ctx).await?;
+    let traceparent = sei_observability::trace_context::TraceParent::for_plan(plan_id).to_string();
+    Ok(workflow
+        .instantiate_with(
+            &bindings,
+            &run.spec.params,
+            plan_id,
+            crate::clock::now(),
+            Some(traceparent),
+            &ctx.registry,
+        )
+        .map_err(|e| e.to_string()))
+}
+
 /// Compiles the workflow against the target and writes it as the target's plan. The plan id is chosen (and
 /// returned through `entry`) first; the caller persists it before this runs again.
 async fn start(
@@ -235,38 +270,11 @@ async fn start(
         return Ok(());
     };
     let plan_id = uuid::Uuid::parse_str(&id).map_err(|e| Error::Cel(format!("status.planId: {e}")))?;
-    let catalog = ctx.catalogs.get(ns);
-    let workflow_name = &run.spec.workflow_ref.name;
-    let Some(workflow) = catalog.get(workflow_name) else {
-        entry.phase = RunPhase::Failed;
-        entry.message = Some(format!(
-            "workflow `{workflow_name}` is not in this namespace's catalogue (a valid WorkflowTemplate or a built-in)"
-        ));
-        return Ok(());
-    };
-    if workflow.definition().spec.target != run.spec.target.kind.as_str() {
-        entry.phase = RunPhase::Failed;
-        entry.message = Some(format!(
-            "workflow `{workflow_name}` targets {}, not {}",
-            workflow.definition().spec.target,
-            run.spec.target.kind.as_str()
-        ));
-        return Ok(());
-    }
-    let bindings = target.bindings(ctx).await?;
-    let traceparent = sei_observability::trace_context::TraceParent::for_plan(plan_id).to_string();
-    let plan = match workflow.instantiate_with(
-        &bindings,
-        &run.spec.params,
-        plan_id,
-        crate::clock::now(),
-        Some(traceparent),
-        &ctx.registry,
-    ) {
+    let plan = match compile_for(ctx, run, ns, plan_id, target).await? {
         Ok(plan) => plan,
-        Err(e) => {
+        Err(why) => {
             entry.phase = RunPhase::Failed;
-            entry.message = Some(e.to_string());
+            entry.message = Some(why);
             return Ok(());
         }
     };
@@ -278,7 +286,7 @@ async fn start(
     match written {
         Ok(()) => {
             crate::failpoints::crash_point(crate::failpoints::RUN_CRASH_POINT);
-            ctx.metrics.plan_created(workflow.name());
+            ctx.metrics.plan_created(&plan.workflow);
             entry.phase = RunPhase::Running;
             entry.trace_id = trace_id(&plan);
             entry.message = None;
@@ -341,7 +349,6 @@ fn overall(status: &mut WorkflowRunStatus) {
 /// Reconciles one WorkflowRun.
 pub async fn reconcile(run: Arc<WorkflowRun>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = run.namespace().unwrap_or_default();
-    let name = run.name_any();
     let api: Api<WorkflowRun> = Api::namespaced(ctx.client.clone(), &ns);
     let status = run.status.clone().unwrap_or_default();
     let done = status.phase.is_some_and(RunPhase::is_finished);
@@ -356,18 +363,39 @@ pub async fn reconcile(run: Arc<WorkflowRun>, ctx: Arc<Context>) -> Result<Actio
         return ttl(&api, &run, &status).await;
     }
     if !run.finalizers().iter().any(|f| f == FINALIZER) {
-        let patch =
-            json!({ "metadata": { "finalizers": [FINALIZER], "resourceVersion": run.resource_version() } });
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(Error::Kube)?;
+        add_finalizer(&api, &run).await?;
         return Ok(Action::requeue(Duration::from_millis(10)));
     }
 
     let mut next = status.clone();
+    step_targets(&ctx, &run, &ns, &mut next).await?;
+    if next != status {
+        write_status(&ctx, &api, &run, &status, next).await?;
+        return Ok(Action::requeue(Duration::from_millis(10)));
+    }
+    Ok(Action::requeue(POLL))
+}
+
+/// Adds the finalizer, so that a deleted run cancels its plans first.
+async fn add_finalizer(api: &Api<WorkflowRun>, run: &WorkflowRun) -> Result<(), Error> {
+    let patch =
+        json!({ "metadata": { "finalizers": [FINALIZER], "resourceVersion": run.resource_version() } });
+    api.patch(&run.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// One step of every unfinished target (resolved once, at the first step), starting at most `maxParallel`.
+async fn step_targets(
+    ctx: &Context,
+    run: &WorkflowRun,
+    ns: &str,
+    next: &mut WorkflowRunStatus,
+) -> Result<(), Error> {
     if next.targets.is_empty() {
         // Resolved once: a selector run keeps the targets it started with.
-        next.targets = resolve_targets(&ctx, &run, &ns)
+        next.targets = resolve_targets(ctx, run, ns)
             .await?
             .into_iter()
             .map(|name| RunTargetStatus {
@@ -391,39 +419,47 @@ pub async fn reconcile(run: Arc<WorkflowRun>, ctx: Arc<Context>) -> Result<Actio
             continue;
         }
         let had_id = entry.plan_id.is_some();
-        step_target(&ctx, &run, &ns, entry, running < max_parallel).await?;
+        step_target(ctx, run, ns, entry, running < max_parallel).await?;
         if !had_id && entry.plan_id.is_some() {
             running += 1;
         }
     }
-    overall(&mut next);
+    overall(next);
     if next.phase.is_some_and(RunPhase::is_finished) {
         next.completion_time = Some(crate::clock::now_time());
     }
-    if next != status {
-        // A replace (not a merge patch): cleared fields must go, and the resourceVersion guards the write.
-        let mut desired = (*run).clone();
-        desired.status = Some(next.clone());
-        api.replace_status(&name, &kube::api::PostParams::default(), &desired)
-            .await
-            .map_err(|e| match e {
-                kube::Error::Api(s) if s.code == 409 => Error::Conflict,
-                e => Error::Kube(e),
-            })?;
-        if next.phase != status.phase {
-            let phase = next.phase.map_or("", RunPhase::as_str);
-            ctx.event(
-                &*run,
-                kube::runtime::events::EventType::Normal,
-                phase,
-                "Run",
-                next.message.clone(),
-            )
-            .await;
-        }
-        return Ok(Action::requeue(Duration::from_millis(10)));
+    Ok(())
+}
+
+/// Writes the run's new status (and an Event when its phase changed).
+async fn write_status(
+    ctx: &Context,
+    api: &Api<WorkflowRun>,
+    run: &WorkflowRun,
+    before: &WorkflowRunStatus,
+    next: WorkflowRunStatus,
+) -> Result<(), Error> {
+    // A replace (not a merge patch): cleared fields must go, and the resourceVersion guards the write.
+    let mut desired = (*run).clone();
+    desired.status = Some(next.clone());
+    api.replace_status(&run.name_any(), &kube::api::PostParams::default(), &desired)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => Error::Conflict,
+            e => Error::Kube(e),
+        })?;
+    if next.phase != before.phase {
+        let phase = next.phase.map_or("", RunPhase::as_str);
+        ctx.event(
+            run,
+            kube::runtime::events::EventType::Normal,
+            phase,
+            "Run",
+            next.message.clone(),
+        )
+        .await;
     }
-    Ok(Action::requeue(POLL))
+    Ok(())
 }
 
 async fn cancel_plans(
