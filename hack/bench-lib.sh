@@ -1,6 +1,8 @@
 # Sourced by the bench-*.sh scripts: builds the operator and the simulator, makes a namespace, starts an
 # instant sidecar simulator and an operator scoped to that namespace, and cleans up on exit.
 # Sets: root, D, kubectl(), target, now_ms(), ns, work, sim, op, port.   Needs: $ns_prefix.
+# Environment: BENCH_PROFILE (debug|release, default debug), TASK_DURATION (the simulator's time per sidecar task,
+# default 0ms: instant), SEI_CONCURRENCY (the operator's, default its own), BENCH_KEEP=1 (keep the namespace).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 D="${SEI_CLUSTER_DIR:-$root/.cluster}"
@@ -10,7 +12,8 @@ source "$D/env"
 kubectl() { "$SEI_CLUSTER_BIN/kubectl" "$@"; }
 profile="${BENCH_PROFILE:-debug}"
 flag=""; [ "$profile" = release ] && flag="--release"
-(cd "$root" && cargo build --quiet $flag -p sei-operator -p sei-tests --bin sei-operator --bin sidecar-sim)
+(cd "$root" && cargo build --quiet $flag -p sei-operator -p sei-tests --bin sei-operator --bin sidecar-sim --bin sei-bench)
+task_duration="${TASK_DURATION:-0ms}"
 target="$(cd "$root" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/$profile"
 now_ms() { date +%s%3N; }
 ns="$ns_prefix-$(date +%s)"
@@ -18,13 +21,13 @@ work="$(mktemp -d)"
 cleanup() {
   [ -n "${op:-}" ] && kill "$op" 2>/dev/null || true
   [ -n "${sim:-}" ] && kill "$sim" 2>/dev/null || true
-  kubectl delete ns "$ns" --wait=false >/dev/null 2>&1 || true
+  [ -n "${BENCH_KEEP:-}" ] || kubectl delete ns "$ns" --wait=false >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-kubectl apply --server-side -f "$root/crds/generated/" >/dev/null
+kubectl apply --server-side --force-conflicts -f "$root/crds/generated/" >/dev/null
 kubectl create ns "$ns" >/dev/null
-"$target/sidecar-sim" --listen 127.0.0.1:0 --bucket-dir "$work/bucket" --task-duration 0ms >"$work/sim.out" 2>"$work/sim.log" &
+"$target/sidecar-sim" --listen 127.0.0.1:0 --bucket-dir "$work/bucket" --task-duration "$task_duration" >"$work/sim.out" 2>"$work/sim.log" &
 sim=$!
 for _ in $(seq 1 100); do grep -q listening "$work/sim.out" 2>/dev/null && break; sleep 0.05; done
 sim_addr="$(sed -n 's/^listening on //p' "$work/sim.out")"

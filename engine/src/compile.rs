@@ -539,6 +539,7 @@ impl Cx<'_> {
             })?;
         let items = self.items(task)?;
         let timeout = self.duration(Some(name), "timeout", task.timeout.as_deref())?;
+        let poll_interval = self.duration(Some(name), "pollInterval", task.poll_interval.as_deref())?;
         let retry = self.retry(name, task.retry.as_ref())?;
 
         let mut params = Value::Object(task.params.clone());
@@ -600,6 +601,7 @@ impl Cx<'_> {
             params: std::sync::Arc::new(params),
             retry,
             timeout,
+            poll_interval,
             settled: None,
             runs,
         })

@@ -125,6 +125,10 @@ pub struct TaskSpec {
     /// Per-attempt timeout, humantime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// How often a running attempt of this task is polled, humantime; the workflow's `pollInterval` when
+    /// absent. A task whose progress also wakes the plan's owner (a watched object) can poll rarely.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<String>,
 }
 
 /// Retry settings of a task; every field is optional.

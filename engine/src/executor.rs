@@ -879,7 +879,7 @@ fn scan(
     out: &mut Out,
     pass: &mut Pass,
 ) -> bool {
-    let poll_at = now.saturating_add(plan.poll_interval());
+    let plan_poll = plan.poll_interval();
     let mut summary = vec![(true, false); section(plan, s).len()];
     let mut done = true;
     // Only a stopping plan cancels runs whose dependencies are not done (and never in finally).
@@ -919,7 +919,7 @@ fn scan(
             let run = &task.runs[r];
             match run.lifecycle() {
                 lifecycle @ (Lifecycle::Starting | Lifecycle::Running) => {
-                    pass.wake_at(poll_at);
+                    pass.wake_at(now.saturating_add(task.poll_interval.unwrap_or(plan_poll)));
                     if let (Some(timeout), Some(started)) = (task.timeout, run.started_at) {
                         pass.wake_at(started.saturating_add(timeout));
                     }

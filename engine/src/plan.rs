@@ -392,6 +392,9 @@ pub struct PlannedTask {
     /// Per-attempt timeout; absent = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// How often a running attempt is polled; absent = the plan's [`Plan::poll_interval`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<Duration>,
     /// Set by [`Plan::compact`] once every run succeeded and nothing still reads their outputs:
     /// the runs then keep only their item (and their attempt where it differs), and this records
     /// their common state and the task's first start and last finish.
@@ -440,6 +443,8 @@ struct PlannedTaskWire {
     #[serde(default)]
     timeout: Option<Duration>,
     #[serde(default)]
+    poll_interval: Option<Duration>,
+    #[serde(default)]
     settled: Option<Settled>,
     #[serde(default)]
     runs: Vec<TaskRun>,
@@ -466,6 +471,7 @@ impl<'de> Deserialize<'de> for PlannedTask {
             params: wire.params,
             retry: wire.retry,
             timeout: wire.timeout,
+            poll_interval: wire.poll_interval,
             settled: wire.settled,
             runs,
         })
@@ -474,7 +480,7 @@ impl<'de> Deserialize<'de> for PlannedTask {
 
 impl Serialize for PlannedTask {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("PlannedTask", 10)?;
+        let mut out = serializer.serialize_struct("PlannedTask", 11)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("type", &self.task_type)?;
         if let Some(for_each) = &self.for_each {
@@ -494,6 +500,9 @@ impl Serialize for PlannedTask {
         }
         if let Some(timeout) = &self.timeout {
             out.serialize_field("timeout", timeout)?;
+        }
+        if let Some(poll_interval) = &self.poll_interval {
+            out.serialize_field("pollInterval", poll_interval)?;
         }
         match &self.settled {
             None => out.serialize_field("runs", &self.runs)?,

@@ -105,6 +105,7 @@ pub mod facts {
 
 /// Entry point for the kube-runtime controller.
 pub async fn reconcile(deployment: Arc<SeiNodeDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled(KIND);
     let ns = deployment.namespace().unwrap_or_default();
     let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(

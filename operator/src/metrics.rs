@@ -92,6 +92,7 @@ pub struct Metrics {
     reconcile_errors: Family<ClassLabels, Counter>,
     conflicts: Family<KindLabels, Counter>,
     fenced: Counter,
+    reconciles: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -111,6 +112,7 @@ impl Default for Metrics {
             reconcile_errors: Family::default(),
             conflicts: Family::default(),
             fenced: Counter::default(),
+            reconciles: Family::default(),
         };
         let mut registry = Registry::default();
         registry.register(
@@ -167,6 +169,11 @@ impl Default for Metrics {
             "sei_reconcile_conflicts",
             "Reconciles that lost an optimistic-concurrency race (HTTP 409) and were retried at once, by kind",
             m.conflicts.clone(),
+        );
+        registry.register(
+            "sei_reconciles",
+            "Reconciles started, by kind",
+            m.reconciles.clone(),
         );
         registry.register(
             "sei_fenced_writes",
@@ -300,6 +307,15 @@ impl Metrics {
         }
     }
 
+    /// A reconcile of a `kind` object started.
+    pub fn reconciled(&self, kind: &str) {
+        self.reconciles
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
     /// A write to the API server or a task effect was refused because the leader lease is not held.
     pub fn fenced(&self) {
         self.fenced.inc();
@@ -332,6 +348,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("sei_reconcile_errors", "counter"),
     ("sei_reconcile_conflicts", "counter"),
     ("sei_fenced_writes", "counter"),
+    ("sei_reconciles", "counter"),
 ];
 
 /// The Kubernetes verb of a request: method, plus `watch`/`list`/`get` told apart by the query.

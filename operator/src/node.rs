@@ -46,6 +46,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Entry point for the kube-runtime controller.
 pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled(KIND);
     let ns = node.namespace().unwrap_or_default();
     let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
     let span = tracing::info_span!(

@@ -7,12 +7,15 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt as _;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt as _, controller, watcher};
 use sei_crds::{SeiNode, SeiNodeDeployment, WorkflowRun, WorkflowTemplate};
 use sei_observability::{LogFormat, TelemetryConfig};
 use sei_tasks::platform::PlatformConfig;
@@ -588,12 +591,14 @@ async fn controllers(
         controller: "sei-operator".into(),
         instance: args.identity.clone(),
     };
+    let (pods, pod_writer) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         tasks: TaskContext {
             client: client.clone(),
             sidecar,
             platform: Arc::clone(&platform),
+            pods: Some(pods),
         },
         registry,
         catalogs,
@@ -610,67 +615,112 @@ async fn controllers(
             None => None,
         },
     });
-    let (nodes, sts, svc, pvc) = match &args.namespace {
-        Some(ns) => (
-            Api::<SeiNode>::namespaced(client.clone(), ns),
-            Api::<StatefulSet>::namespaced(client.clone(), ns),
-            Api::<Service>::namespaced(client.clone(), ns),
-            Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
-    let wc = watcher::Config::default();
     tracing::info!(
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
         "Starting the SeiNode and SeiNodeDeployment controllers"
     );
     let shutdown = futures::FutureExt::shared(shutdown);
-    let deployments: Api<SeiNodeDeployment> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     if args.workflow_api {
         load_templates(args, &client, &ctx, shutdown.clone()).await;
     }
-    let (run_ctx, run_shutdown) = (Arc::clone(&ctx), shutdown.clone());
-    let node_controller = Controller::new(nodes.clone(), wc.clone())
-        .reconcile_all_on(ctx.catalogs.reloads())
-        .owns(sts, wc.clone())
-        .owns(svc.clone(), wc.clone())
-        .owns(pvc, wc.clone())
-        .with_config(controller::Config::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            crate::node::reconcile,
-            crate::node::error_policy,
-            Arc::clone(&ctx),
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
-            }
-        });
-    // The fleet controller: SeiNodeDeployments, woken by their children and internal Services.
-    let fleet_controller = Controller::new(deployments, wc.clone())
-        .reconcile_all_on(ctx.catalogs.reloads())
-        .owns(nodes, wc.clone())
-        .owns(svc, wc)
-        .with_config(controller::Config::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(crate::deployment::reconcile, crate::deployment::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
-            }
-        });
-    let run_controller = run_controller(args, &client, run_ctx, run_shutdown);
-    futures::join!(node_controller, fleet_controller, run_controller);
+    let nodes = node_controller(args, &client, Arc::clone(&ctx), pod_writer, shutdown.clone());
+    let fleets = fleet_controller(args, &client, Arc::clone(&ctx), shutdown.clone());
+    let runs = run_controller(args, &client, ctx, shutdown);
+    futures::join!(nodes, fleets, runs);
     tokio::time::sleep(Duration::from_millis(10)).await;
     tracing::info!("Controllers stopped");
     Ok(())
+}
+
+/// An `Api` over `args.namespace`, or over every namespace.
+fn scoped<K>(args: &RunArgs, client: &kube::Client) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A metadata-only watch of the objects a controller owns: a change wakes their owner, and nothing but the
+/// metadata is kept or decoded (the reconcile reads what it needs through its tasks).
+fn owned_metadata<K>(
+    args: &RunArgs,
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(
+        scoped::<PartialObjectMeta<K>>(args, client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects()
+}
+
+/// The SeiNode controller, woken by its StatefulSet, Service and PVC (metadata only) and by its pod (label
+/// `sei.io/node`), whose full objects go into the pod cache the tasks read (`observe-image`).
+fn node_controller(
+    args: &RunArgs,
+    client: &kube::Client,
+    ctx: Arc<Context>,
+    pod_writer: reflector::store::Writer<Pod>,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) -> impl Future<Output = ()> {
+    let pods = watcher(
+        scoped::<Pod>(args, client),
+        watcher::Config::default().labels(sei_crds::labels::NODE),
+    )
+    .default_backoff()
+    .modify(|pod| pod.managed_fields_mut().clear());
+    let pods = reflector::reflector(pod_writer, pods).touched_objects();
+    Controller::new(scoped::<SeiNode>(args, client), watcher::Config::default())
+        .reconcile_all_on(ctx.catalogs.reloads())
+        .owns_stream(owned_metadata::<StatefulSet>(args, client))
+        .owns_stream(owned_metadata::<Service>(args, client))
+        .owns_stream(owned_metadata::<PersistentVolumeClaim>(args, client))
+        .watches_stream(pods, |pod| {
+            let node = pod.labels().get(sei_crds::labels::NODE)?;
+            Some(ObjectRef::new(node).within(&pod.namespace()?))
+        })
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(crate::node::reconcile, crate::node::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
+            }
+        })
+}
+
+/// The fleet controller: SeiNodeDeployments, woken by their children and internal Services (metadata only).
+fn fleet_controller(
+    args: &RunArgs,
+    client: &kube::Client,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) -> impl Future<Output = ()> {
+    Controller::new(
+        scoped::<SeiNodeDeployment>(args, client),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(ctx.catalogs.reloads())
+    .owns_stream(owned_metadata::<SeiNode>(args, client))
+    .owns_stream(owned_metadata::<Service>(args, client))
+    .with_config(controller::Config::default().concurrency(args.concurrency))
+    .graceful_shutdown_on(shutdown)
+    .run(crate::deployment::reconcile, crate::deployment::error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
+        }
+    })
 }

@@ -348,6 +348,7 @@ fn overall(status: &mut WorkflowRunStatus) {
 
 /// Reconciles one WorkflowRun.
 pub async fn reconcile(run: Arc<WorkflowRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled("WorkflowRun");
     let ns = run.namespace().unwrap_or_default();
     let api: Api<WorkflowRun> = Api::namespaced(ctx.client.clone(), &ns);
     let status = run.status.clone().unwrap_or_default();

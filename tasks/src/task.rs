@@ -132,6 +132,33 @@ pub struct Context {
     pub sidecar: sidecar::Client,
     /// Platform configuration.
     pub platform: Arc<PlatformConfig>,
+    /// The operator's cache of node pods (label `sei.io/node`), filled by the watch that also wakes the
+    /// node controller; tasks that wait on a pod read it here instead of polling the apiserver. `None`
+    /// (tests, tools): they read the pod from the apiserver.
+    pub pods: Option<kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>>,
+}
+
+impl Context {
+    /// The pod `name` in `namespace`: from the operator's cache when it has one (and has listed once), else
+    /// from the apiserver.
+    ///
+    /// # Errors
+    /// The apiserver's error when the pod is read from it.
+    pub async fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<k8s_openapi::api::core::v1::Pod>>, kube::Error> {
+        let ready = |s: &&kube::runtime::reflector::Store<_>| {
+            futures::FutureExt::now_or_never(s.wait_until_ready()).is_some_and(|r| r.is_ok())
+        };
+        if let Some(store) = self.pods.as_ref().filter(ready) {
+            return Ok(store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)));
+        }
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(self.client.clone(), namespace);
+        Ok(api.get_opt(name).await?.map(Arc::new))
+    }
 }
 
 /// One attempt to start or poll.

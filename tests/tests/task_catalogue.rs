@@ -240,6 +240,7 @@ fn context(client: kube::Client, url_template: &str, platform: PlatformConfig) -
         client,
         sidecar,
         platform: Arc::new(platform),
+        pods: None,
     }
 }
 

@@ -341,6 +341,34 @@ fn ready_tasks_start_in_parallel_and_dependents_wait() {
 }
 
 #[test]
+fn a_task_polls_at_its_own_interval_and_the_plan_wakes_for_the_soonest() {
+    let mut p = plan(
+        "name: w\npollInterval: 1s\ntasks: [{name: slow, type: t, pollInterval: 10s}, {name: quick, type: t}]",
+    );
+    assert_eq!(section(&p, MAIN)[0].poll_interval, Some(Duration::from_secs(10)));
+    let fx = advance(&mut p, &[], t0());
+    let accepted: Vec<Observation> = starts(&fx)
+        .into_iter()
+        .map(|t| Observation::of(t, Event::StartAccepted))
+        .collect();
+    // Both in flight: the quick one's (the plan's) interval wins.
+    let fx = advance(&mut p, &accepted, t0());
+    assert_eq!(requeue(&fx), Some(at(1)));
+    // Only the slow one in flight: its own interval; every reconcile still polls it.
+    let fx = step(&mut p, "quick", completed(), at(1));
+    assert_eq!(requeue(&fx), Some(at(11)));
+    assert_eq!(polls(&fx), ["slow"]);
+    // The interval is part of the journal.
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(json.pointer("/tasks/0/pollInterval"), Some(&json!("10s")));
+    let back: Plan = serde_json::from_value(json).unwrap();
+    assert_eq!(
+        section(&back, MAIN)[0].poll_interval,
+        Some(Duration::from_secs(10))
+    );
+}
+
+#[test]
 fn max_parallel_bounds_runs_in_flight() {
     let mut p =
         plan("name: w\nmaxParallel: 2\ntasks: [{name: a, type: t}, {name: b, type: t}, {name: c, type: t}]");

@@ -473,28 +473,28 @@ async fn apply_service(cx: &Context, inv: &Invocation) -> Outcome {
     }
 }
 
-/// `replace-pod`: delete the node's pod when it runs an older StatefulSet revision (OnDelete updates).
+/// `replace-pod`: delete the node's pod when it runs an older StatefulSet revision (OnDelete updates), and
+/// output `replaced`: the uids of the pods it deleted, comma-separated (`observe-image` then waits for a pod
+/// that is not one of them). A StatefulSet with no pod yet (a new node) needs no revision: the pod its
+/// controller creates comes from the current template, so this finishes without waiting for the StatefulSet
+/// controller to publish status.
 /// Readiness-blind: the new pod's progress is observed by `observe-image`.
 pub struct ReplacePod;
 idempotent_task!(ReplacePod, "replace-pod", NoParams, replace_pod);
 
 async fn replace_pod(cx: &Context, inv: &Invocation) -> Outcome {
+    let replaced = |uids: Vec<String>| {
+        Outcome::Done(serde_json::Map::from_iter([(
+            "replaced".to_owned(),
+            Value::String(uids.join(",")),
+        )]))
+    };
     let sts_api: Api<StatefulSet> = Api::namespaced(cx.client.clone(), &inv.namespace);
     let sts = match sts_api.get_opt(inv.target()).await {
         Ok(Some(s)) => s,
         Ok(None) => return Outcome::Unavailable(format!("StatefulSet {} does not exist yet", inv.target())),
         Err(e) => return api_error("reading the StatefulSet", &e),
     };
-    let status = sts.status.clone().unwrap_or_default();
-    if status.observed_generation.unwrap_or(0) < sts.metadata.generation.unwrap_or(0) {
-        return Outcome::Unavailable("the StatefulSet controller has not observed the new spec yet".into());
-    }
-    let Some(update) = status.update_revision.filter(|r| !r.is_empty()) else {
-        return Outcome::Unavailable("the StatefulSet has no update revision yet".into());
-    };
-    if status.current_revision.as_deref() == Some(update.as_str()) {
-        return Outcome::done();
-    }
     let spec = sts.spec.clone().unwrap_or_default();
     if spec.replicas.unwrap_or(1) > 1 || spec.selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty) {
         return Outcome::terminal(
@@ -514,29 +514,48 @@ async fn replace_pod(cx: &Context, inv: &Invocation) -> Outcome {
         Ok(l) => l,
         Err(e) => return api_error("listing the node's pods", &e),
     };
-    let sts_uid = sts.metadata.uid.unwrap_or_default();
-    for pod in list {
-        let owned = pod
-            .owner_references()
-            .iter()
-            .any(|o| o.kind == "StatefulSet" && o.uid == sts_uid);
+    let sts_uid = sts.metadata.uid.clone().unwrap_or_default();
+    let owned: Vec<Pod> = list
+        .into_iter()
+        .filter(|pod| {
+            pod.owner_references()
+                .iter()
+                .any(|o| o.kind == "StatefulSet" && o.uid == sts_uid)
+        })
+        .collect();
+    if owned.is_empty() {
+        return replaced(Vec::new());
+    }
+    let status = sts.status.clone().unwrap_or_default();
+    if status.observed_generation.unwrap_or(0) < sts.metadata.generation.unwrap_or(0) {
+        return Outcome::Unavailable("the StatefulSet controller has not observed the new spec yet".into());
+    }
+    let Some(update) = status.update_revision.filter(|r| !r.is_empty()) else {
+        return Outcome::Unavailable("the StatefulSet has no update revision yet".into());
+    };
+    if status.current_revision.as_deref() == Some(update.as_str()) {
+        return replaced(Vec::new());
+    }
+    let mut deleted = Vec::new();
+    for pod in owned {
         let revision = pod
             .labels()
             .get("controller-revision-hash")
             .cloned()
             .unwrap_or_default();
-        if !owned || revision == update || pod.metadata.deletion_timestamp.is_some() {
+        if revision == update || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        if let Err(e) = pods
+        match pods
             .delete(&pod.name_any(), &delete_exactly(&pod, false, true))
             .await
-            && !is_not_found(&e)
         {
-            return api_error("deleting the outdated pod", &e);
+            Ok(_) => deleted.push(pod.metadata.uid.clone().unwrap_or_default()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return api_error("deleting the outdated pod", &e),
         }
     }
-    Outcome::done()
+    replaced(deleted)
 }
 
 /// Params of `observe-image`: the images the plan rolled out (a snapshot taken when the plan was built).
@@ -547,64 +566,48 @@ pub struct ObserveImageParams {
     pub image: String,
     /// The sidecar image.
     pub sidecar_image: String,
+    /// Pods that must not count (comma-separated uids): the ones `replace-pod` deleted, which a cache may
+    /// still show for a moment, with the right images when only other fields of the template changed.
+    #[serde(default)]
+    pub replaced: String,
 }
 
-/// Why the node does not run the plan's images yet, or `None` when it does: the StatefulSet's controller
-/// observed its spec and every replica is at the update revision, the pod template carries `image` (seid,
-/// seid-init) and `sidecar_image`, and (unless the StatefulSet is scaled to 0, a paused node) the pod
-/// `<sts>-0` exists, is not being deleted, belongs to the StatefulSet at its update revision, carries the same
-/// images in its own spec, and runs with its sidecar container started.
+/// Why the node does not run the plan's images yet, or `None` when it does: what a user means by a node
+/// running an image is its pod doing so, so this looks at the pod `<target>-0` alone: it exists, belongs to
+/// the StatefulSet `target`, is not being deleted and is none of the `replaced` pods (uids), carries `image`
+/// (seid, seid-init) and `sidecar_image` in its own spec, and runs with its sidecar container started. The
+/// StatefulSet's status is not consulted: waiting for its controller to publish a revision only added that
+/// controller's queue to every node's init (issue 15's traces: `observe-image` waited a median 20.7 s at 100
+/// nodes), and the pod's own spec already says which images it runs.
 ///
 /// Readiness here is the sidecar's, not the pod's Ready condition: seid only starts once the sidecar's
 /// `healthz` is approved by `mark-ready`, which runs after `observe-image`, so waiting for pod Ready would wait
 /// forever on a real kubelet.
 #[must_use]
 pub fn image_not_rolled(
-    sts: &StatefulSet,
+    target: &str,
     pod: Option<&Pod>,
     image: &str,
     sidecar_image: &str,
+    replaced: &str,
 ) -> Option<String> {
-    let status = sts.status.clone().unwrap_or_default();
-    let spec = sts.spec.clone().unwrap_or_default();
-    let replicas = spec.replicas.unwrap_or(1);
-    if status.observed_generation.unwrap_or(0) < sts.metadata.generation.unwrap_or(0) {
-        return Some("the StatefulSet controller has not observed the spec yet".into());
-    }
-    // With the OnDelete strategy the StatefulSet controller never advances `currentRevision`: the rollout
-    // is done when every replica runs the update revision.
-    let Some(revision) = status.update_revision.clone().filter(|r| !r.is_empty()) else {
-        return Some("the StatefulSet has no update revision yet".into());
-    };
-    if status.updated_replicas.unwrap_or(0) < replicas {
-        return Some(format!(
-            "{} of {replicas} replicas run the update revision",
-            status.updated_replicas.unwrap_or(0)
-        ));
-    }
-    if let Some(problem) = images_mismatch(spec.template.spec.as_ref(), image, sidecar_image) {
-        return Some(format!("the StatefulSet's pod template {problem}"));
-    }
-    if replicas == 0 {
-        return None;
-    }
-    let pod_name = format!("{}-0", sts.metadata.name.as_deref().unwrap_or_default());
+    let pod_name = format!("{target}-0");
     let Some(pod) = pod else {
         return Some(format!("pod {pod_name} does not exist"));
     };
     if pod.metadata.deletion_timestamp.is_some() {
         return Some(format!("pod {pod_name} is being deleted"));
     }
-    let sts_uid = sts.metadata.uid.as_deref().unwrap_or_default();
     if !pod
         .owner_references()
         .iter()
-        .any(|o| o.kind == "StatefulSet" && o.uid == sts_uid)
+        .any(|o| o.kind == "StatefulSet" && o.name == target)
     {
         return Some(format!("pod {pod_name} does not belong to the StatefulSet"));
     }
-    if pod.labels().get("controller-revision-hash") != Some(&revision) {
-        return Some(format!("pod {pod_name} is not at the update revision {revision}"));
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    if !uid.is_empty() && replaced.split(',').any(|r| r == uid) {
+        return Some(format!("pod {pod_name} is the replaced pod {uid}"));
     }
     if let Some(problem) = images_mismatch(pod.spec.as_ref(), image, sidecar_image) {
         return Some(format!("pod {pod_name} {problem}"));
@@ -663,8 +666,9 @@ fn images_mismatch(
     None
 }
 
-/// `observe-image`: waits until the node runs the plan's images (the StatefulSet's pod template and the pod
-/// itself, see [`image_not_rolled`]), then records `status.currentImage` and `status.currentSidecarImage`.
+/// `observe-image`: waits until the node's pod runs the plan's images ([`image_not_rolled`]; the pod is read
+/// from the operator's pod cache, woken by its watch), then records `status.currentImage` and
+/// `status.currentSidecarImage`.
 pub struct ObserveImage;
 idempotent_task!(ObserveImage, "observe-image", ObserveImageParams, observe_image);
 
@@ -673,18 +677,17 @@ async fn observe_image(cx: &Context, inv: &Invocation) -> Outcome {
         Ok(p) => p,
         Err(o) => return o,
     };
-    let api: Api<StatefulSet> = Api::namespaced(cx.client.clone(), &inv.namespace);
-    let sts = match api.get_opt(inv.target()).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Outcome::Unavailable(format!("StatefulSet {} does not exist yet", inv.target())),
-        Err(e) => return api_error("reading the StatefulSet", &e),
-    };
-    let pods: Api<Pod> = Api::namespaced(cx.client.clone(), &inv.namespace);
-    let pod = match pods.get_opt(&format!("{}-0", inv.target())).await {
+    let pod = match cx.pod(&inv.namespace, &format!("{}-0", inv.target())).await {
         Ok(p) => p,
         Err(e) => return api_error("reading the node's pod", &e),
     };
-    if let Some(why) = image_not_rolled(&sts, pod.as_ref(), &params.image, &params.sidecar_image) {
+    if let Some(why) = image_not_rolled(
+        inv.target(),
+        pod.as_deref(),
+        &params.image,
+        &params.sidecar_image,
+        &params.replaced,
+    ) {
         tracing::debug!(node = inv.target(), %why, "Waiting for the node to run the plan's images");
         return Outcome::Running;
     }
@@ -1015,31 +1018,11 @@ mod tests {
         assert!(matches!(api_error("x", &status(409)), Outcome::Unavailable(_)));
     }
 
-    fn sts(image: &str, sidecar: &str) -> StatefulSet {
-        serde_json::from_value(json!({
-            "metadata": {"name": "n", "uid": "sts-uid", "generation": 2},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"sei.io/node": "n"}},
-                "serviceName": "n",
-                "template": {"spec": {
-                    "initContainers": [
-                        {"name": "seid-init", "image": image},
-                        {"name": "sei-sidecar", "image": sidecar, "restartPolicy": "Always"},
-                    ],
-                    "containers": [{"name": "seid", "image": image}],
-                }},
-            },
-            "status": {"replicas": 1, "observedGeneration": 2, "updatedReplicas": 1, "updateRevision": "n-2"},
-        }))
-        .unwrap()
-    }
-
-    fn pod(image: &str, sidecar: &str, revision: &str) -> Pod {
+    fn pod(image: &str, sidecar: &str, uid: &str) -> Pod {
         serde_json::from_value(json!({
             "metadata": {
                 "name": "n-0",
-                "labels": {"controller-revision-hash": revision},
+                "uid": uid,
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "n", "uid": "sts-uid"}],
             },
             "spec": {
@@ -1060,61 +1043,52 @@ mod tests {
     }
 
     #[test]
-    fn observe_image_waits_for_the_template_and_the_running_pod_to_carry_the_plans_images() {
-        let new = sts("seid:v2", "sidecar:v1");
+    fn observe_image_waits_for_the_running_pod_to_carry_the_plans_images() {
+        let rolled = |p: &Pod, image: &str, sidecar: &str, replaced: &str| {
+            image_not_rolled("n", Some(p), image, sidecar, replaced)
+        };
         assert_eq!(
-            image_not_rolled(
-                &new,
-                Some(&pod("seid:v2", "sidecar:v1", "n-2")),
-                "seid:v2",
-                "sidecar:v1"
-            ),
+            rolled(&pod("seid:v2", "sidecar:v1", "p2"), "seid:v2", "sidecar:v1", ""),
             None
         );
-        // The pod still runs the old image (not replaced yet, or a stale revision label).
-        let why = image_not_rolled(
-            &new,
-            Some(&pod("seid:v1", "sidecar:v1", "n-2")),
-            "seid:v2",
-            "sidecar:v1",
-        );
+        // The pod still runs the old image (not replaced yet).
+        let why = rolled(&pod("seid:v1", "sidecar:v1", "p1"), "seid:v2", "sidecar:v1", "");
         assert!(why.as_deref().is_some_and(|w| w.contains("seid:v1")), "{why:?}");
-        let why = image_not_rolled(
-            &new,
-            Some(&pod("seid:v2", "sidecar:v1", "n-1")),
+        // The pod replace-pod deleted, still in the cache, with the right images (a change of other fields).
+        let why = rolled(
+            &pod("seid:v2", "sidecar:v1", "p1"),
             "seid:v2",
             "sidecar:v1",
+            "p0,p1",
         );
-        assert!(why.as_deref().is_some_and(|w| w.contains("revision")), "{why:?}");
-        // The StatefulSet's template is on another image than the plan's (applied by a newer spec).
-        let why = image_not_rolled(
-            &sts("seid:v3", "sidecar:v1"),
-            Some(&pod("seid:v3", "sidecar:v1", "n-2")),
-            "seid:v2",
-            "sidecar:v1",
+        assert!(why.as_deref().is_some_and(|w| w.contains("replaced")), "{why:?}");
+        assert_eq!(
+            rolled(&pod("seid:v2", "sidecar:v1", "p2"), "seid:v2", "sidecar:v1", "p1"),
+            None
         );
-        assert!(why.as_deref().is_some_and(|w| w.contains("template")), "{why:?}");
         // The sidecar image is checked too.
+        assert!(rolled(&pod("seid:v2", "sidecar:v1", "p2"), "seid:v2", "sidecar:v2", "").is_some());
+        // No pod, a pod of another owner, a pod being deleted, a pod not running, a sidecar not started.
+        assert!(image_not_rolled("n", None, "seid:v2", "sidecar:v1", "").is_some());
         assert!(
             image_not_rolled(
-                &new,
-                Some(&pod("seid:v2", "sidecar:v1", "n-2")),
+                "m",
+                Some(&pod("seid:v2", "sidecar:v1", "p2")),
                 "seid:v2",
-                "sidecar:v2"
+                "sidecar:v1",
+                ""
             )
             .is_some()
         );
-        // No pod, a pod being deleted, a pod not running, a sidecar not started.
-        assert!(image_not_rolled(&new, None, "seid:v2", "sidecar:v1").is_some());
-        let mut p = pod("seid:v2", "sidecar:v1", "n-2");
+        let mut p = pod("seid:v2", "sidecar:v1", "p2");
         p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         ));
-        assert!(image_not_rolled(&new, Some(&p), "seid:v2", "sidecar:v1").is_some());
-        let mut p = pod("seid:v2", "sidecar:v1", "n-2");
+        assert!(rolled(&p, "seid:v2", "sidecar:v1", "").is_some());
+        let mut p = pod("seid:v2", "sidecar:v1", "p2");
         p.status.as_mut().unwrap().phase = Some("Pending".into());
-        assert!(image_not_rolled(&new, Some(&p), "seid:v2", "sidecar:v1").is_some());
-        let mut p = pod("seid:v2", "sidecar:v1", "n-2");
+        assert!(rolled(&p, "seid:v2", "sidecar:v1", "").is_some());
+        let mut p = pod("seid:v2", "sidecar:v1", "p2");
         let c = &mut p
             .status
             .as_mut()
@@ -1123,19 +1097,7 @@ mod tests {
             .as_mut()
             .unwrap()[0];
         (c.ready, c.started) = (false, Some(false));
-        assert!(image_not_rolled(&new, Some(&p), "seid:v2", "sidecar:v1").is_some());
-        // A StatefulSet whose controller has not caught up.
-        let mut lagging = new.clone();
-        lagging.status.as_mut().unwrap().observed_generation = Some(1);
-        assert!(
-            image_not_rolled(
-                &lagging,
-                Some(&pod("seid:v2", "sidecar:v1", "n-2")),
-                "seid:v2",
-                "sidecar:v1"
-            )
-            .is_some()
-        );
+        assert!(rolled(&p, "seid:v2", "sidecar:v1", "").is_some());
     }
 
     #[test]
