@@ -6,6 +6,8 @@
 # operator's API requests by verb per node, status writes and reconciles per node, operator CPU seconds and peak
 # RSS; then, with the operator stopped, the apiserver's own throughput for the same number of status writes
 # from a minimal client (16 at a time, as the operator's default concurrency), and the ratio of the two.
+# Last, the cluster alone: N claims and one-pod StatefulSets created at once with no operator (sei-bench cluster),
+# the floor under "all Running" (PV binding by the controller-manager dominates it), and the ratio to it.
 N="${1:-10}"
 export TASK_DURATION="${2:-${TASK_DURATION:-0ms}}"
 ns_prefix=bench
@@ -52,3 +54,10 @@ baseline="$(bench status-writes --namespace "$ns" --count "$status_writes" --con
 echo "$baseline"
 base_ms="$(sed -n 's/.* in \([0-9]*\) ms.*/\1/p' <<<"$baseline")"
 echo "ratio: all Running in $((all - t0)) ms / the same status writes alone in ${base_ms} ms = $(awk -v a="$((all - t0))" -v b="$base_ms" 'BEGIN{printf "%.1f", a/b}')x"
+# The cluster alone (no operator): the same number of claims and one-pod StatefulSets created at once.
+kubectl create ns "$ns-cluster" >/dev/null
+cluster_out="$(bench cluster --namespace "$ns-cluster" --count "$N")"
+[ -n "${BENCH_KEEP:-}" ] || kubectl delete ns "$ns-cluster" --wait=false >/dev/null 2>&1 || true
+echo "$cluster_out"
+cluster_ms="$(sed -n 's/.*all after \([0-9]*\) ms.*/\1/p' <<<"$cluster_out")"
+echo "operator overhead: all Running in $((all - t0)) ms vs the cluster alone in ${cluster_ms} ms: $(awk -v a="$((all - t0))" -v b="$cluster_ms" 'BEGIN{printf "%.2f", a/b}')x"

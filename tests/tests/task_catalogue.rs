@@ -1847,6 +1847,11 @@ async fn the_pod(ns: &TestNamespace) -> Option<Pod> {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
 }
 
+/// What `replace-pod` finishes with: the uids of the pods it deleted.
+fn replaced(uids: &str) -> Outcome {
+    Outcome::Done(Map::from_iter([("replaced".to_owned(), json!(uids))]))
+}
+
 async fn observe(cx: &Context, ns: &TestNamespace, node: &SeiNode, image: &str) -> (Outcome, StatusUpdates) {
     let inv = node_invocation(
         ns,
@@ -1894,10 +1899,14 @@ async fn a_rollout_is_observed_only_once_replace_pod_swapped_the_outdated_pod() 
             other => panic!("observe-image: {other:?}"),
         }
         if Instant::now() >= deadline {
-            let sts = ns.api::<StatefulSet>().get("rpc").await.unwrap();
             let pod = ns.api::<Pod>().get_opt("rpc-0").await.unwrap();
-            let why =
-                catalog::kube::image_not_rolled(&sts, pod.as_ref(), "seid:v1", &cx.platform.images.sidecar);
+            let why = catalog::kube::image_not_rolled(
+                "rpc",
+                pod.as_ref(),
+                "seid:v1",
+                &cx.platform.images.sidecar,
+                "",
+            );
             panic!("the first pod never appeared: {why:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1911,7 +1920,7 @@ async fn a_rollout_is_observed_only_once_replace_pod_swapped_the_outdated_pod() 
     let first_pod = the_pod(&ns).await.unwrap().uid();
 
     // Nothing to replace: the pod runs the only revision.
-    assert_eq!(replace(&node).await, Outcome::done());
+    assert_eq!(replace(&node).await, replaced(""));
     assert_eq!(
         the_pod(&ns).await.unwrap().uid(),
         first_pod,
@@ -1948,7 +1957,11 @@ async fn a_rollout_is_observed_only_once_replace_pod_swapped_the_outdated_pod() 
     );
 
     // replace-pod deletes the outdated pod; the controller recreates it at the update revision.
-    assert_eq!(replace(&node).await, Outcome::done());
+    assert_eq!(
+        replace(&node).await,
+        replaced(first_pod.as_deref().unwrap()),
+        "replace-pod outputs the pod it deleted"
+    );
     let update_revision = sts_api
         .get("rpc")
         .await
@@ -1968,8 +1981,8 @@ async fn a_rollout_is_observed_only_once_replace_pod_swapped_the_outdated_pod() 
 
     // Again: the pod already runs the update revision (the current revision stays old under OnDelete), so
     // nothing is deleted.
-    assert_eq!(replace(&node).await, Outcome::done());
-    assert_eq!(replace(&node).await, Outcome::done());
+    assert_eq!(replace(&node).await, replaced(""));
+    assert_eq!(replace(&node).await, replaced(""));
     assert_eq!(
         the_pod(&ns).await.unwrap().uid(),
         second_pod,

@@ -5,6 +5,9 @@
 //!   measuring does not load the 2-core machine it measures);
 //! - `create`: creates `--count` full-node SeiNodes `bench-<i>`, `--concurrency` requests at a time (what a
 //!   `kubectl apply` of many objects would do if it did not send them one by one);
+//! - `cluster`: the cluster alone, with no operator: `--count` PersistentVolumeClaims and StatefulSets of one pod
+//!   mounting its claim (the objects a node init creates, minus the operator), created at once; prints when the
+//!   first and the last pod ran (phase `Running`), the floor under the operator's time to all Running;
 //! - `status-writes`: the apiserver's own throughput for the same kind of writes the operator makes: `--count`
 //!   status replacements (PUT `/status` of whole SeiNodes, each changing one condition) spread round-robin over
 //!   the namespace's nodes, `--concurrency` at a time, with no client-side rate limit. Printed as the time taken
@@ -50,6 +53,17 @@ enum Command {
         image: String,
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+    },
+    /// The cluster alone: `count` claims and one-pod StatefulSets created at once, until every pod runs.
+    Cluster {
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// Measure the apiserver's throughput for `count` SeiNode status replacements.
     StatusWrites {
@@ -177,6 +191,82 @@ async fn create(
     Ok(())
 }
 
+async fn cluster(
+    client: kube::Client,
+    namespace: &str,
+    count: usize,
+    concurrency: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let started = Instant::now();
+    let watch = tokio::spawn(async move {
+        let mut running: BTreeMap<String, Duration> = BTreeMap::new();
+        let stream = watcher(pods, watcher::Config::default().labels("app=cluster-bench")).applied_objects();
+        let mut stream = std::pin::pin!(stream);
+        while running.len() < count {
+            let Some(pod) = stream.try_next().await? else {
+                bail!("the watch ended")
+            };
+            if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+                running
+                    .entry(pod.metadata.name.clone().unwrap_or_default())
+                    .or_insert_with(|| started.elapsed());
+            }
+        }
+        anyhow::Ok(running)
+    });
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let (claims, sets) = (claims.clone(), sets.clone());
+            async move {
+                let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+                    "metadata": {"name": format!("data-c{i}")},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                }))?;
+                claims.create(&PostParams::default(), &claim).await?;
+                let set: StatefulSet = serde_json::from_value(json!({
+                    "metadata": {"name": format!("c{i}")},
+                    "spec": {
+                        "replicas": 1, "serviceName": format!("c{i}"),
+                        "updateStrategy": {"type": "OnDelete"},
+                        "selector": {"matchLabels": {"app": "cluster-bench", "i": format!("{i}")}},
+                        "template": {
+                            "metadata": {"labels": {"app": "cluster-bench", "i": format!("{i}")}},
+                            "spec": {
+                                "containers": [{"name": "seid", "image": "seid:v1",
+                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": format!("data-c{i}")}}],
+                            },
+                        },
+                    },
+                }))?;
+                sets.create(&PostParams::default(), &set).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<_>>()
+        .await?;
+    let created = started.elapsed();
+    let running = tokio::time::timeout(timeout, watch)
+        .await
+        .context("timeout")???;
+    let first = running.values().min().copied().unwrap_or_default();
+    let all = running.values().max().copied().unwrap_or_default();
+    println!(
+        "cluster alone: {count} claims + StatefulSets created in {} ms; first pod Running after {} ms, all after {} ms",
+        created.as_millis(),
+        first.as_millis(),
+        all.as_millis()
+    );
+    Ok(())
+}
+
 /// Sets condition `BenchWrite` to a message that changes with `n` (an unchanged object would not be written).
 fn set_condition(data: &mut Value, n: usize) {
     let condition = json!({
@@ -209,6 +299,12 @@ async fn main() -> anyhow::Result<()> {
             image,
             concurrency,
         } => create(seinodes(client, &namespace), count, &image, concurrency).await,
+        Command::Cluster {
+            namespace,
+            count,
+            concurrency,
+            timeout,
+        } => cluster(client, &namespace, count, concurrency, timeout).await,
         Command::StatusWrites {
             namespace,
             count,
