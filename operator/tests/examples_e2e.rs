@@ -341,9 +341,9 @@ async fn check_node_effects(ns: &str, sim: &Sim, node: &SeiNode, sts: &StatefulS
             );
         }
         if source["label"]["selector"]["sei.io/role"] == "seed" {
-            let seed = format!("@{}", "seed-0.example.net:26656");
+            let seed_addr = "@seed-0.example.net:26656";
             assert!(
-                status.resolved_peers.iter().any(|p| p.ends_with(&seed)),
+                status.resolved_peers.iter().any(|p| p.ends_with(seed_addr)),
                 "{name}: {:?}",
                 status.resolved_peers
             );
@@ -361,6 +361,28 @@ async fn check_node_effects(ns: &str, sim: &Sim, node: &SeiNode, sts: &StatefulS
             assert_eq!(got[k].0, v.as_str().unwrap(), "{name}: sidecar {k}");
         }
     }
+    check_mode_effects(&name, doc, &view, &status, &pod_labels);
+}
+
+/// The effects of the mode's fields (`spec.<mode>`) and the node's annotations.
+fn check_mode_effects(
+    name: &str,
+    doc: &Value,
+    view: &Value,
+    status: &sei_crds::SeiNodeStatus,
+    pod_labels: &std::collections::BTreeMap<String, String>,
+) {
+    let spec = &doc["spec"];
+    let overrides = &view["config"]["overrides"];
+    let tasks = |t: &str| -> Vec<Value> {
+        view["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["type"] == t)
+            .cloned()
+            .collect()
+    };
     let mode = ["fullNode", "archive", "replayer", "validator", "seed"]
         .into_iter()
         .find(|m| spec.get(*m).is_some())
@@ -485,7 +507,7 @@ async fn every_example_is_admitted_and_runs_to_running() {
                 .await
                 .unwrap()
                 .items;
-            assert_eq!(children.len() as i64, replicas, "{name}");
+            assert_eq!(i64::try_from(children.len()).unwrap(), replicas, "{name}");
             if let Some(labels) = doc["spec"]["template"]["metadata"]["labels"].as_object() {
                 for c in &children {
                     for (k, v) in labels {

@@ -80,6 +80,70 @@ fn condition(node: &SeiNode, t: &str) -> (String, String) {
     (c.status.clone(), c.reason.clone())
 }
 
+/// The replayer: a bootstrap Job ran the bootstrap image to the target height and was torn down before the
+/// StatefulSet was created; the sidecar restored once (in the Job's pod), was configured twice (the Job's pod,
+/// then the node's), and runs the result export.
+async fn assert_replayer_bootstrapped_and_exports(ns: &sei_tests::TestNamespace, sim: &Sim, seen: &[Job]) {
+    let job = seen
+        .first()
+        .unwrap_or_else(|| panic!("no bootstrap Job was created"));
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let seid = pod.containers.iter().find(|c| c.name == "seid").unwrap();
+    assert_eq!(seid.image.as_deref(), Some("boot:v1"));
+    assert!(
+        seid.env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "HALT_HEIGHT" && e.value.as_deref() == Some("100"))
+    );
+    assert!(
+        ns.api::<Job>()
+            .get_opt("replay-bootstrap")
+            .await
+            .unwrap()
+            .is_none(),
+        "torn down"
+    );
+    let deleted_at = seen
+        .iter()
+        .find_map(|j| j.metadata.deletion_timestamp.clone())
+        .unwrap();
+    let sts = ns.api::<StatefulSet>().get("replay").await.unwrap();
+    assert!(
+        sts.metadata.creation_timestamp.unwrap().0 >= deleted_at.0,
+        "the StatefulSet is created after the Job's teardown"
+    );
+    let of_type = |t: &'static str| {
+        let ns = ns.name().to_owned();
+        async move { sim.tasks_of_type(&ns, "replay", t).await }
+    };
+    let restores = of_type("snapshot-restore").await;
+    assert_eq!(restores.len(), 1, "{restores:?}");
+    assert_eq!(restores[0]["params"]["targetHeight"], 100);
+    assert_eq!(of_type("configure-state-sync").await.len(), 1);
+    assert_eq!(of_type("config-apply").await.len(), 2);
+    assert_eq!(of_type("mark-ready").await.len(), 2);
+    let export = of_type("result-export").await;
+    assert_eq!(export.len(), 1, "{export:?}");
+    assert_eq!(export[0]["params"]["canonicalRpc"], "https://rpc.example.net");
+}
+
+/// Keys: validated, with the reference's reasons.
+fn assert_keys_validated(running: &std::collections::BTreeMap<&str, SeiNode>) {
+    for t in ["SigningKeyReady", "NodeKeyReady", "OperatorKeyringReady"] {
+        let want = format!("{}Validated", t.strip_suffix("Ready").unwrap());
+        assert_eq!(
+            condition(&running["val"], t),
+            ("True".to_owned(), want),
+            "val {t}"
+        );
+    }
+    assert_eq!(
+        condition(&running["seed"], "NodeKeyReady"),
+        ("True".into(), "NodeKeyValidated".into())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_reaches_running_and_its_sidecar_is_told_its_config() {
     let Some(ns) = setup("e2e-modes").await else {
@@ -175,66 +239,7 @@ async fn every_mode_reaches_running_and_its_sidecar_is_told_its_config() {
         "the endpoint is in the very status write that says Running: {first_running:?}"
     );
 
-    // Keys: validated with the reference's reasons.
-    for t in ["SigningKeyReady", "NodeKeyReady", "OperatorKeyringReady"] {
-        let want = format!("{}Validated", t.strip_suffix("Ready").unwrap());
-        assert_eq!(
-            condition(&running["val"], t),
-            ("True".to_owned(), want),
-            "val {t}"
-        );
-    }
-    assert_eq!(
-        condition(&running["seed"], "NodeKeyReady"),
-        ("True".into(), "NodeKeyValidated".into())
-    );
-
-    // The replayer: a bootstrap Job ran the bootstrap image to the target height, without key material, and
-    // was torn down before the StatefulSet was created; the sidecar restored once (in the Job's pod), was
-    // configured twice (Job pod, then the node's), and runs the result export.
-    let seen = jobs.states();
-    let job = seen
-        .first()
-        .unwrap_or_else(|| panic!("no bootstrap Job was created"));
-    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    let seid = pod.containers.iter().find(|c| c.name == "seid").unwrap();
-    assert_eq!(seid.image.as_deref(), Some("boot:v1"));
-    assert!(
-        seid.env
-            .iter()
-            .flatten()
-            .any(|e| e.name == "HALT_HEIGHT" && e.value.as_deref() == Some("100"))
-    );
-    assert!(
-        ns.api::<Job>()
-            .get_opt("replay-bootstrap")
-            .await
-            .unwrap()
-            .is_none(),
-        "torn down"
-    );
-    let deleted_at = seen
-        .iter()
-        .find_map(|j| j.metadata.deletion_timestamp.clone())
-        .unwrap();
-    let sts = ns.api::<StatefulSet>().get("replay").await.unwrap();
-    assert!(
-        sts.metadata.creation_timestamp.unwrap().0 >= deleted_at.0,
-        "the StatefulSet is created after the Job's teardown"
-    );
-    let of_type = |t: &'static str| {
-        let sim = &sim;
-        let ns = ns.name().to_owned();
-        async move { sim.tasks_of_type(&ns, "replay", t).await }
-    };
-    let restores = of_type("snapshot-restore").await;
-    assert_eq!(restores.len(), 1, "{restores:?}");
-    assert_eq!(restores[0]["params"]["targetHeight"], 100);
-    assert_eq!(of_type("configure-state-sync").await.len(), 1);
-    assert_eq!(of_type("config-apply").await.len(), 2);
-    assert_eq!(of_type("mark-ready").await.len(), 2);
-    let export = of_type("result-export").await;
-    assert_eq!(export.len(), 1, "{export:?}");
-    assert_eq!(export[0]["params"]["canonicalRpc"], "https://rpc.example.net");
+    assert_keys_validated(&running);
+    assert_replayer_bootstrapped_and_exports(&ns, &sim, &jobs.states()).await;
     eprintln!("modes_e2e took {:?}", started.elapsed());
 }
