@@ -206,6 +206,23 @@ pub mod reasons {
     pub const IMAGE_ROLLING: &str = "ImageRolling";
     /// Every child runs the template image.
     pub const ALL_UP_TO_DATE: &str = "AllUpToDate";
+    /// Outcome of a validation task (see [`validation`]): the object is valid.
+    pub const VALIDATED: &str = "Validated";
+    /// Outcome of a validation task (see [`validation`]): the object is malformed (terminal).
+    pub const INVALID: &str = "Invalid";
+
+    /// The reason of a validation condition as the reference names it (1.1.4): the subject, then the outcome
+    /// ([`VALIDATED`], [`NOT_READY`] or [`INVALID`]). The subject is `PVC` for `ImportPVCReady`, else the
+    /// condition type without `Ready`: `PVCValidated`, `SigningKeyNotReady`, `OperatorKeyringInvalid`, ...
+    #[must_use]
+    pub fn validation(condition_type: &str, outcome: &str) -> String {
+        let subject = if condition_type == super::IMPORT_PVC_READY {
+            "PVC"
+        } else {
+            condition_type.strip_suffix("Ready").unwrap_or(condition_type)
+        };
+        format!("{subject}{outcome}")
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +275,30 @@ mod tests {
         assert_eq!(list[0].last_transition_time, at(10));
         assert_eq!(list[0].observed_generation, Some(2));
         assert_eq!(list[0].message, "again");
+    }
+
+    #[test]
+    fn validation_reasons_are_the_reference_s() {
+        assert_eq!(
+            reasons::validation(IMPORT_PVC_READY, reasons::VALIDATED),
+            "PVCValidated"
+        );
+        assert_eq!(
+            reasons::validation(IMPORT_PVC_READY, reasons::NOT_READY),
+            "PVCNotReady"
+        );
+        assert_eq!(
+            reasons::validation(SIGNING_KEY_READY, reasons::INVALID),
+            "SigningKeyInvalid"
+        );
+        assert_eq!(
+            reasons::validation(NODE_KEY_READY, reasons::VALIDATED),
+            "NodeKeyValidated"
+        );
+        assert_eq!(
+            reasons::validation(OPERATOR_KEYRING_READY, reasons::NOT_READY),
+            "OperatorKeyringNotReady"
+        );
     }
 
     #[test]

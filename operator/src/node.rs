@@ -457,6 +457,7 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         }
     }
     lifecycle::apply_updates(&mut status, sink.take(), None)?;
+    crate::endpoint::publish(&node, &mut status);
     if let Some(soon) = peers_retry {
         requeue = requeue.min(soon);
     }
@@ -483,6 +484,7 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
             ));
         }
     }
+    events.extend(crate::node_events::transitions(&before, &status));
     for (kind, reason, note) in events {
         ctx.event(&*node, kind, reason, "Reconcile", Some(note)).await;
     }

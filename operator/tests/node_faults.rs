@@ -313,7 +313,7 @@ fn validator_spec(signing: &str, node_key: &str) -> Value {
 
 /// (f) A validator whose signing-key and node-key Secrets are well formed reaches Running with
 /// SigningKeyReady and NodeKeyReady True; one whose signing key lacks `priv_key` fails terminally at once (no
-/// retry, no StatefulSet): SigningKeyReady False/Invalid naming the Secret and the missing field, phase Failed.
+/// retry, no StatefulSet): SigningKeyReady False/SigningKeyInvalid naming the Secret and the missing field, phase Failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validator_key_secrets_are_validated_and_a_malformed_one_fails_terminally() {
     let Some(ns) = setup("e2e-keys").await else { return };
@@ -362,6 +362,8 @@ async fn validator_key_secrets_are_validated_and_a_malformed_one_fails_terminall
             .condition(t)
             .unwrap_or_else(|| panic!("{t} missing: {status:?}"));
         assert_eq!(c.status, "True", "{t}: {c:?}");
+        let want = format!("{}Validated", t.strip_suffix("Ready").unwrap());
+        assert_eq!(c.reason, want, "the reference's reason: {c:?}");
     }
     assert!(
         status
@@ -380,7 +382,7 @@ async fn validator_key_secrets_are_validated_and_a_malformed_one_fails_terminall
     let c = status.condition("SigningKeyReady").unwrap();
     assert_eq!(
         (c.status.as_str(), c.reason.as_str()),
-        ("False", "Invalid"),
+        ("False", "SigningKeyInvalid"),
         "{c:?}"
     );
     assert!(

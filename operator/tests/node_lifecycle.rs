@@ -263,7 +263,11 @@ async fn a_deleted_node_removes_its_pvc_unless_imported() {
         .unwrap()
         .condition("ImportPVCReady")
         .unwrap();
-    assert_eq!(ready.status, "True", "{ready:?}");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "PVCValidated"),
+        "{ready:?}"
+    );
     assert!(ready.message.contains("keep-me"), "{ready:?}");
     assert!(pvcs.get_opt("data-owned").await.unwrap().is_some());
     assert!(

@@ -15,7 +15,7 @@ use kube::api::PostParams;
 use sei_crds::SeiNode;
 use serde_json::{Value, json};
 
-use common::{Operator, Sim, eventually, in_phase, seinode, setup};
+use common::{Operator, Sim, in_phase, seinode, setup};
 
 const WAIT: Duration = Duration::from_secs(120);
 const STATIC_PEER: &str = "0123456789abcdef0123456789abcdef01234567@static-peer.example:26656";
@@ -38,17 +38,14 @@ fn configured(node: &SeiNode) -> Option<Vec<String>> {
     })
 }
 
-/// Polls (a watch may break while another suite re-installs the shared CRDs) until `cond` holds for `name`.
+/// [`common::wait_node`] with this file's timeout.
 async fn wait_node(
     nodes: &kube::Api<SeiNode>,
     name: &str,
     what: &str,
     cond: impl Fn(&SeiNode) -> bool,
 ) -> SeiNode {
-    eventually(&format!("{name}: {what}"), WAIT, || async {
-        nodes.get_opt(name).await.ok().flatten().filter(|n| cond(n))
-    })
-    .await
+    common::wait_node(nodes, name, what, WAIT, cond).await
 }
 
 fn running(n: &SeiNode) -> bool {

@@ -493,3 +493,76 @@ pub(crate) fn genesis_fleet(name: &str, replicas: i64, max_duration: &str) -> se
     }))
     .unwrap()
 }
+
+/// A Secret `name` holding `data` (key -> bytes).
+pub(crate) fn secret(name: &str, data: &[(&str, &[u8])]) -> k8s_openapi::api::core::v1::Secret {
+    k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), k8s_openapi::ByteString(v.to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Well-formed key Secrets (fixed test keys) for a validator: `<prefix>-signing` (`priv_validator_key.json`),
+/// `<prefix>-node-key` (`node_key.json`), `<prefix>-keyring` (`node_admin.info` and an `*.address`) and
+/// `<prefix>-keyring-pass` (`passphrase`), the names the examples use.
+pub(crate) fn validator_key_secrets(prefix: &str) -> Vec<k8s_openapi::api::core::v1::Secret> {
+    let pub_key = serde_json::json!({"type": "tendermint/PubKeyEd25519", "value": "Jv2yTLKdTfOy0rYGZ6Dh1VvJTq0dPhOw2dHLtKcLxvQ="});
+    let priv_key = serde_json::json!({
+        "type": "tendermint/PrivKeyEd25519",
+        "value": "8XzmpdPV3SFoNMZbF5fCd3Pkm0Ey0gfRzbCG5OQDxEkm/bJMsp1N87LStgZnoOHVW8lOrR0+E7DZ0cu0pwvG9A==",
+    });
+    let signing = serde_json::json!({"address": "3C7FD1A1F8E6C6E2A1B0C0D0E0F0A1B2C3D4E5F6",
+                                     "pub_key": pub_key, "priv_key": priv_key})
+    .to_string();
+    vec![
+        secret(
+            &format!("{prefix}-signing"),
+            &[("priv_validator_key.json", signing.as_bytes())],
+        ),
+        node_key_secret(&format!("{prefix}-node-key")),
+        secret(
+            &format!("{prefix}-keyring"),
+            &[
+                ("node_admin.info", b"keyring-entry"),
+                ("0123456789abcdef0123456789abcdef01234567.address", b"node_admin"),
+            ],
+        ),
+        secret(
+            &format!("{prefix}-keyring-pass"),
+            &[("passphrase", b"test-passphrase")],
+        ),
+    ]
+}
+
+/// A well-formed node-key Secret `name` (`node_key.json`, a fixed test key).
+pub(crate) fn node_key_secret(name: &str) -> k8s_openapi::api::core::v1::Secret {
+    let node_key = serde_json::json!({"priv_key": {
+        "type": "tendermint/PrivKeyEd25519",
+        "value": "8XzmpdPV3SFoNMZbF5fCd3Pkm0Ey0gfRzbCG5OQDxEkm/bJMsp1N87LStgZnoOHVW8lOrR0+E7DZ0cu0pwvG9A==",
+    }})
+    .to_string();
+    secret(name, &[("node_key.json", node_key.as_bytes())])
+}
+
+/// Polls until the SeiNode `name` satisfies `cond` (a watch may break while another suite re-installs the
+/// shared CRDs), failing with `what` after `timeout`.
+pub(crate) async fn wait_node(
+    nodes: &kube::Api<sei_crds::SeiNode>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    cond: impl Fn(&sei_crds::SeiNode) -> bool,
+) -> sei_crds::SeiNode {
+    eventually(&format!("{name}: {what}"), timeout, || async {
+        nodes.get_opt(name).await.ok().flatten().filter(|n| cond(n))
+    })
+    .await
+}

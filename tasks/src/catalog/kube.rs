@@ -26,7 +26,7 @@ pub const FIELD_MANAGER: &str = "seinode-controller";
 
 /// What a failed API call means for the task: not found, transient (retry at the next poll without
 /// consuming an attempt), or a terminal rejection.
-fn api_error(action: &str, e: &kube::Error) -> Outcome {
+pub(super) fn api_error(action: &str, e: &kube::Error) -> Outcome {
     match e {
         kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
             Outcome::terminal(format!("{action}: {} ({})", status.message, status.code))
@@ -35,12 +35,12 @@ fn api_error(action: &str, e: &kube::Error) -> Outcome {
     }
 }
 
-fn is_not_found(e: &kube::Error) -> bool {
+pub(super) fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 /// A create under this controller's field manager (a create is guarded by nature: 409 when the name is taken).
-fn create_params() -> PostParams {
+pub(super) fn create_params() -> PostParams {
     PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PostParams::default()
@@ -63,7 +63,7 @@ fn delete_exactly<K: Resource>(obj: &K, background: bool, unchanged: bool) -> De
 }
 
 /// The SeiNode the task acts on: the plan's owner when it is that node, else read from the API.
-async fn load_node(cx: &Context, inv: &Invocation) -> Result<SeiNode, Outcome> {
+pub(super) async fn load_node(cx: &Context, inv: &Invocation) -> Result<SeiNode, Outcome> {
     if inv.owner_kind == "SeiNode" && inv.target() == inv.owner {
         return serde_json::from_value((*inv.owner_object).clone())
             .map_err(|e| Outcome::terminal(format!("the SeiNode does not deserialise: {e}")));
@@ -123,6 +123,7 @@ macro_rules! idempotent_task {
         }
     };
 }
+pub(super) use {boxed, idempotent_task};
 
 /// `ensure-data-pvc`: create the node's data PVC, or validate an imported one (reference 4.3).
 pub struct EnsureDataPvc;
@@ -184,15 +185,17 @@ async fn validate_imported_pvc(
     api: &Api<PersistentVolumeClaim>,
     name: &str,
 ) -> Outcome {
-    let set = |status: ConditionStatus, reason: &str, message: String| {
-        condition(inv, node, conditions::IMPORT_PVC_READY, status, reason, message);
+    // Reasons as the reference names them: PVCValidated, PVCNotReady, PVCInvalid.
+    let set = |status: ConditionStatus, outcome: &str, message: String| {
+        let reason = reasons::validation(conditions::IMPORT_PVC_READY, outcome);
+        condition(inv, node, conditions::IMPORT_PVC_READY, status, &reason, message);
     };
     let waiting = |message: String| {
         set(ConditionStatus::False, reasons::NOT_READY, message.clone());
         Outcome::Unavailable(message)
     };
     let invalid = |message: String| {
-        set(ConditionStatus::False, "Invalid", message.clone());
+        set(ConditionStatus::False, reasons::INVALID, message.clone());
         Outcome::terminal(message)
     };
     let pvc = match api.get_opt(name).await {
@@ -271,7 +274,7 @@ async fn validate_imported_pvc(
     }
     set(
         ConditionStatus::True,
-        "Validated",
+        reasons::VALIDATED,
         format!("imported PVC {name} is Bound to {volume}"),
     );
     Outcome::done()
@@ -775,8 +778,9 @@ async fn validate_key(cx: &Context, inv: &Invocation, kind: KeyKind) -> Outcome 
     let Some(secret_name) = secret_name.map(|s| s.secret_name.as_str()) else {
         return Outcome::terminal(format!("the SeiNode declares no Secret for {data_key}"));
     };
-    let set = |status: ConditionStatus, reason: &str, message: String| {
-        condition(inv, &node, condition_type, status, reason, message);
+    let set = |status: ConditionStatus, outcome: &str, message: String| {
+        let reason = reasons::validation(condition_type, outcome);
+        condition(inv, &node, condition_type, status, &reason, message);
     };
     let api: Api<Secret> = Api::namespaced(cx.client.clone(), &inv.namespace);
     let secret = match api.get_opt(secret_name).await {
@@ -803,14 +807,14 @@ async fn validate_key(cx: &Context, inv: &Invocation, kind: KeyKind) -> Outcome 
         Ok(()) => {
             set(
                 ConditionStatus::True,
-                "Validated",
+                reasons::VALIDATED,
                 format!("Secret {secret_name} holds a valid {data_key}"),
             );
             Outcome::done()
         }
         Err(problem) => {
             let message = format!("Secret {secret_name} {problem}");
-            set(ConditionStatus::False, "Invalid", message.clone());
+            set(ConditionStatus::False, reasons::INVALID, message.clone());
             Outcome::failed(ErrorClass::Terminal, message)
         }
     }
@@ -859,13 +863,14 @@ async fn validate_operator_keyring(cx: &Context, inv: &Invocation) -> Outcome {
     let Some(keyring) = node.spec.operator_keyring_secret() else {
         return Outcome::terminal("the SeiNode declares no operator keyring Secret");
     };
-    let set = |status: ConditionStatus, reason: &str, message: String| {
+    let set = |status: ConditionStatus, outcome: &str, message: String| {
+        let reason = reasons::validation(conditions::OPERATOR_KEYRING_READY, outcome);
         condition(
             inv,
             &node,
             conditions::OPERATOR_KEYRING_READY,
             status,
-            reason,
+            &reason,
             message,
         );
     };
@@ -893,7 +898,7 @@ async fn validate_operator_keyring(cx: &Context, inv: &Invocation) -> Outcome {
     let data = secret.data.unwrap_or_default();
     let problem = check_keyring(&data, node.spec.operator_key_name(), &keyring.secret_name);
     if let Some(message) = problem {
-        set(ConditionStatus::False, "Invalid", message.clone());
+        set(ConditionStatus::False, reasons::INVALID, message.clone());
         return Outcome::terminal(message);
     }
     let pass = &keyring.passphrase_secret_ref;
@@ -920,13 +925,13 @@ async fn validate_operator_keyring(cx: &Context, inv: &Invocation) -> Outcome {
                 "passphrase Secret {} has no non-empty {}",
                 pass.secret_name, pass.key
             );
-            set(ConditionStatus::False, "Invalid", message.clone());
+            set(ConditionStatus::False, reasons::INVALID, message.clone());
             return Outcome::terminal(message);
         }
     }
     set(
         ConditionStatus::True,
-        "Validated",
+        reasons::VALIDATED,
         format!("keyring Secret {} is well-formed", keyring.secret_name),
     );
     Outcome::done()

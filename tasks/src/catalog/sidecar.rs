@@ -46,6 +46,7 @@ pub struct SidecarTask<P> {
     task_type: &'static str,
     wire_type: &'static str,
     chain_tx: Option<ChainTx>,
+    detached: bool,
     _params: PhantomData<fn() -> P>,
 }
 
@@ -57,6 +58,7 @@ impl<P> SidecarTask<P> {
             task_type,
             wire_type: task_type,
             chain_tx: None,
+            detached: false,
             _params: PhantomData,
         }
     }
@@ -65,6 +67,15 @@ impl<P> SidecarTask<P> {
     #[must_use]
     pub const fn on_wire(mut self, wire_type: &'static str) -> Self {
         self.wire_type = wire_type;
+        self
+    }
+
+    /// The sidecar's task runs for the life of the node (an exporter): the attempt succeeds once the sidecar has
+    /// accepted it and reports it `running` (or finished), with the output `detached: true`; a `failed` still
+    /// fails it.
+    #[must_use]
+    pub const fn detached(mut self) -> Self {
+        self.detached = true;
         self
     }
 
@@ -243,6 +254,9 @@ impl<P> SidecarTask<P> {
     /// What the sidecar's record of an attempt means for it.
     fn outcome_of(&self, result: sidecar::TaskResult) -> Outcome {
         match result.status {
+            TaskStatus::Running if self.detached => {
+                Outcome::Done(Map::from_iter([("detached".to_owned(), json!(true))]))
+            }
             TaskStatus::Running => Outcome::Running,
             TaskStatus::Completed
                 if self.chain_tx.is_some() && inclusion(result.result.as_ref()) != Some(COMMITTED_OK) =>
@@ -743,6 +757,26 @@ pub struct SnapshotNowParams {
     pub chain_id: Option<String>,
 }
 
+/// `result-export` (a replayer's `spec.replayer.resultExport`): seictl's result exporter, comparing the
+/// replayed block results against a canonical RPC endpoint (`shadowResult`). Submitted after `mark-ready`,
+/// detached: it runs as long as the replay does.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResultExportParams {
+    /// `resultExport.shadowResult.canonicalRpc`: the endpoint whose results the replay is compared against.
+    #[serde(default)]
+    pub canonical_rpc: String,
+}
+
+impl Params for ResultExportParams {
+    fn check(&self) -> Result<(), String> {
+        if self.canonical_rpc.is_empty() {
+            return Err("canonicalRpc must not be empty".to_owned());
+        }
+        Ok(())
+    }
+}
+
 impl Params for NoParams {}
 impl Params for SnapshotRestoreParams {}
 impl Params for ConfigureGenesisParams {}
@@ -835,6 +869,7 @@ pub(crate) fn register(r: crate::task::Registry) -> crate::task::Registry {
             SidecarTask::<GovParamChangeParams>::new("gov-param-change").broadcasts(ChainTx::Proposal),
         )
         .with(SidecarTask::<SnapshotNowParams>::new("snapshot-now").on_wire("snapshot-upload-once"))
+        .with(SidecarTask::<ResultExportParams>::new("result-export").detached())
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ pub fn check_secret_containment(node: &SeiNode, pod: &PodSpec) -> Result<()> {
 }
 
 /// Volume name -> the Secrets behind it.
-fn volume_secrets(pod: &PodSpec) -> BTreeMap<&str, Vec<&str>> {
+pub(super) fn volume_secrets(pod: &PodSpec) -> BTreeMap<&str, Vec<&str>> {
     let mut out = BTreeMap::new();
     for volume in pod.volumes.iter().flatten() {
         let mut secrets = Vec::new();
@@ -82,7 +82,10 @@ fn volume_secrets(pod: &PodSpec) -> BTreeMap<&str, Vec<&str>> {
 }
 
 /// The Secrets a container reaches through mounts, `secretKeyRef` env and `envFrom`.
-fn secrets_reached<'a>(container: &'a Container, volumes: &BTreeMap<&str, Vec<&'a str>>) -> Vec<&'a str> {
+pub(super) fn secrets_reached<'a>(
+    container: &'a Container,
+    volumes: &BTreeMap<&str, Vec<&'a str>>,
+) -> Vec<&'a str> {
     let mut out = Vec::new();
     for mount in container.volume_mounts.iter().flatten() {
         if let Some(secrets) = volumes.get(mount.name.as_str()) {

@@ -10,6 +10,7 @@
 //! | [`headless_service`] | the headless Service `<node>` giving the pod its stable DNS name |
 //! | [`data_pvc`] | the data volume `data-<node>` (not for an imported PVC, see [`data_pvc_name`]) |
 //! | [`rbac_proxy_config_map`] | the kube-rbac-proxy authorization config, when the proxy is rendered |
+//! | [`bootstrap_job`], [`bootstrap_service`] | the bootstrap Job `<node>-bootstrap` and its Service, for a `bootstrapImage` |
 //!
 //! Every object carries [`resource_labels`] and a controller ownerReference to the SeiNode. The reference needs
 //! the node's `metadata.uid`; a node without one (only a node built in code, never one read from the API) gets no
@@ -20,6 +21,7 @@
 //! allowed (reference section 10 item 37); [`check_probe_contract`] refuses probes that would kill or gate seid
 //! on its RPC (item 34).
 
+mod bootstrap;
 mod checks;
 mod pvc;
 pub(crate) mod quantity;
@@ -34,6 +36,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 use sei_crds::{Mode, SeiNode, labels};
 
+pub use bootstrap::{
+    bootstrap_job, bootstrap_job_name, bootstrap_labels, bootstrap_of, bootstrap_service,
+    check_no_key_material,
+};
 pub use checks::{check_probe_contract, check_secret_containment};
 pub use pvc::{data_pvc, data_pvc_name};
 pub use rbac_proxy::{rbac_proxy_config_map, rbac_proxy_config_map_name};

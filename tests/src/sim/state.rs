@@ -35,6 +35,7 @@ pub const TASK_TYPES: &[&str] = &[
     "gov-software-upgrade",
     "gov-param-change",
     "snapshot-upload-once",
+    "result-export",
 ];
 
 /// Time between simulated blocks until `POST /admin/chain` changes it (Sei's is about 400 ms).
