@@ -108,6 +108,8 @@ pub async fn reconcile(deployment: Arc<SeiNodeDeployment>, ctx: Arc<Context>) ->
     ctx.metrics.reconciled(KIND);
     let ns = deployment.namespace().unwrap_or_default();
     let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployment =
+        crate::status::with_finalizer(&api, deployment, labels::SEINODEDEPLOYMENT_FINALIZER).await?;
     finalizer(
         &api,
         labels::SEINODEDEPLOYMENT_FINALIZER,

@@ -63,6 +63,9 @@ pub async fn reconcile(node: Arc<SeiNode>, ctx: Arc<Context>) -> Result<Action, 
             sei_observability::trace_context::link_span(&span, tp);
         }
     }
+    let node = crate::status::with_finalizer(&api, node, sei_crds::labels::SEINODE_FINALIZER)
+        .instrument(span.clone())
+        .await?;
     finalizer(&api, sei_crds::labels::SEINODE_FINALIZER, node, |event| async {
         match event {
             FinalizerEvent::Apply(node) => apply(node, &ctx).await,

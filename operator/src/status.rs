@@ -36,6 +36,38 @@ pub fn skip_stale(ctx: &Context, meta: &kube::api::ObjectMeta) -> Option<kube::r
     })
 }
 
+/// `obj` with `finalizer` added, in the same reconcile: kube's `finalizer` helper adds it and ends the
+/// reconcile, so every new object would wait one more turn of the queue (seconds at 1,000 objects) before its
+/// first plan. The patch is guarded by the resourceVersion read, like the status write that follows it.
+pub async fn with_finalizer<K>(
+    api: &Api<K>,
+    obj: std::sync::Arc<K>,
+    finalizer: &str,
+) -> Result<std::sync::Arc<K>, Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let meta = obj.meta();
+    if meta.deletion_timestamp.is_some() || meta.finalizers.iter().flatten().any(|f| f == finalizer) {
+        return Ok(obj);
+    }
+    let mut finalizers = meta.finalizers.clone().unwrap_or_default();
+    finalizers.push(finalizer.to_owned());
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version},
+    });
+    let name = meta.name.clone().unwrap_or_default();
+    let patched = api
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::Kube)?;
+    Ok(std::sync::Arc::new(patched))
+}
+
 /// Writes `desired`'s status (the object as read, with its new status) and records what follows the write.
 pub async fn write_once<K>(
     ctx: &Context,

@@ -2034,9 +2034,14 @@ async fn a_rollout_is_observed_only_once_replace_pod_swapped_the_outdated_pod() 
         assert!(updates.fields.is_empty());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // And a plan for seid:v2 no longer succeeds either: the template moved on.
+    // A plan for seid:v2 still sees what is true: the pod runs seid:v2 (OnDelete keeps it until replaced), so
+    // it records seid:v2 as the current image and the spec's seid:v3 is drift for node-update.
     let (outcome, _) = observe(&cx, &ns, &node, "seid:v2").await;
-    assert_eq!(outcome, Outcome::Running, "the template runs seid:v3");
+    assert_eq!(
+        outcome,
+        Outcome::Done(Map::from_iter([("image".to_owned(), json!("seid:v2"))])),
+        "the pod runs seid:v2"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
