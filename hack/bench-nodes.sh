@@ -7,7 +7,8 @@
 # RSS; then, with the operator stopped, the apiserver's own throughput for the same number of status writes
 # from a minimal client (16 at a time, as the operator's default concurrency), and the ratio of the two.
 # Last, the cluster alone: N claims and one-pod StatefulSets created at once with no operator (sei-bench cluster),
-# the floor under "all Running" (PV binding by the controller-manager dominates it), and the ratio to it.
+# the floor under "all Running" (PV binding by the controller-manager dominates it), and the ratio to it
+# (BENCH_SKIP_CLUSTER=1 skips this part).
 N="${1:-10}"
 export TASK_DURATION="${2:-${TASK_DURATION:-0ms}}"
 ns_prefix=bench
@@ -49,12 +50,14 @@ echo "api writes (create+update+patch+delete): $writes total, $(awk -v w="$write
 status_writes="$(echo "$metrics" | awk '/^sei_status_writes_total/ {s+=$2} END {print s+0}')"
 echo "status writes: $status_writes total, $(awk -v w="$status_writes" -v n="$N" 'BEGIN{printf "%.1f", w/n}') per node"
 echo "$metrics" | awk -v n="$N" '/^sei_reconciles_total/ {match($0, /kind="[A-Za-z]+"/); printf "reconciles (%s): %d total, %.1f per node\n", substr($0, RSTART+6, RLENGTH-7), $2, $2/n}'
+echo "$metrics" | awk -v n="$N" '/^sei_reconcile_conflicts_total/ {s+=$2} END {printf "write conflicts (409, retried): %d total, %.2f per node\n", s, s/n}'
 echo "operator CPU: ${cpu}s, peak RSS: $rss"
 baseline="$(bench status-writes --namespace "$ns" --count "$status_writes" --concurrency 16)"
 echo "$baseline"
 base_ms="$(sed -n 's/.* in \([0-9]*\) ms.*/\1/p' <<<"$baseline")"
 echo "ratio: all Running in $((all - t0)) ms / the same status writes alone in ${base_ms} ms = $(awk -v a="$((all - t0))" -v b="$base_ms" 'BEGIN{printf "%.1f", a/b}')x"
 # The cluster alone (no operator): the same number of claims and one-pod StatefulSets created at once.
+[ -z "${BENCH_SKIP_CLUSTER:-}" ] || exit 0
 kubectl create ns "$ns-cluster" >/dev/null
 cluster_out="$(bench cluster --namespace "$ns-cluster" --count "$N")"
 [ -n "${BENCH_KEEP:-}" ] || kubectl delete ns "$ns-cluster" --wait=false >/dev/null 2>&1 || true

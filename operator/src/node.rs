@@ -352,9 +352,6 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
             ));
         }
     }
-    if status.phase == Some(SeiNodePhase::Running) && !node.spec.paused {
-        probe_sidecar(&node, ctx, &mut status, generation).await;
-    }
 
     // (3) plans
     let retried = status.plan.is_none() && !node.spec.paused && {
@@ -460,6 +457,10 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         }
     }
     lifecycle::apply_updates(&mut status, sink.take(), None)?;
+    // After the plans: the reconcile whose plan made the node Running probes it too, in the same status write.
+    if status.phase == Some(SeiNodePhase::Running) && !node.spec.paused {
+        probe_sidecar(&node, ctx, &mut status, generation).await;
+    }
     crate::endpoint::publish(&node, &mut status);
     if let Some(soon) = peers_retry {
         requeue = requeue.min(soon);
