@@ -17,7 +17,7 @@ use crate::reference::{Ref, has_reference, lookup, rewrite};
 pub fn run_params(plan: &mut Plan, run: &str) -> Option<Result<Arc<Value>, String>> {
     let graph = graph(plan);
     let (name, item) = split_run_name(run);
-    let &(s, t) = graph.names.get(name)?;
+    let (s, t) = graph.find(plan, name)?;
     let r = section(plan, s)[t]
         .runs
         .iter()
@@ -29,7 +29,7 @@ pub fn run_params(plan: &mut Plan, run: &str) -> Option<Result<Arc<Value>, Strin
 pub(super) fn resolve_params(plan: &Plan, graph: &Graph, (s, t, r): Pos) -> Result<Arc<Value>, String> {
     let tasks = section(plan, s);
     let task = &tasks[t];
-    if !graph.dynamic[s][t] {
+    if !graph.is_dynamic(plan, s, t) {
         return Ok(Arc::clone(&task.params));
     }
     let mut params = Value::clone(&task.params);
@@ -48,7 +48,7 @@ pub(super) fn resolve_params(plan: &Plan, graph: &Graph, (s, t, r): Pos) -> Resu
                 key,
                 path,
             } => {
-                let Some(&(us, ut)) = graph.names.get(*upstream).filter(|(us, _)| *us == s) else {
+                let Some((us, ut)) = graph.find(plan, upstream).filter(|&(us, _)| us == s) else {
                     return Err(format!("no task `{upstream}` in this stage"));
                 };
                 debug_assert_eq!(us, s);

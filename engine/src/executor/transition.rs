@@ -106,7 +106,7 @@ pub const fn transition(lifecycle: Lifecycle, event: EventKind) -> Transition {
 
 pub(super) fn apply(plan: &mut Plan, graph: &Graph, observation: &Observation, now: Timestamp) {
     let (name, item) = split_run_name(&observation.task);
-    let Some(&(s, t)) = graph.names.get(name) else {
+    let Some((s, t)) = graph.find(plan, name) else {
         tracing::debug!(task = %observation.task, "Ignoring observation of an unknown task");
         return;
     };
