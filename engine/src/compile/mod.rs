@@ -12,7 +12,6 @@
 //! item. Dependencies between two tasks expanded over the **same** param pair up item by item
 //! (`b[x]` waits for `a[x]` only), which is how a genesis ceremony runs one independent branch per
 //! validator. Any other dependency on a `forEach` task waits for all of its runs (fan-in).
-
 //!
 //! # Modules
 //! [`compile`] and [`check`] run one pipeline (`compile_in`): check the workflow's own fields,
