@@ -5,7 +5,16 @@
 //! is `SEI_CONTROLLER_CONFIG` (the upstream `FileConfig` schema, plus a `sidecar` section). A variable that is set
 //! (and not empty) wins over the file; an empty variable counts as unset. [`PlatformConfig::from_sources`] checks
 //! everything and reports **every** missing or malformed setting at once ([`ConfigErrors`], one per line, each
-//! naming the variable); the binary prints that and exits non-zero.
+//! naming the variable, and the file key when the value came from the file); the binary prints that and exits
+//! non-zero.
+//!
+//! # Loading
+//! The two sources are layered by [figment]: the file (its YAML provider), then the variables over it (a small
+//! provider over the lookup function, placing each variable at its file key, so loading stays pure). The merged
+//! layers are extracted into serde structs of the file's shape whose leaves never fail to deserialise (a leaf
+//! keeps either its text or why it is not a scalar), so one bad value cannot hide another; each setting is then
+//! checked, and figment's metadata says which layer its value came from, which names the source in the error.
+//! Unknown file keys are the keys the structs collect with `#[serde(flatten)]`.
 //!
 //! Differences from upstream, on purpose:
 //! - Nothing is required. The operator must also run on a local test cluster with a single kwok node and no
@@ -58,9 +67,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use figment::Figment;
+use figment::providers::{Format as _, Yaml};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use sei_crds::{Mode, SeiNode};
-use serde_yaml::Value;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value as Json;
 
 use crate::resources::quantity;
 use crate::sidecar;
@@ -339,20 +352,7 @@ impl PlatformConfig {
         env: impl Fn(&str) -> Option<String>,
         file: Option<&str>,
     ) -> Result<Self, ConfigErrors> {
-        let mut reader = Reader {
-            env: &env,
-            file: Value::Null,
-            errors: Vec::new(),
-        };
-        if let Some(text) = file {
-            reader.load_file(text);
-        }
-        let cfg = reader.read();
-        if reader.errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigErrors(reader.errors))
-        }
+        Loader::new(&env, file).load()
     }
 
     /// The port the operator uses to reach `node`'s sidecar (the `{port}` of the URL template, and the port the
@@ -469,64 +469,297 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// A raw value and where it came from.
-struct Raw {
-    value: String,
-    file_key: Option<String>,
+/// Every scalar setting: its environment variable and its file key. The loader's only table: variable names are
+/// not derived from file keys (upstream's names are irregular: `SEI_NODEPOOL_NAME` is `scheduling.nodepoolName`).
+const SETTINGS: &[(&str, &str)] = &[
+    ("SEI_NODEPOOL_NAME", "scheduling.nodepoolName"),
+    ("SEI_NODEPOOL_ARCHIVE", "scheduling.nodepoolArchive"),
+    ("SEI_NODEPOOL_VALIDATOR", "scheduling.nodepoolValidator"),
+    ("SEI_NODEPOOL_SEED", "scheduling.nodepoolSeed"),
+    ("SEI_TOLERATION_KEY", "scheduling.tolerationKey"),
+    ("SEI_SERVICE_ACCOUNT", "scheduling.serviceAccount"),
+    ("SEI_STORAGE_CLASS_PERF", "storage.classPerf"),
+    ("SEI_STORAGE_CLASS_DEFAULT", "storage.classDefault"),
+    ("SEI_STORAGE_CLASS_ARCHIVE", "storage.classArchive"),
+    ("SEI_STORAGE_SIZE_DEFAULT", "storage.sizeDefault"),
+    ("SEI_STORAGE_SIZE_ARCHIVE", "storage.sizeArchive"),
+    ("SEI_STORAGE_SIZE_SEED", "storage.sizeSeed"),
+    ("SEI_RESOURCE_CPU_VALIDATOR", "resources.validator.cpuRequest"),
+    ("SEI_RESOURCE_MEM_VALIDATOR", "resources.validator.memory"),
+    ("SEI_RESOURCE_CPU_NODE", "resources.node.cpuRequest"),
+    ("SEI_RESOURCE_MEM_NODE", "resources.node.memory"),
+    ("SEI_RESOURCE_CPU_REPLAYER", "resources.replayer.cpuRequest"),
+    ("SEI_RESOURCE_MEM_REPLAYER", "resources.replayer.memory"),
+    ("SEI_RESOURCE_CPU_ARCHIVE", "resources.archive.cpuRequest"),
+    ("SEI_RESOURCE_MEM_ARCHIVE", "resources.archive.memory"),
+    ("SEI_RESOURCE_CPU_SEED", "resources.seed.cpuRequest"),
+    ("SEI_RESOURCE_MEM_SEED", "resources.seed.memory"),
+    ("SEI_SNAPSHOT_BUCKET", "snapshot.bucket"),
+    ("SEI_SNAPSHOT_REGION", "snapshot.region"),
+    ("SEI_GENESIS_BUCKET", "genesis.bucket"),
+    ("SEI_GENESIS_REGION", "genesis.region"),
+    ("SEI_SIDECAR_IMAGE", "images.sidecar"),
+    ("SEI_KUBE_RBAC_PROXY_IMAGE", "images.kubeRBACProxy"),
+    ("SEI_COSMOS_EXPORTER_IMAGE", "images.cosmosExporter"),
+    ("SEI_SIDECAR_URL_TEMPLATE", "sidecar.urlTemplate"),
+    ("SEI_SIDECAR_TIMEOUT", "sidecar.timeout"),
+    ("SEI_SIDECAR_TOKEN_PATH", "sidecar.tokenPath"),
+    (
+        "SEI_SIDECAR_ALLOW_UNAUTHENTICATED",
+        "sidecar.allowUnauthenticated",
+    ),
+    ("SEI_STATE_SYNC_SYNCERS", "stateSync.syncers"),
+];
+
+/// The variable of the setting at file key `key`.
+fn variable_of(key: &str) -> &'static str {
+    SETTINGS
+        .iter()
+        .find(|(_, k)| *k == key)
+        .map_or(CONFIG_FILE_VAR, |(variable, _)| variable)
 }
 
-/// File sections and their keys; `resultExport` is an upstream section nothing uses (accepted, ignored).
-const FILE_SCHEMA: &[(&str, &[&str])] = &[
-    (
-        "scheduling",
-        &[
-            "nodepoolName",
-            "nodepoolArchive",
-            "nodepoolValidator",
-            "nodepoolSeed",
-            "tolerationKey",
-            "serviceAccount",
-        ],
-    ),
-    (
-        "storage",
-        &[
-            "classPerf",
-            "classDefault",
-            "classArchive",
-            "sizeDefault",
-            "sizeArchive",
-            "sizeSeed",
-        ],
-    ),
-    ("resources", &["validator", "node", "replayer", "archive", "seed"]),
-    ("snapshot", &["bucket", "region"]),
-    ("genesis", &["bucket", "region"]),
-    ("images", &["sidecar", "kubeRBACProxy", "cosmosExporter"]),
-    (
-        "sidecar",
-        &["urlTemplate", "timeout", "tokenPath", "allowUnauthenticated"],
-    ),
-    ("stateSync", &["syncers"]),
-    ("resultExport", &[]),
+/// The name of the environment layer in figment's metadata.
+const FROM_ENV: &str = "environment variables";
+
+/// The environment layer: every set, non-empty variable of [`SETTINGS`] at its file key. A figment provider over
+/// a lookup function, so that [`PlatformConfig::from_sources`] stays pure (figment's own `Env` reads the process).
+struct Variables<'a, F>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> figment::Provider for Variables<'_, F> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(FROM_ENV).interpolater(|_, keys| variable_of(&keys.join(".")).to_owned())
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        for (variable, key) in SETTINGS {
+            if let Some(value) = (self.0)(variable).filter(|v| !v.trim().is_empty()) {
+                insert(
+                    &mut dict,
+                    key,
+                    figment::value::Value::from(value.trim().to_owned()),
+                );
+            }
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+/// Sets the dotted `key` of `dict` to `value`, creating the dictionaries on the way.
+fn insert(dict: &mut figment::value::Dict, key: &str, value: figment::value::Value) {
+    use figment::value::{Dict, Value as V};
+    match key.split_once('.') {
+        None => {
+            dict.insert(key.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let entry = dict
+                .entry(head.to_owned())
+                .or_insert_with(|| V::from(Dict::new()));
+            if let V::Dict(_, inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// A scalar setting as read: its text (a string, number or boolean as written, trimmed; empty means unset), or
+/// why it is not one. Deserialising never fails, so that one bad value does not hide the others.
+#[derive(Debug, Default)]
+struct Raw(Option<Result<String, String>>);
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self(match Json::deserialize(deserializer)? {
+            Json::Null => None,
+            Json::String(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()).map(Ok),
+            Json::Number(n) => Some(Ok(n.to_string())),
+            Json::Bool(b) => Some(Ok(b.to_string())),
+            Json::Array(_) | Json::Object(_) => Some(Err("expected a string".to_owned())),
+        }))
+    }
+}
+
+/// A section of the file: absent, a mapping of its keys, or something else (an error).
+#[derive(Debug, Default)]
+enum Section<T> {
+    #[default]
+    Absent,
+    Keys(T),
+    NotMapping,
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Section<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Json::deserialize(deserializer)? {
+            Json::Null => Ok(Self::Absent),
+            map @ Json::Object(_) => T::deserialize(map).map(Self::Keys).map_err(D::Error::custom),
+            _ => Ok(Self::NotMapping),
+        }
+    }
+}
+
+impl<T: Default> Section<T> {
+    fn keys(&self) -> Option<&T> {
+        match self {
+            Self::Keys(keys) => Some(keys),
+            Self::Absent | Self::NotMapping => None,
+        }
+    }
+}
+
+/// Keys a section does not know, kept to report them (most likely typos).
+type Unknown = BTreeMap<String, Json>;
+
+/// The configuration as layered (file, then variables over it): the file's shape, every value as read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Layers {
+    scheduling: Section<SchedulingKeys>,
+    storage: Section<StorageKeys>,
+    resources: Section<ResourcesKeys>,
+    snapshot: Section<StoreKeys>,
+    genesis: Section<StoreKeys>,
+    images: Section<ImagesKeys>,
+    sidecar: Section<SidecarKeys>,
+    state_sync: Section<StateSyncKeys>,
+    /// Upstream's result export: nothing uses it (accepted, ignored).
+    #[allow(dead_code, reason = "accepted and ignored")]
+    result_export: Option<Json>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SchedulingKeys {
+    nodepool_name: Raw,
+    nodepool_archive: Raw,
+    nodepool_validator: Raw,
+    nodepool_seed: Raw,
+    toleration_key: Raw,
+    service_account: Raw,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct StorageKeys {
+    class_perf: Raw,
+    class_default: Raw,
+    class_archive: Raw,
+    size_default: Raw,
+    size_archive: Raw,
+    size_seed: Raw,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ResourcesKeys {
+    validator: Section<RoleKeys>,
+    node: Section<RoleKeys>,
+    replayer: Section<RoleKeys>,
+    archive: Section<RoleKeys>,
+    seed: Section<RoleKeys>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+impl ResourcesKeys {
+    fn role(&self, mode: Mode) -> &Section<RoleKeys> {
+        match mode {
+            Mode::Validator => &self.validator,
+            Mode::FullNode => &self.node,
+            Mode::Replayer => &self.replayer,
+            Mode::Archive => &self.archive,
+            Mode::Seed => &self.seed,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct RoleKeys {
+    cpu_request: Raw,
+    memory: Raw,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StoreKeys {
+    bucket: Raw,
+    region: Raw,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ImagesKeys {
+    sidecar: Raw,
+    #[serde(rename = "kubeRBACProxy")]
+    kube_rbac_proxy: Raw,
+    cosmos_exporter: Raw,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SidecarKeys {
+    url_template: Raw,
+    timeout: Raw,
+    token_path: Raw,
+    allow_unauthenticated: Raw,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StateSyncKeys {
+    /// The env form `chain=host:port,host:port;chain2=...` or the file's mapping of chain id to a list.
+    syncers: Option<Json>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// The roles of `resources.<role>`, with their modes.
+const ROLES: [(Mode, &str); 5] = [
+    (Mode::Validator, "validator"),
+    (Mode::FullNode, "node"),
+    (Mode::Replayer, "replayer"),
+    (Mode::Archive, "archive"),
+    (Mode::Seed, "seed"),
 ];
 
-/// The roles of `resources.<role>`, with their modes and variable suffixes.
-const ROLES: [(Mode, &str, &str); 5] = [
-    (Mode::Validator, "validator", "VALIDATOR"),
-    (Mode::FullNode, "node", "NODE"),
-    (Mode::Replayer, "replayer", "REPLAYER"),
-    (Mode::Archive, "archive", "ARCHIVE"),
-    (Mode::Seed, "seed", "SEED"),
-];
-
-struct Reader<'a, F: Fn(&str) -> Option<String>> {
-    env: &'a F,
-    file: Value,
+/// Loads the layers and checks every setting, collecting every problem.
+struct Loader {
+    figment: Figment,
     errors: Vec<ConfigError>,
 }
 
-impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+impl Loader {
+    fn new(env: &impl Fn(&str) -> Option<String>, file: Option<&str>) -> Self {
+        let mut loader = Self {
+            figment: Figment::new(),
+            errors: Vec::new(),
+        };
+        if let Some(text) = file
+            && loader.check_file(text)
+        {
+            loader.figment = loader.figment.merge(Yaml::string(text));
+        }
+        loader.figment = std::mem::take(&mut loader.figment).merge(Variables(env));
+        loader
+    }
+
     fn error(&mut self, variable: &str, file_key: Option<&str>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             variable: variable.to_owned(),
@@ -535,102 +768,63 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
         });
     }
 
-    fn load_file(&mut self, text: &str) {
-        let value: Value = match serde_yaml::from_str(text) {
-            Ok(v) => v,
+    /// Whether the file is a YAML mapping (or empty), reporting its unknown keys and sections that are not
+    /// mappings. Only the file can have those: variables are placed at known keys.
+    fn check_file(&mut self, text: &str) -> bool {
+        match serde_yaml::from_str::<serde_yaml::Value>(text) {
             Err(e) => {
                 self.error(CONFIG_FILE_VAR, None, format!("the file is not valid YAML: {e}"));
-                return;
+                return false;
             }
-        };
-        match &value {
-            Value::Null => {}
-            Value::Mapping(map) => {
-                for (key, section) in map {
-                    let Some(key) = key.as_str() else {
-                        self.error(CONFIG_FILE_VAR, None, format!("non-string key {key:?}"));
-                        continue;
-                    };
-                    match FILE_SCHEMA.iter().find(|(name, _)| *name == key) {
-                        None => self.error(CONFIG_FILE_VAR, None, format!("unknown key {key}")),
-                        Some((_, [])) => {}
-                        Some((_, fields)) => self.check_section(key, section, fields),
-                    }
+            Ok(serde_yaml::Value::Mapping(_) | serde_yaml::Value::Null) => {}
+            Ok(_) => {
+                self.error(CONFIG_FILE_VAR, None, "the file must hold a YAML mapping");
+                return false;
+            }
+        }
+        match Figment::from(Yaml::string(text)).extract::<Layers>() {
+            Ok(layers) => {
+                for problem in shape_problems(&layers) {
+                    self.error(CONFIG_FILE_VAR, None, problem);
                 }
+                true
             }
-            _ => self.error(CONFIG_FILE_VAR, None, "the file must hold a YAML mapping"),
-        }
-        self.file = value;
-    }
-
-    fn check_section(&mut self, section: &str, value: &Value, fields: &[&str]) {
-        match value {
-            Value::Null => {}
-            Value::Mapping(map) => {
-                for key in map.keys() {
-                    match key.as_str() {
-                        Some(k) if fields.contains(&k) => {}
-                        _ => self.error(
-                            CONFIG_FILE_VAR,
-                            None,
-                            format!("unknown key {section}.{}", display_key(key)),
-                        ),
-                    }
-                }
+            Err(e) => {
+                self.error(CONFIG_FILE_VAR, None, e.to_string());
+                false
             }
-            _ => self.error(CONFIG_FILE_VAR, None, format!("{section} must be a mapping")),
         }
     }
 
-    /// The file value at a dotted path, or `None`.
-    fn file_value(&self, path: &str) -> Option<&Value> {
-        path.split('.')
-            .try_fold(&self.file, |v, k| v.get(k))
-            .filter(|v| !v.is_null())
-    }
-
-    /// The raw string of a scalar setting: env (non-empty) wins, then the file.
-    fn raw(&mut self, variable: &str, file_key: &str) -> Option<Raw> {
-        if let Some(value) = (self.env)(variable).filter(|v| !v.trim().is_empty()) {
-            return Some(Raw {
-                value: value.trim().to_owned(),
-                file_key: None,
-            });
+    /// The file key of `key` when its value came from the file (`None`: from a variable).
+    fn file_key<'k>(&self, key: &'k str) -> Option<&'k str> {
+        match self.figment.find_metadata(key) {
+            Some(metadata) if metadata.name != FROM_ENV => Some(key),
+            _ => None,
         }
-        let value = match self.file_value(file_key)? {
-            Value::String(s) => s.trim().to_owned(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            _ => {
-                self.error(variable, Some(file_key), "expected a string");
-                return None;
-            }
-        };
-        (!value.is_empty()).then(|| Raw {
-            value,
-            file_key: Some(file_key.to_owned()),
-        })
     }
 
-    /// A setting checked by `check` (which returns a reason on failure).
+    /// The value of the setting at `key`, if set and accepted by `check` (which returns a reason on failure).
     fn checked(
         &mut self,
-        variable: &str,
-        file_key: &str,
+        raw: &Raw,
+        key: &str,
         check: impl Fn(&str) -> Result<(), String>,
     ) -> Option<String> {
-        let raw = self.raw(variable, file_key)?;
-        match check(&raw.value) {
-            Ok(()) => Some(raw.value),
-            Err(message) => {
-                self.error(variable, raw.file_key.as_deref(), message);
-                None
-            }
-        }
+        let variable = variable_of(key);
+        let file_key = self.file_key(key);
+        let result = match &raw.0 {
+            None => return None,
+            Some(Ok(value)) => check(value).map(|()| value.clone()),
+            Some(Err(message)) => Err(message.clone()),
+        };
+        result
+            .map_err(|message| self.error(variable, file_key, message))
+            .ok()
     }
 
-    fn quantity(&mut self, variable: &str, file_key: &str, default: &Quantity) -> Quantity {
-        let value = self.checked(variable, file_key, |v| match quantity::parse(v) {
+    fn quantity(&mut self, raw: &Raw, key: &str, default: &Quantity) -> Quantity {
+        let value = self.checked(raw, key, |v| match quantity::parse(v) {
             Ok(q) if q.is_zero() => Err(format!("quantity {v:?} must be greater than zero")),
             Ok(_) => Ok(()),
             Err(e) => Err(e),
@@ -638,166 +832,150 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
         value.map_or_else(|| default.clone(), Quantity)
     }
 
-    fn read(&mut self) -> PlatformConfig {
-        let mut cfg = PlatformConfig::default();
-
-        let s = &mut cfg.scheduling;
-        s.nodepool_name = self.checked("SEI_NODEPOOL_NAME", "scheduling.nodepoolName", label_value);
-        s.nodepool_archive = self.checked("SEI_NODEPOOL_ARCHIVE", "scheduling.nodepoolArchive", label_value);
-        s.nodepool_validator = self.checked(
-            "SEI_NODEPOOL_VALIDATOR",
-            "scheduling.nodepoolValidator",
-            label_value,
-        );
-        s.nodepool_seed = self.checked("SEI_NODEPOOL_SEED", "scheduling.nodepoolSeed", label_value);
-        s.toleration_key = self.checked("SEI_TOLERATION_KEY", "scheduling.tolerationKey", qualified_name);
-        s.service_account = self.checked("SEI_SERVICE_ACCOUNT", "scheduling.serviceAccount", dns_subdomain);
-
-        let st = &mut cfg.storage;
-        st.class_perf = self.checked("SEI_STORAGE_CLASS_PERF", "storage.classPerf", dns_subdomain);
-        st.class_default = self.checked("SEI_STORAGE_CLASS_DEFAULT", "storage.classDefault", dns_subdomain);
-        st.class_archive = self.checked("SEI_STORAGE_CLASS_ARCHIVE", "storage.classArchive", dns_subdomain);
-        st.size_default = self.quantity(
-            "SEI_STORAGE_SIZE_DEFAULT",
-            "storage.sizeDefault",
-            &st.size_default,
-        );
-        st.size_archive = self.quantity(
-            "SEI_STORAGE_SIZE_ARCHIVE",
-            "storage.sizeArchive",
-            &st.size_archive,
-        );
-        st.size_seed = self.quantity("SEI_STORAGE_SIZE_SEED", "storage.sizeSeed", &st.size_seed);
-
-        for (mode, role, suffix) in ROLES {
-            if !matches!(
-                self.file_value(&format!("resources.{role}")),
-                None | Some(Value::Mapping(_))
-            ) {
-                self.error(
-                    CONFIG_FILE_VAR,
-                    None,
-                    format!("resources.{role} must be a mapping"),
-                );
+    fn load(mut self) -> Result<PlatformConfig, ConfigErrors> {
+        let layers = match self.figment.extract::<Layers>() {
+            Ok(layers) => layers,
+            Err(e) => {
+                self.error(CONFIG_FILE_VAR, None, e.to_string());
+                Layers::default()
             }
-            let current = cfg.resources.for_mode(mode).clone();
-            let cpu = self.quantity(
-                &format!("SEI_RESOURCE_CPU_{suffix}"),
-                &format!("resources.{role}.cpuRequest"),
-                &current.cpu_request,
-            );
-            let memory = self.quantity(
-                &format!("SEI_RESOURCE_MEM_{suffix}"),
-                &format!("resources.{role}.memory"),
-                &current.memory,
-            );
-            *cfg.resources.for_mode_mut(mode) = Resources {
-                cpu_request: cpu,
-                memory,
-            };
+        };
+        let cfg = PlatformConfig {
+            scheduling: self.scheduling(layers.scheduling.keys()),
+            storage: self.storage(layers.storage.keys()),
+            resources: self.resources(layers.resources.keys()),
+            snapshot: self.object_store(layers.snapshot.keys(), "snapshot"),
+            genesis: self.object_store(layers.genesis.keys(), "genesis"),
+            images: self.images(layers.images.keys()),
+            sidecar: self.sidecar(layers.sidecar.keys()),
+            state_sync_syncers: self.syncers(layers.state_sync.keys().and_then(|s| s.syncers.as_ref())),
+        };
+        if self.errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(self.errors))
         }
-
-        cfg.snapshot = self.object_store("SNAPSHOT", "snapshot");
-        cfg.genesis = self.object_store("GENESIS", "genesis");
-
-        if let Some(image) = self.checked("SEI_SIDECAR_IMAGE", "images.sidecar", image_ref) {
-            cfg.images.sidecar = image;
-        }
-        cfg.images.kube_rbac_proxy =
-            self.checked("SEI_KUBE_RBAC_PROXY_IMAGE", "images.kubeRBACProxy", image_ref);
-        cfg.images.cosmos_exporter =
-            self.checked("SEI_COSMOS_EXPORTER_IMAGE", "images.cosmosExporter", image_ref);
-
-        if let Some(t) = self.checked("SEI_SIDECAR_URL_TEMPLATE", "sidecar.urlTemplate", url_template) {
-            cfg.sidecar.url_template = t;
-        }
-        if let Some(t) = self.checked("SEI_SIDECAR_TIMEOUT", "sidecar.timeout", |v| timeout(v).map(drop)) {
-            cfg.sidecar.timeout = timeout(&t).unwrap_or(sidecar::DEFAULT_TIMEOUT);
-        }
-        if let Some(p) = self.checked("SEI_SIDECAR_TOKEN_PATH", "sidecar.tokenPath", absolute_path) {
-            cfg.sidecar.token_path = PathBuf::from(p);
-        }
-        cfg.sidecar.allow_unauthenticated = self
-            .checked(
-                "SEI_SIDECAR_ALLOW_UNAUTHENTICATED",
-                "sidecar.allowUnauthenticated",
-                boolean,
-            )
-            .is_some_and(|v| v == "true");
-
-        cfg.state_sync_syncers = self.syncers();
-        cfg
     }
 
-    fn object_store(&mut self, upper: &str, section: &str) -> ObjectStore {
-        let bucket_var = format!("SEI_{upper}_BUCKET");
-        let region_var = format!("SEI_{upper}_REGION");
-        let bucket = self.checked(&bucket_var, &format!("{section}.bucket"), no_whitespace);
-        let region = self.checked(&region_var, &format!("{section}.region"), no_whitespace);
+    fn scheduling(&mut self, keys: Option<&SchedulingKeys>) -> Scheduling {
+        let Some(k) = keys else {
+            return Scheduling::default();
+        };
+        Scheduling {
+            nodepool_name: self.checked(&k.nodepool_name, "scheduling.nodepoolName", label_value),
+            nodepool_archive: self.checked(&k.nodepool_archive, "scheduling.nodepoolArchive", label_value),
+            nodepool_validator: self.checked(
+                &k.nodepool_validator,
+                "scheduling.nodepoolValidator",
+                label_value,
+            ),
+            nodepool_seed: self.checked(&k.nodepool_seed, "scheduling.nodepoolSeed", label_value),
+            toleration_key: self.checked(&k.toleration_key, "scheduling.tolerationKey", qualified_name),
+            service_account: self.checked(&k.service_account, "scheduling.serviceAccount", dns_subdomain),
+        }
+    }
+
+    fn storage(&mut self, keys: Option<&StorageKeys>) -> Storage {
+        let defaults = Storage::default();
+        let Some(k) = keys else { return defaults };
+        Storage {
+            class_perf: self.checked(&k.class_perf, "storage.classPerf", dns_subdomain),
+            class_default: self.checked(&k.class_default, "storage.classDefault", dns_subdomain),
+            class_archive: self.checked(&k.class_archive, "storage.classArchive", dns_subdomain),
+            size_default: self.quantity(&k.size_default, "storage.sizeDefault", &defaults.size_default),
+            size_archive: self.quantity(&k.size_archive, "storage.sizeArchive", &defaults.size_archive),
+            size_seed: self.quantity(&k.size_seed, "storage.sizeSeed", &defaults.size_seed),
+        }
+    }
+
+    fn resources(&mut self, keys: Option<&ResourcesKeys>) -> RoleResources {
+        let mut resources = RoleResources::default();
+        let Some(k) = keys else { return resources };
+        for (mode, role) in ROLES {
+            let Some(keys) = k.role(mode).keys() else {
+                continue;
+            };
+            let current = resources.for_mode(mode).clone();
+            *resources.for_mode_mut(mode) = Resources {
+                cpu_request: self.quantity(
+                    &keys.cpu_request,
+                    &format!("resources.{role}.cpuRequest"),
+                    &current.cpu_request,
+                ),
+                memory: self.quantity(&keys.memory, &format!("resources.{role}.memory"), &current.memory),
+            };
+        }
+        resources
+    }
+
+    fn object_store(&mut self, keys: Option<&StoreKeys>, section: &str) -> ObjectStore {
+        let Some(k) = keys else {
+            return ObjectStore::default();
+        };
+        let (bucket_key, region_key) = (format!("{section}.bucket"), format!("{section}.region"));
+        let (bucket_var, region_var) = (variable_of(&bucket_key), variable_of(&region_key));
+        let bucket = self.checked(&k.bucket, &bucket_key, no_whitespace);
+        let region = self.checked(&k.region, &region_key, no_whitespace);
         match (&bucket, &region) {
-            (Some(_), None) if !self.has_error(&region_var) => {
-                self.error(&region_var, None, format!("required when {bucket_var} is set"));
+            (Some(_), None) if !self.has_error(region_var) => {
+                self.error(region_var, None, format!("required when {bucket_var} is set"));
             }
-            (None, Some(_)) if !self.has_error(&bucket_var) => {
-                self.error(&bucket_var, None, format!("required when {region_var} is set"));
+            (None, Some(_)) if !self.has_error(bucket_var) => {
+                self.error(bucket_var, None, format!("required when {region_var} is set"));
             }
             _ => {}
         }
         ObjectStore { bucket, region }
     }
 
+    fn images(&mut self, keys: Option<&ImagesKeys>) -> Images {
+        let defaults = Images::default();
+        let Some(k) = keys else { return defaults };
+        Images {
+            sidecar: self
+                .checked(&k.sidecar, "images.sidecar", image_ref)
+                .unwrap_or(defaults.sidecar),
+            kube_rbac_proxy: self.checked(&k.kube_rbac_proxy, "images.kubeRBACProxy", image_ref),
+            cosmos_exporter: self.checked(&k.cosmos_exporter, "images.cosmosExporter", image_ref),
+        }
+    }
+
+    fn sidecar(&mut self, keys: Option<&SidecarKeys>) -> SidecarAccess {
+        let defaults = SidecarAccess::default();
+        let Some(k) = keys else { return defaults };
+        SidecarAccess {
+            url_template: self
+                .checked(&k.url_template, "sidecar.urlTemplate", url_template)
+                .unwrap_or(defaults.url_template),
+            timeout: self
+                .checked(&k.timeout, "sidecar.timeout", |v| timeout(v).map(drop))
+                .and_then(|t| timeout(&t).ok())
+                .unwrap_or(defaults.timeout),
+            token_path: self
+                .checked(&k.token_path, "sidecar.tokenPath", absolute_path)
+                .map_or(defaults.token_path, PathBuf::from),
+            allow_unauthenticated: self
+                .checked(&k.allow_unauthenticated, "sidecar.allowUnauthenticated", boolean)
+                .is_some_and(|v| v == "true"),
+        }
+    }
+
     fn has_error(&self, variable: &str) -> bool {
         self.errors.iter().any(|e| e.variable == variable)
     }
 
-    fn syncers(&mut self) -> BTreeMap<String, Vec<String>> {
-        const VAR: &str = "SEI_STATE_SYNC_SYNCERS";
+    fn syncers(&mut self, value: Option<&Json>) -> BTreeMap<String, Vec<String>> {
         const KEY: &str = "stateSync.syncers";
-        let mut out = BTreeMap::new();
-        let mut problems = Vec::new();
-        let from_file;
-        if let Some(text) = (self.env)(VAR).filter(|v| !v.trim().is_empty()) {
-            from_file = None;
-            for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
-                let Some((chain, list)) = entry.split_once('=') else {
-                    problems.push(format!("entry {entry:?} is not chain=host:port,host:port"));
-                    continue;
-                };
-                let servers: Vec<String> = list
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                out.insert(chain.trim().to_owned(), servers);
-            }
-        } else {
-            from_file = Some(KEY);
-            match self.file_value(KEY) {
-                None => return out,
-                Some(Value::Mapping(map)) => {
-                    for (chain, list) in map {
-                        let servers = match list {
-                            Value::Sequence(items) => items
-                                .iter()
-                                .map(|i| i.as_str().map(str::to_owned).ok_or(()))
-                                .collect::<Result<Vec<_>, ()>>(),
-                            _ => Err(()),
-                        };
-                        match (chain.as_str(), servers) {
-                            (Some(chain), Ok(servers)) => {
-                                out.insert(chain.to_owned(), servers);
-                            }
-                            _ => problems.push(format!(
-                                "{} must map to a list of host:port strings",
-                                display_key(chain)
-                            )),
-                        }
-                    }
-                }
-                Some(_) => problems.push("expected a mapping of chain id to host:port lists".to_owned()),
-            }
-        }
+        let file_key = self.file_key(KEY);
+        let (out, mut problems) = match value {
+            None | Some(Json::Null) => return BTreeMap::new(),
+            Some(Json::String(text)) if file_key.is_none() => parse_syncers(text),
+            Some(Json::Object(map)) => syncers_of_map(map),
+            Some(_) => (
+                BTreeMap::new(),
+                vec!["expected a mapping of chain id to host:port lists".to_owned()],
+            ),
+        };
         for (chain, servers) in &out {
             if dns_label(chain).is_err() {
                 problems.push(format!("chain id {chain:?} is not a DNS label"));
@@ -809,14 +987,92 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
             }
         }
         for problem in problems {
-            self.error(VAR, from_file, problem);
+            self.error(variable_of(KEY), file_key, problem);
         }
         out
     }
 }
 
-fn display_key(key: &Value) -> String {
-    key.as_str().map_or_else(|| format!("{key:?}"), str::to_owned)
+/// The file's unknown keys and sections that are not mappings.
+fn shape_problems(layers: &Layers) -> Vec<String> {
+    fn unknown(problems: &mut Vec<String>, prefix: &str, keys: &Unknown) {
+        problems.extend(keys.keys().map(|key| format!("unknown key {prefix}{key}")));
+    }
+    fn section<T>(
+        problems: &mut Vec<String>,
+        name: &str,
+        section: &Section<T>,
+        keys: impl Fn(&T) -> &Unknown,
+    ) {
+        match section {
+            Section::Absent => {}
+            Section::NotMapping => problems.push(format!("{name} must be a mapping")),
+            Section::Keys(k) => unknown(problems, &format!("{name}."), keys(k)),
+        }
+    }
+    let mut problems = Vec::new();
+    unknown(&mut problems, "", &layers.unknown);
+    section(&mut problems, "scheduling", &layers.scheduling, |k| &k.unknown);
+    section(&mut problems, "storage", &layers.storage, |k| &k.unknown);
+    section(&mut problems, "resources", &layers.resources, |k| &k.unknown);
+    if let Section::Keys(resources) = &layers.resources {
+        for (mode, role) in ROLES {
+            section(
+                &mut problems,
+                &format!("resources.{role}"),
+                resources.role(mode),
+                |k| &k.unknown,
+            );
+        }
+    }
+    section(&mut problems, "snapshot", &layers.snapshot, |k| &k.unknown);
+    section(&mut problems, "genesis", &layers.genesis, |k| &k.unknown);
+    section(&mut problems, "images", &layers.images, |k| &k.unknown);
+    section(&mut problems, "sidecar", &layers.sidecar, |k| &k.unknown);
+    section(&mut problems, "stateSync", &layers.state_sync, |k| &k.unknown);
+    problems
+}
+
+/// The env form `chain=host:port,host:port;chain2=...`, and its problems.
+fn parse_syncers(text: &str) -> (BTreeMap<String, Vec<String>>, Vec<String>) {
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((chain, list)) = entry.split_once('=') else {
+            problems.push(format!("entry {entry:?} is not chain=host:port,host:port"));
+            continue;
+        };
+        let servers = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        out.insert(chain.trim().to_owned(), servers);
+    }
+    (out, problems)
+}
+
+/// The file form, a mapping of chain id to a list of `host:port`, and its problems.
+fn syncers_of_map(map: &serde_json::Map<String, Json>) -> (BTreeMap<String, Vec<String>>, Vec<String>) {
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (chain, list) in map {
+        let servers = match list {
+            Json::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned).ok_or(()))
+                .collect::<Result<Vec<_>, ()>>(),
+            _ => Err(()),
+        };
+        match servers {
+            Ok(servers) => {
+                out.insert(chain.clone(), servers);
+            }
+            Err(()) => problems.push(format!("{chain} must map to a list of host:port strings")),
+        }
+    }
+    (out, problems)
 }
 
 fn timeout(value: &str) -> Result<Duration, String> {

@@ -441,3 +441,43 @@ fn sidecars_are_reached_unauthenticated_only_when_that_is_chosen() {
     let err = errors(&[("SEI_SIDECAR_ALLOW_UNAUTHENTICATED", "yes")], None).to_string();
     assert!(err.starts_with("SEI_SIDECAR_ALLOW_UNAUTHENTICATED: "), "{err}");
 }
+
+#[test]
+fn two_bad_values_are_both_reported_each_with_its_source() {
+    use sei_tasks::platform::ConfigError;
+    let file = "storage: {sizeArchive: huge, sizeSeed: 30Gi}\nsidecar: {timeout: 5s}\n";
+    let err = errors(
+        &[("SEI_STORAGE_SIZE_SEED", "lots"), ("SEI_SIDECAR_TIMEOUT", "")],
+        Some(file),
+    );
+    assert_eq!(
+        err.errors(),
+        [
+            ConfigError {
+                variable: "SEI_STORAGE_SIZE_ARCHIVE".to_owned(),
+                file_key: Some("storage.sizeArchive".to_owned()),
+                message: "invalid quantity \"huge\": expected a number such as 500m, 2Gi or 1.5".to_owned(),
+            },
+            ConfigError {
+                variable: "SEI_STORAGE_SIZE_SEED".to_owned(),
+                file_key: None,
+                message: "invalid quantity \"lots\": expected a number such as 500m, 2Gi or 1.5".to_owned(),
+            },
+        ],
+        "the variable's bad value is reported under the variable although the file has a good one"
+    );
+}
+
+#[test]
+fn unknown_keys_are_reported_at_every_level_of_the_file() {
+    let file = "resources:\n  seed: {cpuRequest: '1', memroy: 2Gi}\n  gpu: {}\nsidecar: 5\n";
+    let text = errors(&[], Some(file)).to_string();
+    for expected in [
+        "SEI_CONTROLLER_CONFIG: unknown key resources.gpu",
+        "SEI_CONTROLLER_CONFIG: unknown key resources.seed.memroy",
+        "SEI_CONTROLLER_CONFIG: sidecar must be a mapping",
+    ] {
+        assert!(text.contains(expected), "{expected} in:\n{text}");
+    }
+    assert_eq!(text.lines().count(), 3, "{text}");
+}

@@ -3,7 +3,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::*;
-use crate::plan::{DriftPolicy, ErrorClass};
+use crate::plan::{DriftPolicy, ErrorClass, TaskRun};
 use crate::registry::Registry;
 
 #[derive(Deserialize, JsonSchema)]

@@ -3,7 +3,7 @@ use serde_json::json;
 use super::*;
 use crate::compile::{Guard, Inputs, compile};
 use crate::definition::WorkflowDefinition;
-use crate::plan::DriftPolicy;
+use crate::plan::{DriftPolicy, ErrorClass, MAX_OUTPUT_BYTES, TaskRun};
 use crate::registry::Registry;
 
 fn t0() -> Timestamp {
