@@ -2,7 +2,8 @@
 # instant sidecar simulator and an operator scoped to that namespace, and cleans up on exit.
 # Sets: root, D, kubectl(), target, now_ms(), ns, work, sim, op, port.   Needs: $ns_prefix.
 # Environment: BENCH_PROFILE (debug|release, default debug), TASK_DURATION (the simulator's time per sidecar task,
-# default 0ms: instant), SEI_CONCURRENCY (the operator's, default its own), BENCH_KEEP=1 (keep the namespace).
+# default 0ms: instant), SEI_CONCURRENCY (the operator's, default its own), BENCH_KEEP=1 (keep the namespace),
+# BENCH_NO_BUILD=1 (use the binaries already built).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 D="${SEI_CLUSTER_DIR:-$root/.cluster}"
@@ -12,7 +13,8 @@ source "$D/env"
 kubectl() { "$SEI_CLUSTER_BIN/kubectl" "$@"; }
 profile="${BENCH_PROFILE:-debug}"
 flag=""; [ "$profile" = release ] && flag="--release"
-(cd "$root" && cargo build --quiet $flag -p sei-operator -p sei-tests --bin sei-operator --bin sidecar-sim --bin sei-bench)
+[ -n "${BENCH_NO_BUILD:-}" ] ||
+  (cd "$root" && cargo build --quiet $flag -p sei-operator -p sei-tests --bin sei-operator --bin sidecar-sim --bin sei-bench)
 task_duration="${TASK_DURATION:-0ms}"
 target="$(cd "$root" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/$profile"
 now_ms() { date +%s%3N; }
