@@ -1,10 +1,5 @@
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: a perf profile of 300 nodes starting at once put 41 % of the operator's
-/// CPU in glibc's allocator (malloc, free, consolidation) under the churn of JSON and CEL values per reconcile.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser as _;
 use sei_operator::cli::{Cli, Command};
 
