@@ -55,21 +55,8 @@ pub fn bootstrap_labels(node: &SeiNode) -> BTreeMap<String, String> {
     ])
 }
 
-const BOOTSTRAP_SEID_SCRIPT: &str = r#"healthy() {
-  exec 3<>"/dev/tcp/127.0.0.1/$SIDECAR_PORT" || return 1
-  printf 'GET /v0/healthz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
-  IFS= read -r status <&3 || return 1
-  case "$status" in
-    HTTP/*" 200"*) return 0 ;;
-    *) return 1 ;;
-  esac
-}
-until (healthy) 2>/dev/null; do
-  echo "waiting for the sidecar on port $SIDECAR_PORT to report healthy"
-  sleep 5
-done
-seid start --home "$SEI_HOME" --halt-height "$HALT_HEIGHT" || { code=$?; [ "$code" -eq 130 ] || exit "$code"; }
-"#;
+/// seid's gate, then a run to the halt height (exit 130 is seid's way of stopping there).
+const BOOTSTRAP_SEID_START: &str = r#"seid start --home "$SEI_HOME" --halt-height "$HALT_HEIGHT" || { code=$?; [ "$code" -eq 130 ] || exit "$code"; }"#;
 
 fn metadata(t: &Target<'_>, name: &str) -> ObjectMeta {
     ObjectMeta {
@@ -99,7 +86,7 @@ fn bootstrap_pod(node: &SeiNode, cfg: &PlatformConfig, image: &str, height: i64)
     pod.containers.retain(|c| c.name == SEID);
     for c in &mut pod.containers {
         c.image = Some(image.to_owned());
-        c.args = Some(vec![BOOTSTRAP_SEID_SCRIPT.to_owned()]);
+        c.args = Some(vec![super::statefulset::seid_script(BOOTSTRAP_SEID_START)]);
         c.startup_probe = None;
         c.readiness_probe = None;
         c.liveness_probe = None;

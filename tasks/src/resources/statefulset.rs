@@ -526,9 +526,9 @@ fn rbac_proxy(image: &str, sidecar_port: u16) -> Container {
 }
 
 /// seid's gate: a raw HTTP/1.0 `GET /v0/healthz` to the sidecar on loopback through bash's `/dev/tcp`, every
-/// 5 s, until the status line says 200 (the sidecar answers 200 only after a `mark-ready` task); then seid
-/// replaces the shell.
-const SEID_SCRIPT: &str = r#"healthy() {
+/// 5 s, until the status line says 200 (the sidecar answers 200 only after a `mark-ready` task). Followed by
+/// the command that starts seid ([`seid_script`]; the bootstrap Job's halts at a height).
+const SEID_GATE: &str = r#"healthy() {
   exec 3<>"/dev/tcp/127.0.0.1/$SIDECAR_PORT" || return 1
   printf 'GET /v0/healthz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
   IFS= read -r status <&3 || return 1
@@ -541,8 +541,12 @@ until (healthy) 2>/dev/null; do
   echo "waiting for the sidecar on port $SIDECAR_PORT to report healthy"
   sleep 5
 done
-exec seid start --home "$SEI_HOME"
 "#;
+
+/// The gate, then `start` (one shell line): the script seid's container runs.
+pub(super) fn seid_script(start: &str) -> String {
+    format!("{SEID_GATE}{start}\n")
+}
 
 fn seid(t: &Target<'_>, cfg: &PlatformConfig, sidecar_port: u16) -> Result<Container> {
     let res = cfg.resources.for_mode(t.mode);
@@ -594,7 +598,7 @@ fn seid(t: &Target<'_>, cfg: &PlatformConfig, sidecar_port: u16) -> Result<Conta
         name: SEID.to_owned(),
         image: Some(t.node.spec.image.clone()),
         command: Some(vec!["/bin/bash".to_owned(), "-c".to_owned()]),
-        args: Some(vec![SEID_SCRIPT.to_owned()]),
+        args: Some(vec![seid_script(r#"exec seid start --home "$SEI_HOME""#)]),
         env: Some(env_vars),
         ports: Some(SEID_PORTS.iter().map(|(name, p)| port(name, *p)).collect()),
         volume_mounts: Some(mounts),
