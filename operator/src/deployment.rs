@@ -73,13 +73,12 @@ use sei_crds::{
     labels,
 };
 use sei_engine::{Plan, PlanPhase};
-use sei_observability::trace_context::TraceParent;
 use sei_tasks::catalog::fleet::{self, FIELD_MANAGER};
 use sei_tasks::task::StatusSink;
 use sei_workflows::{Bindings, node_binding};
 use serde_json::{Value, json};
 
-use crate::clock::{now, until};
+use crate::clock::until;
 use crate::context::Context;
 use crate::drive::{Owner, drive};
 use crate::error::Error;
@@ -704,31 +703,10 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
         None => {
             let facts = bindings_facts(&deployment, &children);
             let bindings = Bindings::new(&owner.object, &facts).map_err(Error::Cel)?;
-            let catalog = ctx.catalogs.get(&deployment.namespace().unwrap_or_default());
-            if let Some(workflow) = catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
-                let plan_id = uuid::Uuid::new_v4();
-                let traceparent = TraceParent::for_plan(plan_id).to_string();
-                match workflow.instantiate(&bindings, plan_id, now(), Some(traceparent), &ctx.registry) {
-                    Ok(plan) => {
-                        events.push((
-                            EventType::Normal,
-                            "PlanCreated",
-                            format!("plan {plan_id} ({}) created", workflow.name()),
-                        ));
-                        ctx.metrics.plan_created(workflow.name());
-                        status.plan = Some(plan);
-                        // Persist first; the next reconcile (woken by this status write) runs the first tasks.
-                        requeue = Duration::from_millis(10);
-                    }
-                    Err(e) => {
-                        events.push((EventType::Warning, "PlanInvalid", e.to_string()));
-                        tracing::warn!(
-                            error = &e as &dyn std::error::Error,
-                            "Workflow could not be instantiated"
-                        );
-                        requeue = Duration::from_secs(30);
-                    }
-                }
+            if let Some(started) = lifecycle::start_triggered(ctx, KIND, &ns, &bindings)? {
+                status.plan = started.plan;
+                events.push(started.event);
+                requeue = started.requeue;
             }
         }
     }

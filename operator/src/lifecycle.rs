@@ -4,6 +4,8 @@
 //!   reconcile ([`apply_effect`] is idempotent), so a plan started by a WorkflowRun shows the same as one
 //!   started by a trigger. What a workflow means (`NodeUpdateInProgress`, `Upgrading`, a ceremony's
 //!   `GenesisCeremonyComplete=False`) is declared in its YAML; no controller names a workflow.
+//! - **Start** ([`start_triggered`]): the first workflow whose trigger holds, instantiated (persisted by the
+//!   caller's status write before any task runs).
 //! - **Drift** ([`drift`]): the engine's `onDrift` policy, for any workflow of either kind.
 //! - **When it ends**, `onSuccess` / `onFailure` ([`apply_effect`]).
 //! - **Task status updates** (conditions, top-level fields a task recorded): [`apply_updates`].
@@ -169,4 +171,66 @@ pub fn drift(
 /// The message of an active plan's `onStart` conditions.
 pub fn running_message(plan: &sei_engine::Plan) -> String {
     format!("plan {} ({}) is running", plan.id, plan.workflow)
+}
+
+/// A plan [`start_triggered`] instantiated, or why none could be: the Event to publish, when to come back.
+pub struct Started {
+    /// The new plan (`None`: the workflow could not be instantiated; the Event says why).
+    pub plan: Option<sei_engine::Plan>,
+    /// `PlanCreated`, or `PlanInvalid` with the error.
+    pub event: (EventType, &'static str, String),
+    /// At once after a new plan (the next reconcile runs its first tasks), later after an invalid one.
+    pub requeue: std::time::Duration,
+}
+
+/// The first workflow of `kind` in `namespace`'s catalogue whose trigger holds for `bindings`, instantiated now
+/// with a new plan id and its trace context. `None` when no trigger holds.
+///
+/// # Errors
+/// A trigger that fails to evaluate.
+pub fn start_triggered(
+    ctx: &crate::context::Context,
+    kind: &str,
+    namespace: &str,
+    bindings: &Bindings,
+) -> Result<Option<Started>, Error> {
+    let catalog = ctx.catalogs.get(namespace);
+    let Some(workflow) = catalog.triggered(kind, bindings).map_err(Error::Workflow)? else {
+        return Ok(None);
+    };
+    let plan_id = uuid::Uuid::new_v4();
+    let traceparent = sei_observability::trace_context::TraceParent::for_plan(plan_id).to_string();
+    Ok(Some(
+        match workflow.instantiate(
+            bindings,
+            plan_id,
+            crate::clock::now(),
+            Some(traceparent),
+            &ctx.registry,
+        ) {
+            Ok(plan) => {
+                ctx.metrics.plan_created(workflow.name());
+                Started {
+                    plan: Some(plan),
+                    event: (
+                        EventType::Normal,
+                        "PlanCreated",
+                        format!("plan {plan_id} ({}) created", workflow.name()),
+                    ),
+                    requeue: std::time::Duration::from_millis(10),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "Workflow could not be instantiated"
+                );
+                Started {
+                    plan: None,
+                    event: (EventType::Warning, "PlanInvalid", e.to_string()),
+                    requeue: std::time::Duration::from_secs(30),
+                }
+            }
+        },
+    ))
 }

@@ -476,6 +476,7 @@ mod tests {
         m.api_request("get");
         m.reconcile_error("SeiNode", "conflict");
         m.fenced();
+        m.reconciled("SeiNode");
         let text = m.render();
         let mut declared: Vec<(String, String)> = text
             .lines()

@@ -25,13 +25,12 @@ use kube::{Resource, ResourceExt};
 use sei_crds::conditions::{self, ConditionStatus, reasons};
 use sei_crds::{SeiNode, SeiNodePhase, SeiNodeStatus};
 use sei_engine::TaskRef;
-use sei_observability::trace_context::TraceParent;
 use sei_tasks::task::{Invocation, Outcome, StatusSink};
 use sei_workflows::{Bindings, node_binding, node_facts};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
-use crate::clock::{now, now_time, until};
+use crate::clock::{now_time, until};
 use crate::context::Context;
 use crate::drive::{Owner, drive};
 use crate::error::Error;
@@ -286,213 +285,271 @@ fn retry(node: &SeiNode, status: &mut SeiNodeStatus) -> Option<(EventType, &'sta
 
 #[allow(clippy::too_many_lines)] // one reconcile, read top to bottom; each step is commented
 async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
-    let ns = node.namespace().unwrap_or_default();
-    let name = node.name_any();
     if let Some(action) = crate::status::skip_stale(ctx, &node.metadata) {
         return Ok(action);
     }
-    let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &ns);
-    let generation = node.metadata.generation;
-    let before = node.status.clone().unwrap_or_default();
-    // The journal as written by this reconcile, for the spans it completes (exported after the write).
-    let mut journal_after: Option<sei_engine::Plan> = None;
-    let mut status = before.clone();
-    // (reference 3.3) peers first: a plan built in this reconcile snapshots the list resolved now (the init's
-    // config-apply); the retry applies after the plan step, which sets its own requeue.
-    let peers_retry = if node.spec.paused {
-        None
-    } else {
-        crate::peers::reconcile(&node, ctx, &mut status).await
-    };
-    let object = Arc::new(crate::peers::with_resolved_peers(&node, &status)?);
-    let owner = Owner {
-        kind: KIND,
-        namespace: ns.clone(),
-        name: name.clone(),
-        object,
-    };
-    let sink = StatusSink::default();
-    let mut requeue = RESYNC;
-    let mut events: Vec<(EventType, &'static str, String)> = Vec::new();
+    let mut turn = Turn::read(&node, ctx).await?;
+    turn.reflexes().await;
+    turn.plans().await?;
+    turn.settle().await?;
+    turn.write().await
+}
 
-    // (2) reflexes
-    status.observed_generation = generation;
-    default_conditions(&mut status, &node, generation);
-    // (reference 3.4) the state-sync gate; an Event when it starts blocking
-    let gate = crate::statesync::gate(&node, &ctx.platform);
-    let was_blocking = before.condition(conditions::STATE_SYNC_READY).is_some_and(|c| {
-        c.reason == reasons::NO_SYNCERS_CONFIGURED || c.reason == reasons::SYNCER_SOURCE_ERROR
-    });
-    if gate.reason == reasons::NO_SYNCERS_CONFIGURED
-        && !was_blocking
-        && !matches!(status.phase, Some(SeiNodePhase::Running | SeiNodePhase::Failed))
-    {
-        events.push((EventType::Warning, "StateSyncBlocked", gate.message.clone()));
-    }
-    status.set_condition(condition(
-        conditions::STATE_SYNC_READY,
-        gate.status,
-        gate.reason,
-        gate.message,
-        generation,
-    ));
-    let was_paused = before
-        .condition(conditions::PAUSED)
-        .is_some_and(|c| c.status == "True");
-    if node.spec.paused || was_paused {
-        if let Some(problem) = apply_pause_state(&node, ctx, &owner, &sink).await {
-            tracing::warn!(%problem, "Pause state not applied yet");
-            requeue = Duration::from_secs(2);
-        } else if node.spec.paused != was_paused {
-            let what = if node.spec.paused { "Paused" } else { "Resumed" };
-            events.push((
-                EventType::Normal,
-                what,
-                format!("StatefulSet {name} scaled for spec.paused={}", node.spec.paused),
-            ));
-        }
-    }
+/// An Event to publish once the status is written: type, reason, note.
+type PendingEvent = (EventType, &'static str, String);
 
-    // (3) plans
-    let retried = status.plan.is_none() && !node.spec.paused && {
-        let event = retry(&node, &mut status);
-        let retried = event.is_some();
-        events.extend(event);
-        retried
-    };
-    if retried {
-        requeue = Duration::from_millis(10);
-    }
-    match status.plan.take() {
-        // Frozen: the plan records when it was paused; its deadline and timers resume where they stopped.
-        Some(mut plan) if node.spec.paused => {
-            events.extend(crate::user::pause(&mut plan));
-            status.plan = Some(plan);
-        }
-        // A finished plan left by an older operator version: keep its summary.
-        Some(plan) if plan.phase.is_terminal() => {
-            sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
-            requeue = Duration::from_millis(10);
-        }
-        Some(mut plan) => {
-            events.extend(crate::user::resume(&mut plan));
-            if let Some(event) = crate::user::cancel_requested(&node.metadata, &mut plan) {
-                events.push(event);
-            }
-            let bindings = Bindings::new(&owner.object, &facts(&node, ctx)).map_err(Error::Cel)?;
-            let catalog = ctx.catalogs.get(&node.namespace().unwrap_or_default());
-            if let Some(event) = lifecycle::drift(&catalog, &bindings, &ctx.registry, &mut plan)? {
-                events.push(event);
-            }
-            let mut driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
-            journal_after = Some(plan.clone());
-            // After the spans' copy: compaction drops the timestamps of settled runs.
-            crate::drive::bound(&mut plan, &mut driven);
-            let failure = driven
-                .finished
-                .as_ref()
-                .and_then(|f| f.message.clone())
-                .unwrap_or_default();
-            events.extend(crate::drive::events(&plan, &driven, &failure));
-            if let Some(finished) = driven.finished {
-                if let Some(phase) = lifecycle::apply_effect(
-                    &mut status,
-                    finished.effect.as_ref(),
-                    generation,
-                    finished.message.as_deref().unwrap_or_default(),
-                ) {
-                    set_phase(&mut status, phase);
-                }
-                ctx.metrics.plan_finished(&plan);
-                sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
-                requeue = Duration::from_millis(10);
-            } else {
-                if let Some(at) = driven.requeue_at {
-                    requeue = until(at);
-                }
-                status.plan = Some(plan);
-            }
-        }
-        None if node.spec.paused => {}
-        // A retry of a Failed node was handled above; the trigger sees the new phase at the next reconcile.
-        None if retried => {}
-        None => {
-            let bindings = Bindings::new(&owner.object, &facts(&node, ctx)).map_err(Error::Cel)?;
-            let catalog = ctx.catalogs.get(&node.namespace().unwrap_or_default());
-            if let Some(workflow) = catalog.triggered(KIND, &bindings).map_err(Error::Workflow)? {
-                let plan_id = uuid::Uuid::new_v4();
-                let traceparent = TraceParent::for_plan(plan_id).to_string();
-                match workflow.instantiate(&bindings, plan_id, now(), Some(traceparent), &ctx.registry) {
-                    Ok(plan) => {
-                        if matches!(status.phase, None | Some(SeiNodePhase::Pending)) {
-                            set_phase(&mut status, SeiNodePhase::Initializing);
-                        }
-                        events.push((
-                            EventType::Normal,
-                            "PlanCreated",
-                            format!("plan {plan_id} ({}) created", workflow.name()),
-                        ));
-                        ctx.metrics.plan_created(workflow.name());
-                        status.plan = Some(plan);
-                        // Persist first; the next reconcile (woken by this status write) runs the first tasks.
-                        requeue = Duration::from_millis(10);
-                    }
-                    Err(e) => {
-                        events.push((EventType::Warning, "PlanInvalid", e.to_string()));
-                        tracing::warn!(
-                            error = &e as &dyn std::error::Error,
-                            "Workflow could not be instantiated"
-                        );
-                        requeue = Duration::from_secs(30);
-                    }
-                }
-            }
-        }
-    }
-    // What the active plan means for the node (its workflow's onStart), whoever started it.
-    if let Some(plan) = &status.plan {
-        let (effect, message) = (plan.on_start.clone(), lifecycle::running_message(plan));
-        if let Some(phase) = lifecycle::apply_effect(&mut status, effect.as_ref(), generation, &message) {
-            set_phase(&mut status, phase);
-        }
-    }
-    lifecycle::apply_updates(&mut status, sink.take(), None)?;
-    // After the plans: the reconcile whose plan made the node Running probes it too, in the same status write.
-    if status.phase == Some(SeiNodePhase::Running) && !node.spec.paused {
-        probe_sidecar(&node, ctx, &mut status, generation).await;
-    }
-    crate::endpoint::publish(&node, &mut status);
-    if let Some(soon) = peers_retry {
-        requeue = requeue.min(soon);
-    }
+/// One reconcile of a node, as named steps over shared state ([`apply`]): read (peers), reflexes, plans, settle
+/// (what the plan and tasks mean for status), write (once, then Events and the requeue).
+struct Turn<'a> {
+    node: &'a SeiNode,
+    ctx: &'a Context,
+    owner: Owner,
+    sink: StatusSink,
+    generation: Option<i64>,
+    before: SeiNodeStatus,
+    status: SeiNodeStatus,
+    events: Vec<PendingEvent>,
+    requeue: Duration,
+    /// When the peers step wants to come back (a transient resolution error).
+    peers_retry: Option<Duration>,
+    /// The journal as written by this reconcile, for the spans it completes (exported after the write).
+    journal_after: Option<sei_engine::Plan>,
+}
 
-    // (4) one status write, only when something changed
-    if status != before {
-        let mut desired = (*node).clone();
-        desired.status = Some(status.clone());
-        let journal = crate::status::Journal {
-            before: before.plan.as_ref(),
-            after: journal_after.as_ref(),
-            active: status.plan.as_ref(),
+impl<'a> Turn<'a> {
+    /// Reads the node and resolves its peers first (reference 3.3): a plan built in this reconcile snapshots the
+    /// list resolved now (the init's config-apply).
+    async fn read(node: &'a SeiNode, ctx: &'a Context) -> Result<Self, Error> {
+        let before = node.status.clone().unwrap_or_default();
+        let mut status = before.clone();
+        let peers_retry = if node.spec.paused {
+            None
+        } else {
+            crate::peers::reconcile(node, ctx, &mut status).await
         };
-        crate::status::write_once(ctx, &api, &desired, KIND, journal).await?;
-        if status.phase != before.phase
-            && let Some(phase) = status.phase
-            // A plan event of this reconcile already tells the phase change (one Event write per transition).
-            && events.is_empty()
+        let object = Arc::new(crate::peers::with_resolved_peers(node, &status)?);
+        Ok(Self {
+            node,
+            ctx,
+            owner: Owner {
+                kind: KIND,
+                namespace: node.namespace().unwrap_or_default(),
+                name: node.name_any(),
+                object,
+            },
+            sink: StatusSink::default(),
+            generation: node.metadata.generation,
+            before,
+            status,
+            events: Vec::new(),
+            requeue: RESYNC,
+            peers_retry,
+            journal_after: None,
+        })
+    }
+
+    /// Reflexes that are not workflows: the always-present conditions, the state-sync gate (reference 3.4, an
+    /// Event when it starts blocking) and `spec.paused`.
+    async fn reflexes(&mut self) {
+        let (node, generation) = (self.node, self.generation);
+        self.status.observed_generation = generation;
+        default_conditions(&mut self.status, node, generation);
+        let gate = crate::statesync::gate(node, &self.ctx.platform);
+        let was_blocking = self
+            .before
+            .condition(conditions::STATE_SYNC_READY)
+            .is_some_and(|c| {
+                c.reason == reasons::NO_SYNCERS_CONFIGURED || c.reason == reasons::SYNCER_SOURCE_ERROR
+            });
+        if gate.reason == reasons::NO_SYNCERS_CONFIGURED
+            && !was_blocking
+            && !matches!(
+                self.status.phase,
+                Some(SeiNodePhase::Running | SeiNodePhase::Failed)
+            )
         {
-            events.push((
-                EventType::Normal,
-                "PhaseChanged",
-                format!("phase is now {}", phase.as_str()),
-            ));
+            self.events
+                .push((EventType::Warning, "StateSyncBlocked", gate.message.clone()));
+        }
+        self.status.set_condition(condition(
+            conditions::STATE_SYNC_READY,
+            gate.status,
+            gate.reason,
+            gate.message,
+            generation,
+        ));
+        let was_paused = self
+            .before
+            .condition(conditions::PAUSED)
+            .is_some_and(|c| c.status == "True");
+        if node.spec.paused || was_paused {
+            if let Some(problem) = apply_pause_state(node, self.ctx, &self.owner, &self.sink).await {
+                tracing::warn!(%problem, "Pause state not applied yet");
+                self.requeue = Duration::from_secs(2);
+            } else if node.spec.paused != was_paused {
+                let what = if node.spec.paused { "Paused" } else { "Resumed" };
+                self.events.push((
+                    EventType::Normal,
+                    what,
+                    format!(
+                        "StatefulSet {} scaled for spec.paused={}",
+                        self.owner.name, node.spec.paused
+                    ),
+                ));
+            }
         }
     }
-    events.extend(crate::node_events::transitions(&before, &status));
-    for (kind, reason, note) in events {
-        ctx.event(&*node, kind, reason, "Reconcile", Some(note)).await;
+
+    /// Plans: a retry of a Failed node, then the active plan (frozen, summarised, or driven), or else the first
+    /// workflow whose trigger holds (persisted; no task runs on the reconcile that created it).
+    async fn plans(&mut self) -> Result<(), Error> {
+        let paused = self.node.spec.paused;
+        let retried = self.status.plan.is_none() && !paused && {
+            let event = retry(self.node, &mut self.status);
+            let retried = event.is_some();
+            self.events.extend(event);
+            retried
+        };
+        if retried {
+            self.requeue = Duration::from_millis(10);
+        }
+        match self.status.plan.take() {
+            // Frozen: the plan records when it was paused; its deadline and timers resume where they stopped.
+            Some(mut plan) if paused => {
+                self.events.extend(crate::user::pause(&mut plan));
+                self.status.plan = Some(plan);
+            }
+            // A finished plan left by an older operator version: keep its summary.
+            Some(plan) if plan.phase.is_terminal() => {
+                sei_crds::plan::push_plan_history(&mut self.status.plan_history, plan.summary());
+                self.requeue = Duration::from_millis(10);
+            }
+            Some(plan) => self.drive_plan(plan).await?,
+            // A retry of a Failed node was handled above; the trigger sees the new phase at the next reconcile.
+            None if paused || retried => {}
+            None => self.start_plan()?,
+        }
+        Ok(())
     }
-    Ok(Action::requeue(requeue.max(Duration::from_millis(10))))
+
+    /// User requests (resume, cancel), drift, then the plan's tasks; a finished plan applies its effect and is
+    /// summarised into `planHistory`.
+    async fn drive_plan(&mut self, mut plan: sei_engine::Plan) -> Result<(), Error> {
+        let (node, ctx) = (self.node, self.ctx);
+        self.events.extend(crate::user::resume(&mut plan));
+        if let Some(event) = crate::user::cancel_requested(&node.metadata, &mut plan) {
+            self.events.push(event);
+        }
+        let bindings = Bindings::new(&self.owner.object, &facts(node, ctx)).map_err(Error::Cel)?;
+        let catalog = ctx.catalogs.get(&self.owner.namespace);
+        if let Some(event) = lifecycle::drift(&catalog, &bindings, &ctx.registry, &mut plan)? {
+            self.events.push(event);
+        }
+        let mut driven = drive(&ctx.tasks, &ctx.registry, &self.owner, &mut plan, &self.sink).await;
+        self.journal_after = Some(plan.clone());
+        // After the spans' copy: compaction drops the timestamps of settled runs.
+        crate::drive::bound(&mut plan, &mut driven);
+        let failure = driven
+            .finished
+            .as_ref()
+            .and_then(|f| f.message.clone())
+            .unwrap_or_default();
+        self.events.extend(crate::drive::events(&plan, &driven, &failure));
+        if let Some(finished) = driven.finished {
+            if let Some(phase) = lifecycle::apply_effect(
+                &mut self.status,
+                finished.effect.as_ref(),
+                self.generation,
+                finished.message.as_deref().unwrap_or_default(),
+            ) {
+                set_phase(&mut self.status, phase);
+            }
+            ctx.metrics.plan_finished(&plan);
+            sei_crds::plan::push_plan_history(&mut self.status.plan_history, plan.summary());
+            self.requeue = Duration::from_millis(10);
+        } else {
+            if let Some(at) = driven.requeue_at {
+                self.requeue = until(at);
+            }
+            self.status.plan = Some(plan);
+        }
+        Ok(())
+    }
+
+    /// The first workflow whose trigger holds, instantiated and persisted by this reconcile's write; the next
+    /// reconcile (woken by that write) runs its first tasks.
+    fn start_plan(&mut self) -> Result<(), Error> {
+        let bindings = Bindings::new(&self.owner.object, &facts(self.node, self.ctx)).map_err(Error::Cel)?;
+        let Some(started) = lifecycle::start_triggered(self.ctx, KIND, &self.owner.namespace, &bindings)?
+        else {
+            return Ok(());
+        };
+        if started.plan.is_some() && matches!(self.status.phase, None | Some(SeiNodePhase::Pending)) {
+            set_phase(&mut self.status, SeiNodePhase::Initializing);
+        }
+        self.status.plan = started.plan;
+        self.events.push(started.event);
+        self.requeue = started.requeue;
+        Ok(())
+    }
+
+    /// What the active plan means for the node (its workflow's onStart, whoever started it), the tasks' status
+    /// updates, the sidecar probe of a Running node (after the plans: the reconcile whose plan made the node
+    /// Running probes it in the same write) and `status.endpoint`.
+    async fn settle(&mut self) -> Result<(), Error> {
+        let generation = self.generation;
+        if let Some(plan) = &self.status.plan {
+            let (effect, message) = (plan.on_start.clone(), lifecycle::running_message(plan));
+            if let Some(phase) =
+                lifecycle::apply_effect(&mut self.status, effect.as_ref(), generation, &message)
+            {
+                set_phase(&mut self.status, phase);
+            }
+        }
+        lifecycle::apply_updates(&mut self.status, self.sink.take(), None)?;
+        if self.status.phase == Some(SeiNodePhase::Running) && !self.node.spec.paused {
+            probe_sidecar(self.node, self.ctx, &mut self.status, generation).await;
+        }
+        crate::endpoint::publish(self.node, &mut self.status);
+        if let Some(soon) = self.peers_retry {
+            self.requeue = self.requeue.min(soon);
+        }
+        Ok(())
+    }
+
+    /// One status write, only when something changed, guarded by the resourceVersion read; then the Events and
+    /// the requeue at the engine's next due time.
+    async fn write(mut self) -> Result<Action, Error> {
+        let (node, ctx) = (self.node, self.ctx);
+        if self.status != self.before {
+            let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &self.owner.namespace);
+            let mut desired = node.clone();
+            desired.status = Some(self.status.clone());
+            let journal = crate::status::Journal {
+                before: self.before.plan.as_ref(),
+                after: self.journal_after.as_ref(),
+                active: self.status.plan.as_ref(),
+            };
+            crate::status::write_once(ctx, &api, &desired, KIND, journal).await?;
+            if self.status.phase != self.before.phase
+                && let Some(phase) = self.status.phase
+                // A plan event of this reconcile already tells the phase change (one Event write per transition).
+                && self.events.is_empty()
+            {
+                self.events.push((
+                    EventType::Normal,
+                    "PhaseChanged",
+                    format!("phase is now {}", phase.as_str()),
+                ));
+            }
+        }
+        self.events
+            .extend(crate::node_events::transitions(&self.before, &self.status));
+        for (kind, reason, note) in self.events {
+            ctx.event(node, kind, reason, "Reconcile", Some(note)).await;
+        }
+        Ok(Action::requeue(self.requeue.max(Duration::from_millis(10))))
+    }
 }
 
 impl Context {
