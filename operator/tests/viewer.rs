@@ -77,6 +77,9 @@ fn run(plan: &mut Plan, fail: impl Fn(&str, u32) -> bool) {
                             ErrorClass::Transient,
                             "config-apply failed on the sidecar: disk full",
                         ))
+                    } else if task.task_type == "replace-pod" {
+                        // What replace-pod outputs (observe-image reads it): no pod replaced.
+                        Event::Completed(Map::from_iter([("replaced".to_owned(), "".into())]))
                     } else {
                         Event::Completed(Map::new())
                     };
