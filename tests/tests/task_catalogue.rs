@@ -72,6 +72,17 @@ const KUBE_TASKS: &[&str] = &[
     "validate-operator-keyring",
     "record-peers",
 ];
+/// Task types tested elsewhere, against the real cluster and simulator: the bootstrap Job's four
+/// (`cargo test -p sei-tasks --lib bootstrap` for the Job's shape and key refusal, `operator/tests/modes_e2e.rs`
+/// for a replayer's bootstrap run to Running) and the detached `result-export` (`modes_e2e`).
+const TESTED_ELSEWHERE: &[&str] = &[
+    "deploy-bootstrap-service",
+    "deploy-bootstrap-job",
+    "await-bootstrap-complete",
+    "teardown-bootstrap",
+    "result-export",
+];
+
 const FLEET_TASKS: &[&str] = &[
     "await-nodes-running",
     "collect-and-set-peers",
@@ -452,6 +463,7 @@ fn every_registered_task_type_is_exercised_by_this_file() {
         .iter()
         .chain(KUBE_TASKS)
         .chain(FLEET_TASKS)
+        .chain(TESTED_ELSEWHERE)
         .copied()
         .collect();
     assert_eq!(
@@ -1418,10 +1430,7 @@ async fn an_imported_pvc_is_waited_for_then_validated_and_a_too_small_one_fails_
         "{waiting:?}"
     );
     let c = condition(&inv.status.take(), conditions::IMPORT_PVC_READY);
-    assert_eq!(
-        (c.status.as_str(), c.reason.as_str()),
-        ("False", conditions::reasons::NOT_READY)
-    );
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "PVCNotReady"));
     let pvcs = ns.api::<PersistentVolumeClaim>();
     assert!(
         pvcs.list(&ListParams::default()).await.unwrap().items.is_empty(),
@@ -1473,7 +1482,7 @@ async fn an_imported_pvc_is_waited_for_then_validated_and_a_too_small_one_fails_
     assert_eq!(e.class, ErrorClass::Terminal);
     assert!(e.message.contains("needs at least 2000Gi"), "{}", e.message);
     let c = condition(&inv.status.take(), conditions::IMPORT_PVC_READY);
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Invalid"));
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "PVCInvalid"));
 
     for name in [big, small] {
         let _ = volumes.delete(&name, &DeleteParams::default()).await;
@@ -1676,8 +1685,11 @@ async fn key_validation(
     );
     let c = condition(&inv.status.take(), condition_type);
     assert_eq!(
-        (c.status.as_str(), c.reason.as_str()),
-        ("False", conditions::reasons::NOT_READY)
+        (c.status, c.reason),
+        (
+            "False".to_owned(),
+            conditions::reasons::validation(condition_type, "NotReady")
+        )
     );
 
     put_secret(ns, &secret(secret_name, &[(data_key, malformed)])).await;
@@ -1689,7 +1701,13 @@ async fn key_validation(
         e.message
     );
     let c = condition(&inv.status.take(), condition_type);
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Invalid"));
+    assert_eq!(
+        (c.status.clone(), c.reason.clone()),
+        (
+            "False".to_owned(),
+            conditions::reasons::validation(condition_type, "Invalid")
+        )
+    );
     assert!(
         c.message.contains(missing_field),
         "the condition says what is wrong: {}",
@@ -1788,8 +1806,8 @@ async fn validate_operator_keyring_waits_for_both_secrets_and_judges_their_conte
         let c = condition(updates, conditions::OPERATOR_KEYRING_READY);
         (c.status, c.reason)
     };
-    let not_ready = ("False".to_owned(), conditions::reasons::NOT_READY.to_owned());
-    let invalid = ("False".to_owned(), "Invalid".to_owned());
+    let not_ready = ("False".to_owned(), "OperatorKeyringNotReady".to_owned());
+    let invalid = ("False".to_owned(), "OperatorKeyringInvalid".to_owned());
 
     let outcome = t.start(&cx, &inv).await;
     assert!(
