@@ -537,11 +537,7 @@ async fn run_controller(
     if !args.workflow_api {
         return;
     }
-    let runs: Api<WorkflowRun> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    Controller::new(runs, watcher::Config::default())
+    Controller::new(scoped::<WorkflowRun>(args, client), watcher::Config::default())
         .with_config(controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(crate::runs::reconcile, crate::runs::error_policy, ctx)

@@ -299,21 +299,24 @@ async fn apply(ns: &sei_tests::TestNamespace, doc: &Value) {
     }
 }
 
+/// The tasks of type `t` the simulator recorded in a node's view.
+fn view_tasks(view: &Value, t: &str) -> Vec<Value> {
+    view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["type"] == t)
+        .cloned()
+        .collect()
+}
+
 /// Checks the effects of a SeiNode example's fields on what the sidecar was told, its StatefulSet and status.
 async fn check_node_effects(ns: &str, sim: &Sim, node: &SeiNode, sts: &StatefulSet, doc: &Value) {
     let name = node.metadata.name.clone().unwrap();
     let spec = &doc["spec"];
     let view = sim.node(ns, &name).await;
     let overrides = &view["config"]["overrides"];
-    let tasks = |t: &str| -> Vec<Value> {
-        view["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|x| x["type"] == t)
-            .cloned()
-            .collect()
-    };
+    let tasks = |t: &str| view_tasks(&view, t);
     let status = node.status.clone().unwrap();
     let pod = sts.spec.as_ref().unwrap().template.clone();
     let pod_labels = pod.metadata.unwrap().labels.unwrap();
@@ -374,15 +377,7 @@ fn check_mode_effects(
 ) {
     let spec = &doc["spec"];
     let overrides = &view["config"]["overrides"];
-    let tasks = |t: &str| -> Vec<Value> {
-        view["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|x| x["type"] == t)
-            .cloned()
-            .collect()
-    };
+    let tasks = |t: &str| view_tasks(view, t);
     let mode = ["fullNode", "archive", "replayer", "validator", "seed"]
         .into_iter()
         .find(|m| spec.get(*m).is_some())
