@@ -50,6 +50,7 @@ echo "api writes (create+update+patch+delete): $writes total, $(awk -v w="$write
 status_writes="$(echo "$metrics" | awk '/^sei_status_writes_total/ {s+=$2} END {print s+0}')"
 echo "status writes: $status_writes total, $(awk -v w="$status_writes" -v n="$N" 'BEGIN{printf "%.1f", w/n}') per node"
 echo "$metrics" | awk -v n="$N" '/^sei_reconciles_total/ {match($0, /kind="[A-Za-z]+"/); printf "reconciles (%s): %d total, %.1f per node\n", substr($0, RSTART+6, RLENGTH-7), $2, $2/n}'
+echo "$metrics" | awk -v n="$N" '/^sei_reconcile_errors_total/ {s+=$2} END {printf "reconcile errors (backed off): %d total, %.2f per node\n", s, s/n}'
 echo "$metrics" | awk -v n="$N" '/^sei_reconcile_conflicts_total/ {s+=$2} END {printf "write conflicts (409, retried): %d total, %.2f per node\n", s, s/n}'
 echo "operator CPU: ${cpu}s, peak RSS: $rss"
 baseline="$(bench status-writes --namespace "$ns" --count "$status_writes" --concurrency 16)"
@@ -60,7 +61,7 @@ echo "ratio: all Running in $((all - t0)) ms / the same status writes alone in $
 [ -z "${BENCH_SKIP_CLUSTER:-}" ] || exit 0
 kubectl create ns "$ns-cluster" >/dev/null
 cluster_out="$(bench cluster --namespace "$ns-cluster" --count "$N")"
-[ -n "${BENCH_KEEP:-}" ] || kubectl delete ns "$ns-cluster" --wait=false >/dev/null 2>&1 || true
+[ -n "${BENCH_KEEP:-}" ] || release_ns "$ns-cluster"
 echo "$cluster_out"
 cluster_ms="$(sed -n 's/.*all after \([0-9]*\) ms.*/\1/p' <<<"$cluster_out")"
 echo "operator overhead: all Running in $((all - t0)) ms vs the cluster alone in ${cluster_ms} ms: $(awk -v a="$((all - t0))" -v b="$cluster_ms" 'BEGIN{printf "%.2f", a/b}')x"

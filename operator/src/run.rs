@@ -662,8 +662,9 @@ where
     .touched_objects()
 }
 
-/// The SeiNode controller, woken by its StatefulSet, Service and PVC (metadata only) and by its pod (label
-/// `sei.io/node`), whose full objects go into the pod cache the tasks read (`observe-image`).
+/// The SeiNode controller, woken by changes of its SeiNodes other than its own status writes, by its
+/// StatefulSet, Service and PVC (metadata only) and by its pod (label `sei.io/node`), whose full objects go
+/// into the pod cache the tasks read (`observe-image`).
 fn node_controller(
     args: &RunArgs,
     client: &kube::Client,
@@ -678,7 +679,16 @@ fn node_controller(
     .default_backoff()
     .modify(|pod| pod.managed_fields_mut().clear());
     let pods = reflector::reflector(pod_writer, pods).touched_objects();
-    Controller::new(scoped::<SeiNode>(args, client), watcher::Config::default())
+    let (nodes, node_writer) = reflector::store();
+    let own = Arc::clone(&ctx);
+    let triggers = reflector::reflector(
+        node_writer,
+        watcher(scoped::<SeiNode>(args, client), watcher::Config::default()).default_backoff(),
+    )
+    .touched_objects()
+    // The cache takes every version; this process's own status writes wake nobody (`Superseded::is_own`).
+    .filter(move |node| std::future::ready(!matches!(node, Ok(n) if own.superseded.is_own(&n.metadata))));
+    Controller::for_stream(triggers, nodes)
         .reconcile_all_on(ctx.catalogs.reloads())
         .owns_stream(owned_metadata::<StatefulSet>(args, client))
         .owns_stream(owned_metadata::<Service>(args, client))

@@ -23,16 +23,21 @@ pub struct Journal<'a> {
     pub active: Option<&'a Plan>,
 }
 
+/// How soon a reconcile that found a stale cached copy comes back (the watch usually delivers the write within
+/// a few milliseconds; under load, within a few hundred).
+const STALE_RETRY: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// `Some(requeue)` when `meta` is a cached copy older than this process's own last status write (see
 /// `context::Superseded`): acting on its journal would repeat steps (re-submit a task that has failed since,
-/// under the same id). The watch delivers the write and wakes the controller; the requeue is a safety net.
+/// under the same id). The watch delivers the write soon, but its event does not wake the controller (it is
+/// this process's own write, `Superseded::is_own`), so the reconcile comes back shortly to find it.
 #[must_use]
 pub fn skip_stale(ctx: &Context, meta: &kube::api::ObjectMeta) -> Option<kube::runtime::controller::Action> {
     let uid = meta.uid.as_deref().unwrap_or_default();
     let version = meta.resource_version.as_deref().unwrap_or_default();
     ctx.superseded.is_stale(uid, version).then(|| {
         tracing::debug!(resource_version = %version, "Skipping a stale cached copy");
-        kube::runtime::controller::Action::requeue(std::time::Duration::from_millis(500))
+        kube::runtime::controller::Action::requeue(STALE_RETRY)
     })
 }
 
@@ -85,13 +90,13 @@ where
     let read_version = meta.resource_version.clone().unwrap_or_default();
     crate::failpoints::crash_point("status::before-write");
     ctx.metrics.status_write(kind);
-    match api.replace_status(&name, &PostParams::default(), desired).await {
-        Ok(_) => {}
+    let written = match api.replace_status(&name, &PostParams::default(), desired).await {
+        Ok(written) => written.meta().resource_version.clone().unwrap_or_default(),
         Err(kube::Error::Api(s)) if s.code == 409 => return Err(Error::Conflict),
         Err(e) => return Err(Error::Kube(e)),
-    }
+    };
     crate::failpoints::crash_point("status::after-write");
-    ctx.superseded.record(&uid, &read_version);
+    ctx.superseded.record(&uid, &read_version, &written);
     ctx.metrics
         .set_active(&uid, journal.active.map(|p| p.workflow.as_str()));
     if let Some(plan) = journal.active {
