@@ -59,9 +59,10 @@ impl Superseded {
 
     /// True when `resource_version` of `uid` is one that this process's own write replaced.
     pub fn is_stale(&self, uid: &str, resource_version: &str) -> bool {
-        self.0
-            .lock()
-            .is_ok_and(|m| m.get(uid).is_some_and(|(replaced, _)| replaced == resource_version))
+        self.0.lock().is_ok_and(|m| {
+            m.get(uid)
+                .is_some_and(|(replaced, _)| replaced == resource_version)
+        })
     }
 
     /// True when `meta` is the version one of this process's own writes replaced or produced: a watch event of
@@ -106,7 +107,10 @@ mod tests {
         assert!(!s.is_stale("a", "11"));
         assert!(s.is_own(&meta("a", "10")), "the version the write replaced");
         assert!(s.is_own(&meta("a", "11")), "the version the write produced");
-        assert!(!s.is_own(&meta("a", "12")), "someone else's change after the write");
+        assert!(
+            !s.is_own(&meta("a", "12")),
+            "someone else's change after the write"
+        );
         assert!(!s.is_own(&meta("b", "11")), "another object");
         assert!(!s.is_own(&ObjectMeta::default()));
         s.record("a", "12", "13");

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use futures::{StreamExt as _, TryStreamExt as _};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::{Value, json};
 
@@ -92,7 +94,8 @@ fn seinodes(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
 }
 
 fn sei(client: kube::Client, namespace: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("sei.io", "v1alpha1", kind), plural);
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("sei.io", "v1alpha1", kind), plural);
     Api::namespaced_with(client, namespace, &resource)
 }
 
@@ -190,7 +193,10 @@ async fn release(api: Api<DynamicObject>, concurrency: usize) -> anyhow::Result<
         .map(|name| {
             let (api, patch) = (api.clone(), &patch);
             async move {
-                match api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                match api
+                    .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
                     Err(e) => Err(e).with_context(|| format!("releasing {name}")),
@@ -200,8 +206,17 @@ async fn release(api: Api<DynamicObject>, concurrency: usize) -> anyhow::Result<
         .buffer_unordered(concurrency.max(1))
         .try_collect::<Vec<_>>()
         .await?;
-    let kind = api.resource_url().rsplit('/').next().unwrap_or_default().to_owned();
-    eprintln!("released {} {kind} in {} ms", names.len(), started.elapsed().as_millis());
+    let kind = api
+        .resource_url()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!(
+        "released {} {kind} in {} ms",
+        names.len(),
+        started.elapsed().as_millis()
+    );
     Ok(())
 }
 
@@ -351,7 +366,12 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             concurrency,
         } => {
-            let fleets = sei(client.clone(), &namespace, "SeiNodeDeployment", "seinodedeployments");
+            let fleets = sei(
+                client.clone(),
+                &namespace,
+                "SeiNodeDeployment",
+                "seinodedeployments",
+            );
             release(fleets, concurrency).await?;
             release(seinodes(client, &namespace), concurrency).await
         }
