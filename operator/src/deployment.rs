@@ -723,6 +723,10 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
             active: status.plan.as_ref(),
         };
         crate::status::write_once(ctx, &api, &desired, KIND, journal).await?;
+        if status.plan.is_none() {
+            // The write's own watch event wakes nobody: come back to evaluate the triggers on what was written.
+            requeue = requeue.min(crate::status::AFTER_WRITE);
+        }
         if status.phase != before.phase
             && let Some(phase) = status.phase
             // A plan event of this reconcile already tells the phase change (one Event write per transition).

@@ -531,6 +531,12 @@ impl<'a> Turn<'a> {
                 active: self.status.plan.as_ref(),
             };
             crate::status::write_once(ctx, &api, &desired, KIND, journal).await?;
+            if self.status.plan.is_none() {
+                // The write's own watch event wakes nobody (`Superseded::is_own`): with no plan due, come back
+                // at once to evaluate the triggers on what was written (a probe that found the sidecar not
+                // ready starts `mark-ready`).
+                self.requeue = self.requeue.min(crate::status::AFTER_WRITE);
+            }
             if self.status.phase != self.before.phase
                 && let Some(phase) = self.status.phase
                 // A plan event of this reconcile already tells the phase change (one Event write per transition).

@@ -662,6 +662,49 @@ where
     .touched_objects()
 }
 
+/// [`owned_metadata`] narrowed to what of an owned object must wake its owner when the owner's tasks do not
+/// wait for its status: being created or deleted, a new spec (generation), deletion starting.
+fn owned_lifecycle<K>(
+    args: &RunArgs,
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    // Status-only updates (a claim bound, a StatefulSet's replica counts) wake nobody: no task waits for
+    // them through the watch (`replace-pod` polls the StatefulSet's revision; a pod's changes come through
+    // the pod watch). Hand-written rather than kube's `predicate_filter`, which would also drop the
+    // deletion of an object whose generation did not change.
+    let mut seen: std::collections::HashMap<String, (Option<i64>, bool)> = std::collections::HashMap::new();
+    watcher(
+        scoped::<PartialObjectMeta<K>>(args, client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .filter_map(move |event| {
+        let wake = match event {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                let key = obj.metadata.uid.clone().unwrap_or_default();
+                let now = (obj.metadata.generation, obj.metadata.deletion_timestamp.is_some());
+                (seen.insert(key, now) != Some(now)).then_some(Ok(obj))
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                seen.remove(obj.metadata.uid.as_deref().unwrap_or_default());
+                Some(Ok(obj))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(wake)
+    })
+}
+
 /// The SeiNode controller, woken by changes of its SeiNodes other than its own status writes, by its
 /// StatefulSet, Service and PVC (metadata only) and by its pod (label `sei.io/node`), whose full objects go
 /// into the pod cache the tasks read (`observe-image`).
@@ -679,20 +722,12 @@ fn node_controller(
     .default_backoff()
     .modify(|pod| pod.managed_fields_mut().clear());
     let pods = reflector::reflector(pod_writer, pods).touched_objects();
-    let (nodes, node_writer) = reflector::store();
-    let own = Arc::clone(&ctx);
-    let triggers = reflector::reflector(
-        node_writer,
-        watcher(scoped::<SeiNode>(args, client), watcher::Config::default()).default_backoff(),
-    )
-    .touched_objects()
-    // The cache takes every version; this process's own status writes wake nobody (`Superseded::is_own`).
-    .filter(move |node| std::future::ready(!matches!(node, Ok(n) if own.superseded.is_own(&n.metadata))));
+    let (triggers, nodes) = own_writes_filtered::<SeiNode>(args, client, &ctx);
     Controller::for_stream(triggers, nodes)
         .reconcile_all_on(ctx.catalogs.reloads())
-        .owns_stream(owned_metadata::<StatefulSet>(args, client))
-        .owns_stream(owned_metadata::<Service>(args, client))
-        .owns_stream(owned_metadata::<PersistentVolumeClaim>(args, client))
+        .owns_stream(owned_lifecycle::<StatefulSet>(args, client))
+        .owns_stream(owned_lifecycle::<Service>(args, client))
+        .owns_stream(owned_lifecycle::<PersistentVolumeClaim>(args, client))
         .watches_stream(pods, |pod| {
             let node = pod.labels().get(sei_crds::labels::NODE)?;
             Some(ObjectRef::new(node).within(&pod.namespace()?))
@@ -707,6 +742,37 @@ fn node_controller(
         })
 }
 
+/// The watch of a controller's own kind: every version goes into its cache, and those of this process's own
+/// status writes wake nobody (`context::Superseded::is_own`: the reconcile that wrote asked to come back when
+/// it is next due).
+fn own_writes_filtered<K>(
+    args: &RunArgs,
+    client: &kube::Client,
+    ctx: &Arc<Context>,
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    reflector::Store<K>,
+)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let own = Arc::clone(ctx);
+    let triggers = reflector::reflector(
+        writer,
+        watcher(scoped::<K>(args, client), watcher::Config::default()).default_backoff(),
+    )
+    .touched_objects()
+    .filter(move |obj| std::future::ready(!matches!(obj, Ok(o) if own.superseded.is_own(o.meta()))));
+    (triggers, store)
+}
+
 /// The fleet controller: SeiNodeDeployments, woken by their children and internal Services (metadata only).
 fn fleet_controller(
     args: &RunArgs,
@@ -714,19 +780,17 @@ fn fleet_controller(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> impl Future<Output = ()> {
-    Controller::new(
-        scoped::<SeiNodeDeployment>(args, client),
-        watcher::Config::default(),
-    )
-    .reconcile_all_on(ctx.catalogs.reloads())
-    .owns_stream(owned_metadata::<SeiNode>(args, client))
-    .owns_stream(owned_metadata::<Service>(args, client))
-    .with_config(controller::Config::default().concurrency(args.concurrency))
-    .graceful_shutdown_on(shutdown)
-    .run(crate::deployment::reconcile, crate::deployment::error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
-        }
-    })
+    let (triggers, deployments) = own_writes_filtered::<SeiNodeDeployment>(args, client, &ctx);
+    Controller::for_stream(triggers, deployments)
+        .reconcile_all_on(ctx.catalogs.reloads())
+        .owns_stream(owned_metadata::<SeiNode>(args, client))
+        .owns_stream(owned_metadata::<Service>(args, client))
+        .with_config(controller::Config::default().concurrency(args.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(crate::deployment::reconcile, crate::deployment::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
+            }
+        })
 }

@@ -363,10 +363,8 @@ pub async fn reconcile(run: Arc<WorkflowRun>, ctx: Arc<Context>) -> Result<Actio
     if done {
         return ttl(&api, &run, &status).await;
     }
-    if !run.finalizers().iter().any(|f| f == FINALIZER) {
-        add_finalizer(&api, &run).await?;
-        return Ok(Action::requeue(Duration::from_millis(10)));
-    }
+    // Added, and the run goes on in the same reconcile (so that a deleted run cancels its plans first).
+    let run = crate::status::with_finalizer(&api, run, FINALIZER).await?;
 
     let mut next = status.clone();
     step_targets(&ctx, &run, &ns, &mut next).await?;
@@ -375,16 +373,6 @@ pub async fn reconcile(run: Arc<WorkflowRun>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::requeue(Duration::from_millis(10)));
     }
     Ok(Action::requeue(POLL))
-}
-
-/// Adds the finalizer, so that a deleted run cancels its plans first.
-async fn add_finalizer(api: &Api<WorkflowRun>, run: &WorkflowRun) -> Result<(), Error> {
-    let patch =
-        json!({ "metadata": { "finalizers": [FINALIZER], "resourceVersion": run.resource_version() } });
-    api.patch(&run.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::Kube)?;
-    Ok(())
 }
 
 /// One step of every unfinished target (resolved once, at the first step), starting at most `maxParallel`.

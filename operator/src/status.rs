@@ -23,6 +23,10 @@ pub struct Journal<'a> {
     pub active: Option<&'a Plan>,
 }
 
+/// How soon a reconcile that wrote the status of an object with no active plan comes back: its write's own
+/// watch event wakes nobody (`Superseded::is_own`), and the triggers must see what it wrote.
+pub const AFTER_WRITE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// How soon a reconcile that found a stale cached copy comes back (the watch usually delivers the write within
 /// a few milliseconds; under load, within a few hundred).
 const STALE_RETRY: std::time::Duration = std::time::Duration::from_millis(25);
