@@ -223,8 +223,7 @@ async fn cleanup(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Ac
             "deletionPolicy Delete: the SeiNodes and the internal Service are garbage-collected".to_owned(),
         ),
     };
-    ctx.event(&*deployment, EventType::Normal, note.0, "Delete", Some(note.1))
-        .await;
+    ctx.event(&*deployment, EventType::Normal, note.0, "Delete", Some(note.1));
     Ok(Action::await_change())
 }
 
@@ -613,133 +612,191 @@ async fn reconcile_children(
     Ok(children)
 }
 
-#[allow(clippy::too_many_lines)] // one reconcile, read top to bottom; each step is commented
 async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Action, Error> {
-    let ns = deployment.namespace().unwrap_or_default();
-    let name = deployment.name_any();
     if let Some(action) = crate::status::skip_stale(ctx, &deployment.metadata) {
         return Ok(action);
     }
-    let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let generation = deployment.metadata.generation;
-    let before = deployment.status.clone().unwrap_or_default();
-    // The journal as written by this reconcile, for the spans and metrics it completes (after the write).
-    let mut journal_after: Option<sei_engine::Plan> = None;
-    let mut status = before.clone();
-    let mut events: Vec<(EventType, &'static str, String)> = Vec::new();
-    let mut requeue = RESYNC;
+    let mut turn = Turn::read(&deployment, ctx).await?;
+    turn.plans().await?;
+    turn.settle()?;
+    turn.write().await
+}
 
-    // (2) children, (3) the internal Service
-    let children = list_children(ctx, &deployment).await?;
-    let children = reconcile_children(ctx, &deployment, children, &mut events).await?;
-    reconcile_service(ctx, &deployment).await?;
+/// An Event to publish once the status is written: type, reason, note.
+type PendingEvent = (EventType, &'static str, String);
 
-    // (4) plans
-    let object = Arc::new(serde_json::to_value(&*deployment).map_err(Error::Serialize)?);
-    let owner = Owner {
-        kind: KIND,
-        namespace: ns.clone(),
-        name: name.clone(),
-        object,
-    };
-    let sink = StatusSink::default();
-    match status.plan.take() {
-        // Frozen: the journal stays untouched until the deployment is unpaused.
-        Some(plan) if deployment.spec.paused => status.plan = Some(plan),
-        Some(plan) if plan.phase.is_terminal() => {
-            sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
-            requeue = Duration::from_millis(10);
-        }
-        Some(mut plan) => {
-            if let Some(event) = crate::user::cancel_requested(&deployment.metadata, &mut plan) {
-                events.push(event);
+/// One reconcile of a deployment, as named steps over shared state ([`apply`]): read (children and the
+/// internal Service made to match the spec), plans, settle (task updates, aggregate status), write (once,
+/// then Events and the requeue).
+struct Turn<'a> {
+    deployment: &'a SeiNodeDeployment,
+    ctx: &'a Context,
+    owner: Owner,
+    sink: StatusSink,
+    children: BTreeMap<i32, SeiNode>,
+    generation: Option<i64>,
+    before: SeiNodeDeploymentStatus,
+    status: SeiNodeDeploymentStatus,
+    events: Vec<PendingEvent>,
+    requeue: Duration,
+    /// The journal as written by this reconcile, for the spans and metrics it completes (after the write).
+    journal_after: Option<Plan>,
+}
+
+impl<'a> Turn<'a> {
+    /// The children (created, updated, scaled down to the spec) and the internal Service.
+    async fn read(deployment: &'a SeiNodeDeployment, ctx: &'a Context) -> Result<Self, Error> {
+        let mut events = Vec::new();
+        let children = list_children(ctx, deployment).await?;
+        let children = reconcile_children(ctx, deployment, children, &mut events).await?;
+        reconcile_service(ctx, deployment).await?;
+        let before = deployment.status.clone().unwrap_or_default();
+        Ok(Self {
+            deployment,
+            ctx,
+            owner: Owner {
+                kind: KIND,
+                namespace: deployment.namespace().unwrap_or_default(),
+                name: deployment.name_any(),
+                object: Arc::new(serde_json::to_value(deployment).map_err(Error::Serialize)?),
+            },
+            sink: StatusSink::default(),
+            children,
+            generation: deployment.metadata.generation,
+            status: before.clone(),
+            before,
+            events,
+            requeue: RESYNC,
+            journal_after: None,
+        })
+    }
+
+    /// The CEL bindings of the deployment and its children, as read.
+    fn bindings(&self) -> Result<Bindings, Error> {
+        let facts = bindings_facts(self.deployment, &self.children);
+        Bindings::new(&self.owner.object, &facts).map_err(Error::Cel)
+    }
+
+    /// The active plan (frozen while paused, summarised once finished, else driven), or else the first
+    /// workflow whose trigger holds.
+    async fn plans(&mut self) -> Result<(), Error> {
+        let paused = self.deployment.spec.paused;
+        match self.status.plan.take() {
+            // Frozen: the journal stays untouched until the deployment is unpaused.
+            Some(plan) if paused => self.status.plan = Some(plan),
+            Some(plan) if plan.phase.is_terminal() => {
+                sei_crds::plan::push_plan_history(&mut self.status.plan_history, plan.summary());
+                self.requeue = Duration::from_millis(10);
             }
-            let facts = bindings_facts(&deployment, &children);
-            let bindings = Bindings::new(&owner.object, &facts).map_err(Error::Cel)?;
-            let catalog = ctx.catalogs.get(&deployment.namespace().unwrap_or_default());
-            if let Some(event) = lifecycle::drift(&catalog, &bindings, &ctx.registry, &mut plan)? {
-                events.push(event);
-            }
-            let mut driven = drive(&ctx.tasks, &ctx.registry, &owner, &mut plan, &sink).await;
-            journal_after = Some(plan.clone());
-            // After the spans' copy: compaction drops the timestamps of settled runs.
-            crate::drive::bound(&mut plan, &mut driven);
-            if let Some(finished) = &driven.finished {
-                let succeeded = finished.phase == PlanPhase::Succeeded;
-                let message = if succeeded {
-                    String::new()
-                } else {
-                    failure_message(&plan)
-                };
-                let _: Option<SeiNodeDeploymentPhase> =
-                    lifecycle::apply_effect(&mut status, finished.effect.as_ref(), generation, &message);
-                let (status_, reason) = if succeeded {
-                    (ConditionStatus::False, reasons::PLAN_COMPLETE)
-                } else {
-                    (ConditionStatus::False, reasons::PLAN_FAILED)
-                };
-                status.set_condition(condition(
-                    conditions::PLAN_IN_PROGRESS,
-                    status_,
-                    reason,
-                    format!(
-                        "plan {} ({}) {:?} {message}",
-                        plan.id, plan.workflow, finished.phase
-                    ),
-                    generation,
-                ));
-                events.extend(crate::drive::events(&plan, &driven, &message));
-                ctx.metrics.plan_finished(&plan);
-                sei_crds::plan::push_plan_history(&mut status.plan_history, plan.summary());
-                requeue = Duration::from_millis(10);
-            } else {
-                if let Some(at) = driven.requeue_at {
-                    requeue = until(at);
+            Some(plan) => self.drive_plan(plan).await?,
+            None if paused => {}
+            None => {
+                let bindings = self.bindings()?;
+                let ns = self.owner.namespace.clone();
+                if let Some(started) = lifecycle::start_triggered(self.ctx, KIND, &ns, &bindings)? {
+                    self.status.plan = started.plan;
+                    self.events.push(started.event);
+                    self.requeue = started.requeue;
                 }
-                status.plan = Some(plan);
             }
         }
-        None if deployment.spec.paused => {}
-        None => {
-            let facts = bindings_facts(&deployment, &children);
-            let bindings = Bindings::new(&owner.object, &facts).map_err(Error::Cel)?;
-            if let Some(started) = lifecycle::start_triggered(ctx, KIND, &ns, &bindings)? {
-                status.plan = started.plan;
-                events.push(started.event);
-                requeue = started.requeue;
-            }
-        }
+        Ok(())
     }
-    lifecycle::apply_updates(&mut status, sink.take(), Some(STATUS_FIELDS))?;
 
-    // (5) aggregate status, one write
-    aggregate(&deployment, &children, &mut status);
-    if status != before {
-        let mut desired = (*deployment).clone();
-        desired.status = Some(status.clone());
-        let journal = crate::status::Journal {
-            before: before.plan.as_ref(),
-            after: journal_after.as_ref(),
-            active: status.plan.as_ref(),
+    /// Cancel requests, drift, then the plan's tasks; a finished plan applies its effect, sets
+    /// `PlanInProgress` and is summarised into `planHistory`.
+    async fn drive_plan(&mut self, mut plan: Plan) -> Result<(), Error> {
+        let ctx = self.ctx;
+        if let Some(event) = crate::user::cancel_requested(&self.deployment.metadata, &mut plan) {
+            self.events.push(event);
+        }
+        let bindings = self.bindings()?;
+        let catalog = ctx.catalogs.get(&self.owner.namespace);
+        if let Some(event) = lifecycle::drift(&catalog, &bindings, &ctx.registry, &mut plan)? {
+            self.events.push(event);
+        }
+        let mut driven = drive(&ctx.tasks, &ctx.registry, &self.owner, &mut plan, &self.sink).await;
+        self.journal_after = Some(plan.clone());
+        // After the spans' copy: compaction drops the timestamps of settled runs.
+        crate::drive::bound(&mut plan, &mut driven);
+        let Some(finished) = &driven.finished else {
+            if let Some(at) = driven.requeue_at {
+                self.requeue = until(at);
+            }
+            self.status.plan = Some(plan);
+            return Ok(());
         };
-        crate::status::write_once(ctx, &api, &desired, KIND, journal).await?;
-        if status.plan.is_none() {
-            // The write's own watch event wakes nobody: come back to evaluate the triggers on what was written.
-            requeue = requeue.min(crate::status::AFTER_WRITE);
-        }
-        if status.phase != before.phase
-            && let Some(phase) = status.phase
-            // A plan event of this reconcile already tells the phase change (one Event write per transition).
-            && events.is_empty()
-        {
-            events.push((EventType::Normal, "PhaseChanged", format!("phase is now {phase}")));
-        }
+        let succeeded = finished.phase == PlanPhase::Succeeded;
+        let message = if succeeded {
+            String::new()
+        } else {
+            failure_message(&plan)
+        };
+        let generation = self.generation;
+        let _: Option<SeiNodeDeploymentPhase> =
+            lifecycle::apply_effect(&mut self.status, finished.effect.as_ref(), generation, &message);
+        let reason = if succeeded {
+            reasons::PLAN_COMPLETE
+        } else {
+            reasons::PLAN_FAILED
+        };
+        let note = format!(
+            "plan {} ({}) {:?} {message}",
+            plan.id, plan.workflow, finished.phase
+        );
+        self.status.set_condition(condition(
+            conditions::PLAN_IN_PROGRESS,
+            ConditionStatus::False,
+            reason,
+            note,
+            generation,
+        ));
+        self.events.extend(crate::drive::events(&plan, &driven, &message));
+        ctx.metrics.plan_finished(&plan);
+        sei_crds::plan::push_plan_history(&mut self.status.plan_history, plan.summary());
+        self.requeue = Duration::from_millis(10);
+        Ok(())
     }
-    for (kind, reason, note) in events {
-        ctx.event(&*deployment, kind, reason, "Reconcile", Some(note))
-            .await;
+
+    /// The tasks' status updates, then the status aggregated from the children.
+    fn settle(&mut self) -> Result<(), Error> {
+        lifecycle::apply_updates(&mut self.status, self.sink.take(), Some(STATUS_FIELDS))?;
+        aggregate(self.deployment, &self.children, &mut self.status);
+        Ok(())
     }
-    Ok(Action::requeue(requeue.max(Duration::from_millis(10))))
+
+    /// One status write, only when something changed, guarded by the resourceVersion read; then the Events and
+    /// the requeue at the engine's next due time.
+    async fn write(mut self) -> Result<Action, Error> {
+        let (deployment, ctx) = (self.deployment, self.ctx);
+        if self.status != self.before {
+            let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &self.owner.namespace);
+            let mut desired = deployment.clone();
+            desired.status = Some(self.status.clone());
+            let journal = crate::status::Journal {
+                before: self.before.plan.as_ref(),
+                after: self.journal_after.as_ref(),
+                active: self.status.plan.as_ref(),
+            };
+            crate::status::write_once(ctx, &api, &desired, KIND, journal).await?;
+            if self.status.plan.is_none() {
+                // The write's own watch event wakes nobody: come back to evaluate the triggers on what was written.
+                self.requeue = self.requeue.min(crate::status::AFTER_WRITE);
+            }
+            if self.status.phase != self.before.phase
+                && let Some(phase) = self.status.phase
+                // A plan event of this reconcile already tells the phase change (one Event write per transition).
+                && self.events.is_empty()
+            {
+                self.events
+                    .push((EventType::Normal, "PhaseChanged", format!("phase is now {phase}")));
+            }
+        }
+        for (kind, reason, note) in self.events {
+            ctx.event(deployment, kind, reason, "Reconcile", Some(note));
+        }
+        Ok(Action::requeue(self.requeue.max(Duration::from_millis(10))))
+    }
 }
 
 #[cfg(test)]

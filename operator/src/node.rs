@@ -102,8 +102,7 @@ async fn cleanup(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
         "Deleted",
         "Delete",
         Some("Released the SeiNode".into()),
-    )
-    .await;
+    );
     Ok(Action::await_change())
 }
 
@@ -552,15 +551,17 @@ impl<'a> Turn<'a> {
         self.events
             .extend(crate::node_events::transitions(&self.before, &self.status));
         for (kind, reason, note) in self.events {
-            ctx.event(node, kind, reason, "Reconcile", Some(note)).await;
+            ctx.event(node, kind, reason, "Reconcile", Some(note));
         }
         Ok(Action::requeue(self.requeue.max(Duration::from_millis(10))))
     }
 }
 
 impl Context {
-    /// Publishes a Kubernetes Event about `obj` (best effort).
-    pub async fn event<K: Resource<DynamicType = ()>>(
+    /// Publishes a Kubernetes Event about `obj` (best effort), in the background: an Event is a write of its
+    /// own, and the reconcile that warrants it does not hold its slot of the controller for it (at 1,000 new
+    /// nodes the controller's slots, not the apiserver, decided when each node's plan started).
+    pub fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         type_: EventType,
@@ -575,8 +576,11 @@ impl Context {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::debug!(error = &e as &dyn std::error::Error, "Publishing an event failed");
-        }
+        let (recorder, reference) = (self.recorder.clone(), obj.object_ref(&()));
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = &e as &dyn std::error::Error, "Publishing an event failed");
+            }
+        });
     }
 }

@@ -445,8 +445,7 @@ async fn write_status(
             phase,
             "Run",
             next.message.clone(),
-        )
-        .await;
+        );
     }
     Ok(())
 }
