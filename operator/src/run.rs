@@ -677,32 +677,45 @@ where
         + Sync
         + 'static,
 {
-    // Status-only updates (a claim bound, a StatefulSet's replica counts) wake nobody: no task waits for
-    // them through the watch (`replace-pod` polls the StatefulSet's revision; a pod's changes come through
-    // the pod watch). Hand-written rather than kube's `predicate_filter`, which would also drop the
-    // deletion of an object whose generation did not change.
-    let mut seen: std::collections::HashMap<String, (Option<i64>, bool)> = std::collections::HashMap::new();
+    let mut filter = LifecycleFilter::default();
     watcher(
         scoped::<PartialObjectMeta<K>>(args, client),
         watcher::Config::default(),
     )
     .default_backoff()
-    .filter_map(move |event| {
-        let wake = match event {
+    .filter_map(move |event| std::future::ready(filter.wakes(event)))
+}
+
+/// Which watch events of owned objects wake their owner ([`owned_lifecycle`]): an object's creation, deletion,
+/// a new generation, its deletion starting. Status-only updates (a claim bound, a StatefulSet's replica
+/// counts) wake nobody: no task waits for them through the watch (`replace-pod` polls the StatefulSet's
+/// revision; a pod's changes come through the pod watch). Hand-written rather than kube's `predicate_filter`,
+/// which would also drop the deletion of an object whose generation did not change.
+#[derive(Default)]
+struct LifecycleFilter {
+    /// Per uid: the generation and whether deletion had started, as last seen.
+    seen: std::collections::HashMap<String, (Option<i64>, bool)>,
+}
+
+impl LifecycleFilter {
+    fn wakes<K>(
+        &mut self,
+        event: Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>,
+    ) -> Option<Result<PartialObjectMeta<K>, watcher::Error>> {
+        match event {
             Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                 let key = obj.metadata.uid.clone().unwrap_or_default();
                 let now = (obj.metadata.generation, obj.metadata.deletion_timestamp.is_some());
-                (seen.insert(key, now) != Some(now)).then_some(Ok(obj))
+                (self.seen.insert(key, now) != Some(now)).then_some(Ok(obj))
             }
             Ok(watcher::Event::Delete(obj)) => {
-                seen.remove(obj.metadata.uid.as_deref().unwrap_or_default());
+                self.seen.remove(obj.metadata.uid.as_deref().unwrap_or_default());
                 Some(Ok(obj))
             }
             Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
             Err(e) => Some(Err(e)),
-        };
-        std::future::ready(wake)
-    })
+        }
+    }
 }
 
 /// The SeiNode controller, woken by changes of its SeiNodes other than its own status writes, by its
@@ -793,4 +806,69 @@ fn fleet_controller(
                 tracing::debug!(error = &e as &dyn std::error::Error, "Reconcile error");
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::watcher::Event;
+
+    use super::LifecycleFilter;
+
+    fn sts(uid: &str, generation: i64, version: &str, deleting: bool) -> PartialObjectMeta<StatefulSet> {
+        let mut obj = PartialObjectMeta::<StatefulSet>::default();
+        obj.metadata.uid = Some(uid.into());
+        obj.metadata.generation = Some(generation);
+        obj.metadata.resource_version = Some(version.into());
+        obj.metadata.deletion_timestamp = deleting
+            .then(|| serde_json::from_value::<Time>(serde_json::json!("2026-11-30T00:00:00Z")).unwrap());
+        obj
+    }
+
+    fn wakes(filter: &mut LifecycleFilter, event: Event<PartialObjectMeta<StatefulSet>>) -> bool {
+        filter.wakes(Ok(event)).is_some()
+    }
+
+    #[test]
+    fn an_owned_object_wakes_its_owner_on_creation_new_spec_and_deletion_not_on_status() {
+        let mut f = LifecycleFilter::default();
+        assert!(wakes(&mut f, Event::Apply(sts("a", 1, "10", false))), "created");
+        assert!(
+            !wakes(&mut f, Event::Apply(sts("a", 1, "11", false))),
+            "status-only update"
+        );
+        assert!(
+            !wakes(&mut f, Event::Apply(sts("a", 1, "12", false))),
+            "another one"
+        );
+        assert!(wakes(&mut f, Event::Apply(sts("a", 2, "13", false))), "new spec");
+        assert!(
+            wakes(&mut f, Event::Apply(sts("b", 1, "14", false))),
+            "another object"
+        );
+        assert!(
+            wakes(&mut f, Event::Apply(sts("a", 2, "15", true))),
+            "deletion started"
+        );
+        assert!(
+            wakes(&mut f, Event::Delete(sts("a", 2, "16", true))),
+            "deleted, nothing else changed"
+        );
+        assert!(
+            wakes(&mut f, Event::Apply(sts("a", 2, "17", false))),
+            "seen again after its deletion"
+        );
+        assert!(!wakes(&mut f, Event::Init));
+        assert!(
+            !wakes(&mut f, Event::InitApply(sts("b", 1, "18", false))),
+            "a relist of an unchanged one"
+        );
+        assert!(
+            wakes(&mut f, Event::InitApply(sts("c", 1, "19", false))),
+            "a relist of a new one"
+        );
+        assert!(!wakes(&mut f, Event::InitDone));
+    }
 }
