@@ -233,10 +233,13 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Removes the finalizers of the operator's objects in `namespace` (best effort: a kind whose CRD is not
-/// installed there is skipped).
-async fn release_finalizers(client: &Client, namespace: &str) {
+/// Removes the finalizers of the operator's objects in `namespace` (SeiNodeDeployments, SeiNodes, WorkflowRuns),
+/// 32 patches at a time, once the operator is stopped; returns how many it released. Best effort: a kind whose
+/// CRD is not installed is skipped, a failed patch is left.
+pub async fn release_finalizers(client: &Client, namespace: &str) -> usize {
+    use futures::StreamExt as _;
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+    let mut released = 0;
     for (kind, plural) in [
         ("SeiNodeDeployment", "seinodedeployments"),
         ("SeiNode", "seinodes"),
@@ -249,17 +252,27 @@ async fn release_finalizers(client: &Client, namespace: &str) {
             continue;
         };
         let patch = serde_json::json!({"metadata": {"finalizers": null}});
-        for name in list
+        let names: Vec<String> = list
             .items
             .into_iter()
             .filter(|o| o.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()))
             .filter_map(|o| o.metadata.name)
-        {
-            let _ = api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
-        }
+            .collect();
+        released += futures::stream::iter(&names)
+            .map(|name| {
+                let (api, patch) = (&api, &patch);
+                async move {
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                        .is_ok()
+                }
+            })
+            .buffer_unordered(32)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await;
     }
+    released
 }
 
 /// Creates a namespace `<prefix>-<random>` for one test, or returns `None` when the test should be skipped.

@@ -12,9 +12,9 @@
 //!   status replacements (PUT `/status` of whole SeiNodes, each changing one condition) spread round-robin over
 //!   the namespace's nodes, `--concurrency` at a time, with no client-side rate limit. Printed as the time taken
 //!   and writes per second: the ceiling the operator's status writes are compared with;
-//! - `release`: removes the finalizers of a namespace's SeiNodeDeployments and SeiNodes once the operator is stopped, `--concurrency`
-//!   patches at a time, so the namespace can be deleted: without it the namespace stays `Terminating` and its
-//!   controller retries for ever, which kept the apiserver busy (0.7 of a core at idle after a few runs) and
+//! - `release`: removes the finalizers of a namespace's SeiNodeDeployments, SeiNodes and WorkflowRuns once the
+//!   operator is stopped (`sei_tests::release_finalizers`), so the namespace can be deleted: left `Terminating`,
+//!   its controller retries for ever, which kept the apiserver busy (0.7 of a core at idle after a few runs) and
 //!   slowed every run after the first.
 
 use std::collections::BTreeMap;
@@ -24,9 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use futures::{StreamExt as _, TryStreamExt as _};
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::{Value, json};
 
@@ -71,12 +69,10 @@ enum Command {
         #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
-    /// Remove the finalizers of every SeiNodeDeployment and SeiNode in the namespace (the operator is stopped).
+    /// Remove the finalizers of the operator's objects in the namespace (the operator is stopped).
     Release {
         #[arg(long)]
         namespace: String,
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
     },
     /// Measure the apiserver's throughput for `count` SeiNode status replacements.
     StatusWrites {
@@ -90,12 +86,10 @@ enum Command {
 }
 
 fn seinodes(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
-    sei(client, namespace, "SeiNode", "seinodes")
-}
-
-fn sei(client: kube::Client, namespace: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("sei.io", "v1alpha1", kind), plural);
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("sei.io", "v1alpha1", "SeiNode"),
+        "seinodes",
+    );
     Api::namespaced_with(client, namespace, &resource)
 }
 
@@ -174,48 +168,6 @@ async fn status_writes(api: Api<DynamicObject>, count: usize, concurrency: usize
         "apiserver baseline: {written} status writes, {concurrency} at a time, in {:.0} ms: {:.0} writes/s",
         secs * 1000.0,
         f64::from(u32::try_from(written).unwrap_or(u32::MAX)) / secs
-    );
-    Ok(())
-}
-
-async fn release(api: Api<DynamicObject>, concurrency: usize) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let names: Vec<String> = api
-        .list_metadata(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|o| o.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()))
-        .filter_map(|o| o.metadata.name)
-        .collect();
-    let patch = json!({"metadata": {"finalizers": null}});
-    futures::stream::iter(names.iter())
-        .map(|name| {
-            let (api, patch) = (api.clone(), &patch);
-            async move {
-                match api
-                    .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                    Err(e) => Err(e).with_context(|| format!("releasing {name}")),
-                }
-            }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .try_collect::<Vec<_>>()
-        .await?;
-    let kind = api
-        .resource_url()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    eprintln!(
-        "released {} {kind} in {} ms",
-        names.len(),
-        started.elapsed().as_millis()
     );
     Ok(())
 }
@@ -362,18 +314,14 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             timeout,
         } => cluster(client, &namespace, count, concurrency, timeout).await,
-        Command::Release {
-            namespace,
-            concurrency,
-        } => {
-            let fleets = sei(
-                client.clone(),
-                &namespace,
-                "SeiNodeDeployment",
-                "seinodedeployments",
+        Command::Release { namespace } => {
+            let started = Instant::now();
+            let released = sei_tests::release_finalizers(&client, &namespace).await;
+            eprintln!(
+                "released {released} objects in {} ms",
+                started.elapsed().as_millis()
             );
-            release(fleets, concurrency).await?;
-            release(seinodes(client, &namespace), concurrency).await
+            Ok(())
         }
         Command::StatusWrites {
             namespace,
