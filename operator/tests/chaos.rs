@@ -7,7 +7,7 @@
 //! `sei.io/retry`, so every node ends Running on the new image).
 //!
 //! Sizes come from the environment, so the same test is CI's small run and the heavy command:
-//! `SEI_CHAOS_KILLS` (default 8), `SEI_CHAOS_NODES` (3), `SEI_CHAOS_VALIDATORS` (2), `SEI_CHAOS_SEED`. The
+//! `SEI_CHAOS_KILLS` (default 8; the negative run 30), `SEI_CHAOS_NODES` (3), `SEI_CHAOS_VALIDATORS` (2), `SEI_CHAOS_SEED`. The
 //! heavy run: `hack/chaos.sh` (100 kills, 20 nodes, 10 validators). Both print a table.
 //!
 //! The negative run, `with_blind_submits_the_chaos_run_finds_duplicate_executions`, turns lookup-before-submit
@@ -505,7 +505,7 @@ async fn with_blind_submits_the_chaos_run_finds_duplicate_executions() {
         return;
     }
     let config = Config {
-        kills: env_or("SEI_CHAOS_KILLS", 20),
+        kills: env_or("SEI_CHAOS_KILLS", 30),
         nodes: env_or("SEI_CHAOS_NODES", 3),
         validators: 0,
         seed: env_or("SEI_CHAOS_SEED", 11),
