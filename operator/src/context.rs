@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use crate::templates::Catalogs;
-use kube::runtime::events::Recorder;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder};
 use sei_tasks::platform::PlatformConfig;
 use sei_tasks::task::{Context as TaskContext, Registry};
 
@@ -31,6 +32,33 @@ pub struct Context {
     pub superseded: Superseded,
     /// Where the `ec2Tags` peer source asks (`SEI_EC2_ENDPOINT`, `AWS_*`).
     pub ec2: sei_tasks::peers::Ec2Settings,
+}
+
+impl Context {
+    /// Publishes a Kubernetes Event about `obj` (best effort), in the background: an Event is a write of its
+    /// own, and the reconcile that warrants it does not hold its slot of the controller for it.
+    pub fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: Option<String>,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note,
+            action: action.to_owned(),
+            secondary: None,
+        };
+        let (recorder, reference) = (self.recorder.clone(), obj.object_ref(&()));
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = &e as &dyn std::error::Error, "Publishing an event failed");
+            }
+        });
+    }
 }
 
 /// This process's last successful status write of each object, by object UID: the resourceVersion it replaced

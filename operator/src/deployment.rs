@@ -622,8 +622,7 @@ async fn apply(deployment: Arc<SeiNodeDeployment>, ctx: &Context) -> Result<Acti
     turn.write().await
 }
 
-/// An Event to publish once the status is written: type, reason, note.
-type PendingEvent = (EventType, &'static str, String);
+use crate::status::PendingEvent;
 
 /// One reconcile of a deployment, as named steps over shared state ([`apply`]): read (children and the
 /// internal Service made to match the spec), plans, settle (task updates, aggregate status), write (once,
@@ -766,36 +765,36 @@ impl<'a> Turn<'a> {
     }
 
     /// One status write, only when something changed, guarded by the resourceVersion read; then the Events and
-    /// the requeue at the engine's next due time.
-    async fn write(mut self) -> Result<Action, Error> {
+    /// the requeue at the engine's next due time (`status::finish`).
+    async fn write(self) -> Result<Action, Error> {
         let (deployment, ctx) = (self.deployment, self.ctx);
-        if self.status != self.before {
-            let api: Api<SeiNodeDeployment> = Api::namespaced(ctx.client.clone(), &self.owner.namespace);
+        let change = (self.status != self.before).then(|| {
             let mut desired = deployment.clone();
             desired.status = Some(self.status.clone());
-            let journal = crate::status::Journal {
-                before: self.before.plan.as_ref(),
-                after: self.journal_after.as_ref(),
-                active: self.status.plan.as_ref(),
-            };
-            crate::status::write_once(ctx, &api, &desired, KIND, journal).await?;
-            if self.status.plan.is_none() {
-                // The write's own watch event wakes nobody: come back to evaluate the triggers on what was written.
-                self.requeue = self.requeue.min(crate::status::AFTER_WRITE);
+            crate::status::Change {
+                desired,
+                journal: crate::status::Journal {
+                    before: self.before.plan.as_ref(),
+                    after: self.journal_after.as_ref(),
+                    active: self.status.plan.as_ref(),
+                },
+                new_phase: self
+                    .status
+                    .phase
+                    .filter(|p| self.before.phase != Some(*p))
+                    .map(|p| p.to_string()),
             }
-            if self.status.phase != self.before.phase
-                && let Some(phase) = self.status.phase
-                // A plan event of this reconcile already tells the phase change (one Event write per transition).
-                && self.events.is_empty()
-            {
-                self.events
-                    .push((EventType::Normal, "PhaseChanged", format!("phase is now {phase}")));
-            }
-        }
-        for (kind, reason, note) in self.events {
-            ctx.event(deployment, kind, reason, "Reconcile", Some(note));
-        }
-        Ok(Action::requeue(self.requeue.max(Duration::from_millis(10))))
+        });
+        crate::status::finish(
+            ctx,
+            deployment,
+            KIND,
+            change,
+            self.events,
+            Vec::new(),
+            self.requeue,
+        )
+        .await
     }
 }
 

@@ -161,28 +161,81 @@ pub async fn drive(
 ) -> Driven {
     let mut driven = Driven::default();
     let mut observations: Vec<Observation> = Vec::new();
-    // Attempts already polled in this reconcile: polling them again right away learns nothing. An attempt
-    // started in this reconcile is polled once right after (a fast task then finishes within the same
-    // reconcile, saving a status write and a requeue per task).
-    let mut touched: HashSet<(String, u32)> = HashSet::new();
-    // Attempts started in this reconcile, and those of them already given their second look.
-    let mut started: HashSet<(String, u32)> = HashSet::new();
-    let mut graced: HashSet<(String, u32)> = HashSet::new();
-    let mut second_look: Vec<(String, u32)> = Vec::new();
+    let mut rounds = Rounds::default();
     for _ in 0..MAX_ROUNDS {
         let effects = sei_engine::advance(plan, &observations, now());
         observations.clear();
+        let calls = rounds.calls(effects, plan, &mut driven);
+        if calls.is_empty() {
+            // Nothing more to do now but the second looks, if any.
+            if !rounds.grant_second_looks() {
+                break;
+            }
+            tokio::time::sleep(FIRST_POLL_GRACE).await;
+            continue;
+        }
+        let polled: Vec<Option<Attempt>> = calls.iter().map(Call::polled).collect();
+        let snapshot = plan.clone();
+        let results = join_all(
+            calls
+                .into_iter()
+                .map(|call| perform(cx, registry, owner, &snapshot, sink, call)),
+        )
+        .await;
+        rounds.note_still_running(polled, &results);
+        observations.extend(results.into_iter().flatten());
+    }
+    if !observations.is_empty() {
+        // Record what the last round learned (its effects are due at the next requeue).
+        for effect in sei_engine::advance(plan, &observations, now()) {
+            driven.record(effect);
+        }
+    }
+    driven
+}
+
+/// An attempt: run name and attempt number.
+type Attempt = (String, u32);
+
+impl Call {
+    /// The attempt this call polls, if it is a poll.
+    fn polled(&self) -> Option<Attempt> {
+        match self {
+            Self::Poll(t, _) => Some((t.task.clone(), t.attempt)),
+            Self::Start(..) | Self::Cancel(..) => None,
+        }
+    }
+}
+
+/// What the rounds of one reconcile remember about the attempts they touched.
+#[derive(Default)]
+struct Rounds {
+    /// Attempts already polled in this reconcile: polling them again right away learns nothing. An attempt
+    /// started in this reconcile is polled once right after (a fast task then finishes within the same
+    /// reconcile, saving a status write and a requeue per task).
+    touched: HashSet<Attempt>,
+    /// Attempts started in this reconcile.
+    started: HashSet<Attempt>,
+    /// Those of them already given their second look.
+    graced: HashSet<Attempt>,
+    /// Those of them whose first poll said "still running", waiting for their second look.
+    second_look: Vec<Attempt>,
+}
+
+impl Rounds {
+    /// The calls an `advance`'s effects ask for (the `RequeueAt` and `PlanFinished` ones go to `driven`).
+    fn calls(&mut self, effects: Vec<Effect>, plan: &mut Plan, driven: &mut Driven) -> Vec<Call> {
         let mut calls = Vec::new();
         let effects: Vec<Effect> = effects.into_iter().filter_map(|e| driven.record(e)).collect();
         for effect in effects {
             match effect {
                 Effect::StartTask { task, params, .. } => {
                     driven.started.push(task.clone());
-                    started.insert((task.task.clone(), task.attempt));
+                    self.started.insert((task.task.clone(), task.attempt));
                     calls.push(Call::Start(task, Arc::unwrap_or_clone(params)));
                 }
                 Effect::PollTask(task) => {
-                    if touched.insert((task.task.clone(), task.attempt)) {
+                    if self.touched.insert((task.task.clone(), task.attempt)) {
                         let params = run_params(plan, &task);
                         calls.push(Call::Poll(task, params));
                     }
@@ -194,48 +247,34 @@ pub async fn drive(
                 Effect::PlanFinished { .. } | Effect::RequeueAt(_) => {}
             }
         }
-        if calls.is_empty() {
-            // Nothing more to do now but the second looks, if any.
-            if second_look.is_empty() {
-                break;
-            }
-            for key in second_look.drain(..) {
-                touched.remove(&key);
-                graced.insert(key);
-            }
-            tokio::time::sleep(FIRST_POLL_GRACE).await;
-            continue;
-        }
-        let polled: Vec<Option<(String, u32)>> = calls
-            .iter()
-            .map(|call| match call {
-                Call::Poll(t, _) => Some((t.task.clone(), t.attempt)),
-                Call::Start(..) | Call::Cancel(..) => None,
-            })
-            .collect();
-        let snapshot = plan.clone();
-        let results = join_all(
-            calls
-                .into_iter()
-                .map(|call| perform(cx, registry, owner, &snapshot, sink, call)),
-        )
-        .await;
-        // Attempts started here whose first poll said "still running" get one more look, shortly.
-        second_look.extend(polled.into_iter().zip(&results).filter_map(|(key, result)| {
+        calls
+    }
+
+    /// Notes the attempts started here whose first poll said "still running" (or did not answer).
+    fn note_still_running(&mut self, polled: Vec<Option<Attempt>>, results: &[Option<Observation>]) {
+        for (key, result) in polled.into_iter().zip(results) {
             let still_running = result
                 .as_ref()
                 .is_none_or(|o| matches!(o.event, sei_engine::Event::Running));
-            key.filter(|k| still_running && started.contains(k) && !graced.contains(k))
-        }));
-        observations.extend(results.into_iter().flatten());
-    }
-    if !observations.is_empty() {
-        // Record what the last round learned (its effects are due at the next requeue).
-        for effect in sei_engine::advance(plan, &observations, now()) {
-            driven.record(effect);
+            if let Some(k) =
+                key.filter(|k| still_running && self.started.contains(k) && !self.graced.contains(k))
+            {
+                self.second_look.push(k);
+            }
         }
     }
-    driven
+
+    /// Makes the attempts waiting for their second look pollable again; false when there are none.
+    fn grant_second_looks(&mut self) -> bool {
+        if self.second_look.is_empty() {
+            return false;
+        }
+        for key in self.second_look.drain(..) {
+            self.touched.remove(&key);
+            self.graced.insert(key);
+        }
+        true
+    }
 }
 
 impl Driven {

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::{Resource, ResourceExt};
 use sei_crds::conditions::{self, ConditionStatus, reasons};
 use sei_crds::{SeiNode, SeiNodePhase, SeiNodeStatus};
 use sei_engine::TaskRef;
@@ -294,8 +294,7 @@ async fn apply(node: Arc<SeiNode>, ctx: &Context) -> Result<Action, Error> {
     turn.write().await
 }
 
-/// An Event to publish once the status is written: type, reason, note.
-type PendingEvent = (EventType, &'static str, String);
+use crate::status::PendingEvent;
 
 /// One reconcile of a node, as named steps over shared state ([`apply`]): read (peers), reflexes, plans, settle
 /// (what the plan and tasks mean for status), write (once, then Events and the requeue).
@@ -517,70 +516,27 @@ impl<'a> Turn<'a> {
     }
 
     /// One status write, only when something changed, guarded by the resourceVersion read; then the Events and
-    /// the requeue at the engine's next due time.
-    async fn write(mut self) -> Result<Action, Error> {
+    /// the requeue at the engine's next due time (`status::finish`).
+    async fn write(self) -> Result<Action, Error> {
         let (node, ctx) = (self.node, self.ctx);
-        if self.status != self.before {
-            let api: Api<SeiNode> = Api::namespaced(ctx.client.clone(), &self.owner.namespace);
+        let change = (self.status != self.before).then(|| {
             let mut desired = node.clone();
             desired.status = Some(self.status.clone());
-            let journal = crate::status::Journal {
-                before: self.before.plan.as_ref(),
-                after: self.journal_after.as_ref(),
-                active: self.status.plan.as_ref(),
-            };
-            crate::status::write_once(ctx, &api, &desired, KIND, journal).await?;
-            if self.status.plan.is_none() {
-                // The write's own watch event wakes nobody (`Superseded::is_own`): with no plan due, come back
-                // at once to evaluate the triggers on what was written (a probe that found the sidecar not
-                // ready starts `mark-ready`).
-                self.requeue = self.requeue.min(crate::status::AFTER_WRITE);
-            }
-            if self.status.phase != self.before.phase
-                && let Some(phase) = self.status.phase
-                // A plan event of this reconcile already tells the phase change (one Event write per transition).
-                && self.events.is_empty()
-            {
-                self.events.push((
-                    EventType::Normal,
-                    "PhaseChanged",
-                    format!("phase is now {}", phase.as_str()),
-                ));
-            }
-        }
-        self.events
-            .extend(crate::node_events::transitions(&self.before, &self.status));
-        for (kind, reason, note) in self.events {
-            ctx.event(node, kind, reason, "Reconcile", Some(note));
-        }
-        Ok(Action::requeue(self.requeue.max(Duration::from_millis(10))))
-    }
-}
-
-impl Context {
-    /// Publishes a Kubernetes Event about `obj` (best effort), in the background: an Event is a write of its
-    /// own, and the reconcile that warrants it does not hold its slot of the controller for it (at 1,000 new
-    /// nodes the controller's slots, not the apiserver, decided when each node's plan started).
-    pub fn event<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: Option<String>,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note,
-            action: action.to_owned(),
-            secondary: None,
-        };
-        let (recorder, reference) = (self.recorder.clone(), obj.object_ref(&()));
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::debug!(error = &e as &dyn std::error::Error, "Publishing an event failed");
+            crate::status::Change {
+                desired,
+                journal: crate::status::Journal {
+                    before: self.before.plan.as_ref(),
+                    after: self.journal_after.as_ref(),
+                    active: self.status.plan.as_ref(),
+                },
+                new_phase: self
+                    .status
+                    .phase
+                    .filter(|p| self.before.phase != Some(*p))
+                    .map(|p| p.as_str().to_owned()),
             }
         });
+        let transitions = crate::node_events::transitions(&self.before, &self.status);
+        crate::status::finish(ctx, node, KIND, change, self.events, transitions, self.requeue).await
     }
 }

@@ -639,11 +639,13 @@ where
     }
 }
 
-/// A metadata-only watch of the objects a controller owns: a change wakes their owner, and nothing but the
-/// metadata is kept or decoded (the reconcile reads what it needs through its tasks).
+/// A metadata-only watch of the objects a controller owns: nothing but the metadata is kept or decoded (the
+/// reconcile reads what it needs through its tasks). With `every_change` any change wakes the owner (the fleet
+/// controller aggregates its children's status); without, only what [`LifecycleFilter`] lets through.
 fn owned_metadata<K>(
     args: &RunArgs,
     client: &kube::Client,
+    every_change: bool,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -654,30 +656,10 @@ where
         + Sync
         + 'static,
 {
-    watcher(
-        scoped::<PartialObjectMeta<K>>(args, client),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects()
-}
-
-/// [`owned_metadata`] narrowed to what of an owned object must wake its owner when the owner's tasks do not
-/// wait for its status: being created or deleted, a new spec (generation), deletion starting.
-fn owned_lifecycle<K>(
-    args: &RunArgs,
-    client: &kube::Client,
-) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let mut filter = LifecycleFilter::default();
+    let mut filter = LifecycleFilter {
+        every_change,
+        ..LifecycleFilter::default()
+    };
     watcher(
         scoped::<PartialObjectMeta<K>>(args, client),
         watcher::Config::default(),
@@ -686,13 +668,15 @@ where
     .filter_map(move |event| std::future::ready(filter.wakes(event)))
 }
 
-/// Which watch events of owned objects wake their owner ([`owned_lifecycle`]): an object's creation, deletion,
+/// Which watch events of owned objects wake their owner ([`owned_metadata`]): an object's creation, deletion,
 /// a new generation, its deletion starting. Status-only updates (a claim bound, a StatefulSet's replica
 /// counts) wake nobody: no task waits for them through the watch (`replace-pod` polls the StatefulSet's
 /// revision; a pod's changes come through the pod watch). Hand-written rather than kube's `predicate_filter`,
 /// which would also drop the deletion of an object whose generation did not change.
+/// With `every_change`, every applied or deleted object wakes it (kube's `touched_objects`).
 #[derive(Default)]
 struct LifecycleFilter {
+    every_change: bool,
     /// Per uid: the generation and whether deletion had started, as last seen.
     seen: std::collections::HashMap<String, (Option<i64>, bool)>,
 }
@@ -703,6 +687,9 @@ impl LifecycleFilter {
         event: Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>,
     ) -> Option<Result<PartialObjectMeta<K>, watcher::Error>> {
         match event {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) if self.every_change => {
+                Some(Ok(obj))
+            }
             Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                 let key = obj.metadata.uid.clone().unwrap_or_default();
                 let now = (obj.metadata.generation, obj.metadata.deletion_timestamp.is_some());
@@ -738,9 +725,9 @@ fn node_controller(
     let (triggers, nodes) = own_writes_filtered::<SeiNode>(args, client, &ctx);
     Controller::for_stream(triggers, nodes)
         .reconcile_all_on(ctx.catalogs.reloads())
-        .owns_stream(owned_lifecycle::<StatefulSet>(args, client))
-        .owns_stream(owned_lifecycle::<Service>(args, client))
-        .owns_stream(owned_lifecycle::<PersistentVolumeClaim>(args, client))
+        .owns_stream(owned_metadata::<StatefulSet>(args, client, false))
+        .owns_stream(owned_metadata::<Service>(args, client, false))
+        .owns_stream(owned_metadata::<PersistentVolumeClaim>(args, client, false))
         .watches_stream(pods, |pod| {
             let node = pod.labels().get(sei_crds::labels::NODE)?;
             Some(ObjectRef::new(node).within(&pod.namespace()?))
@@ -796,8 +783,8 @@ fn fleet_controller(
     let (triggers, deployments) = own_writes_filtered::<SeiNodeDeployment>(args, client, &ctx);
     Controller::for_stream(triggers, deployments)
         .reconcile_all_on(ctx.catalogs.reloads())
-        .owns_stream(owned_metadata::<SeiNode>(args, client))
-        .owns_stream(owned_metadata::<Service>(args, client))
+        .owns_stream(owned_metadata::<SeiNode>(args, client, true))
+        .owns_stream(owned_metadata::<Service>(args, client, true))
         .with_config(controller::Config::default().concurrency(args.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(crate::deployment::reconcile, crate::deployment::error_policy, ctx)
@@ -870,5 +857,16 @@ mod tests {
             "a relist of a new one"
         );
         assert!(!wakes(&mut f, Event::InitDone));
+        let mut every = LifecycleFilter {
+            every_change: true,
+            ..LifecycleFilter::default()
+        };
+        assert!(wakes(&mut every, Event::Apply(sts("a", 1, "10", false))));
+        assert!(
+            wakes(&mut every, Event::Apply(sts("a", 1, "11", false))),
+            "status-only, every change"
+        );
+        assert!(wakes(&mut every, Event::Delete(sts("a", 1, "12", false))));
+        assert!(!wakes(&mut every, Event::Init));
     }
 }

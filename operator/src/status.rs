@@ -113,3 +113,64 @@ where
     }
     Ok(())
 }
+
+/// An Event to publish once the status is written: type, reason, note.
+pub type PendingEvent = (kube::runtime::events::EventType, &'static str, String);
+
+/// What a reconcile changed in its object's status, for [`finish`].
+pub struct Change<'a, K> {
+    /// The object as read, with its new status.
+    pub desired: K,
+    /// The plan journals around the write.
+    pub journal: Journal<'a>,
+    /// The new phase, when it changed.
+    pub new_phase: Option<String>,
+}
+
+/// The end of a reconcile, shared by the controllers: the one status write when something changed
+/// ([`write_once`]); then, with no active plan, a requeue at once (the write's own watch event wakes nobody,
+/// `Superseded::is_own`, and the triggers must see what was written: a probe that found the sidecar not ready
+/// starts `mark-ready`); a `PhaseChanged` Event unless a plan Event of this reconcile already tells it (one
+/// Event write per transition); then `events` and `after` (Events that never stand in for the phase's), and
+/// the requeue.
+pub async fn finish<K>(
+    ctx: &Context,
+    obj: &K,
+    kind: &str,
+    change: Option<Change<'_, K>>,
+    mut events: Vec<PendingEvent>,
+    after: Vec<PendingEvent>,
+    mut requeue: std::time::Duration,
+) -> Result<kube::runtime::controller::Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    if let Some(change) = change {
+        let no_plan = change.journal.active.is_none();
+        let namespace = obj.meta().namespace.clone().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+        write_once(ctx, &api, &change.desired, kind, change.journal).await?;
+        if no_plan {
+            requeue = requeue.min(AFTER_WRITE);
+        }
+        if let Some(phase) = change.new_phase
+            && events.is_empty()
+        {
+            events.push((
+                kube::runtime::events::EventType::Normal,
+                "PhaseChanged",
+                format!("phase is now {phase}"),
+            ));
+        }
+    }
+    for (type_, reason, note) in events.into_iter().chain(after) {
+        ctx.event(obj, type_, reason, "Reconcile", Some(note));
+    }
+    Ok(kube::runtime::controller::Action::requeue(
+        requeue.max(std::time::Duration::from_millis(10)),
+    ))
+}
