@@ -112,18 +112,26 @@ async fn a_task_failing_twice_is_retried_with_backoff_and_the_node_runs() {
         (last.workflow.as_str(), format!("{:?}", last.phase)),
         ("node-init", "Succeeded".to_owned())
     );
-    // The retries were announced as Events.
-    let retried = ns
-        .api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("TaskRetried"))
-        // The event recorder folds repeats of one reason into a series.
-        .map(|e| e.series.and_then(|s| s.count).or(e.count).unwrap_or(1))
-        .sum::<i32>();
+    // The retries were announced as Events (published in the background, so they may trail the status a moment).
+    let events = ns.api::<Event>();
+    let count_retried = || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("TaskRetried"))
+            // The event recorder folds repeats of one reason into a series.
+            .map(|e| e.series.and_then(|s| s.count).or(e.count).unwrap_or(1))
+            .sum::<i32>()
+    };
+    let settle = Instant::now() + Duration::from_secs(10);
+    let mut retried = count_retried().await;
+    while retried < 2 && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        retried = count_retried().await;
+    }
     assert_eq!(retried, 2, "TaskRetried events (attempts 2 and 3)");
     eprintln!("retry: {backoffs} persisted backoff(s) honoured, {retried} TaskRetried event(s)");
 }

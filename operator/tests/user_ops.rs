@@ -15,12 +15,30 @@ use common::{Operator, Sim, eventually, full_node_spec, in_phase, seinode, setup
 
 const WAIT: Duration = Duration::from_secs(90);
 
-async fn reasons(ns: &sei_tests::TestNamespace, name: &str) -> Vec<String> {
-    ns.api::<Event>()
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .map(|l| l.items.into_iter().filter_map(|e| e.reason).collect())
-        .unwrap_or_default()
+/// The Event reasons of object `name` once every one of `wanted` is among them (Events are published in the
+/// background after the status write that tells the same, so they may trail it by a moment).
+async fn reasons(ns: &sei_tests::TestNamespace, name: &str, wanted: &[&str]) -> Vec<String> {
+    let events = ns.api::<Event>();
+    let fields = format!("involvedObject.name={name}");
+    eventually(
+        &format!("Events {wanted:?} for {name}"),
+        Duration::from_secs(20),
+        || async {
+            let reasons: Vec<String> = events
+                .list(&ListParams::default().fields(&fields))
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|e| e.reason)
+                .collect();
+            wanted
+                .iter()
+                .all(|w| reasons.iter().any(|r| r == w))
+                .then_some(reasons)
+        },
+    )
+    .await
 }
 
 fn annotate(key: &str, value: &str) -> Patch<serde_json::Value> {
@@ -74,11 +92,7 @@ async fn a_failed_node_is_retried_by_annotation_once_per_new_value() {
         ["node-init:Failed", "node-init:Succeeded"],
         "{history:?}"
     );
-    assert!(
-        reasons(&ns, "phoenix")
-            .await
-            .contains(&"RetryRequested".to_owned())
-    );
+    reasons(&ns, "phoenix", &["RetryRequested"]).await;
     // The same value again does nothing: the node stays Running with the same history.
     nodes
         .patch(
@@ -156,7 +170,7 @@ async fn an_active_plan_is_cancelled_by_annotation_naming_its_id() {
     assert_eq!(format!("{:?}", summary.phase), "Cancelled", "{summary:?}");
     let message = serde_json::to_value(&summary).unwrap().to_string();
     assert!(message.contains("cancelled by the user"), "{message}");
-    assert!(reasons(&ns, "stopme").await.contains(&"PlanCancelled".to_owned()));
+    reasons(&ns, "stopme", &["PlanCancelled"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,11 +229,7 @@ async fn a_paused_plan_records_when_and_its_deadline_moves_by_the_pause() {
     sei_tests::wait_for(&nodes, "frozen", in_phase("Running"), WAIT)
         .await
         .unwrap();
-    let r = reasons(&ns, "frozen").await;
-    assert!(
-        r.contains(&"PlanPaused".to_owned()) && r.contains(&"PlanResumed".to_owned()),
-        "{r:?}"
-    );
+    reasons(&ns, "frozen", &["PlanPaused", "PlanResumed"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,5 +266,5 @@ async fn a_fleet_plan_is_cancelled_by_annotation_naming_its_id() {
     })
     .await;
     assert_eq!(format!("{:?}", summary.phase), "Cancelled", "{summary:?}");
-    assert!(reasons(&ns, "halt").await.contains(&"PlanCancelled".to_owned()));
+    reasons(&ns, "halt", &["PlanCancelled"]).await;
 }
