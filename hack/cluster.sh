@@ -12,7 +12,8 @@
 #
 # State lives in $SEI_CLUSTER_DIR (default: <repo>/.cluster): pki/, kubeconfig, env, logs/<component>.log,
 # pids/<component>.pid. Ports are fixed so that the demo and the docs can name them; override with the
-# SEI_*_PORT variables below if one is taken.
+# SEI_*_PORT variables below if one is taken. SEI_APISERVER_PROFILING=true serves the API server's
+# /debug/pprof (how BENCHMARKS.md's API server profiles were taken; off by default, as in production).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -180,7 +181,7 @@ cmdline() {
         --service-account-issuer=https://127.0.0.1:$API_PORT \
         --service-account-key-file=$D/pki/sa.key --service-account-signing-key-file=$D/pki/sa.key \
         --service-cluster-ip-range=10.96.0.0/16 --authorization-mode=Node,RBAC \
-        --allow-privileged=true --profiling=false --v=1 \
+        --allow-privileged=true --profiling=${SEI_APISERVER_PROFILING:-false} --v=1 \
         --audit-policy-file=$D/audit-policy.yaml --audit-log-path=$D/logs/audit.log --audit-log-format=json \
         --audit-log-maxsize=200 --audit-log-maxbackup=1"
       ;;

@@ -234,3 +234,33 @@ pub fn start_triggered(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    /// `observe-image` polls at its type's 30 s in every built-in workflow, which no longer repeats it, while
+    /// the other tasks keep their plan's round (node-init: 250 ms).
+    #[test]
+    fn observe_image_polls_at_its_type_default_in_every_builtin_workflow() {
+        let registry = sei_tasks::catalog::registry();
+        let catalog = sei_workflows::Catalog::builtin().unwrap();
+        let mut seen = 0;
+        for workflow in catalog.iter() {
+            let plan = workflow.check(&registry).unwrap();
+            for task in plan.tasks.iter().chain(&plan.finally) {
+                let want = (task.task_type == "observe-image")
+                    .then_some(sei_tasks::catalog::kube::OBSERVE_IMAGE_POLL);
+                assert_eq!(task.poll_interval, want, "{}: {}", plan.workflow, task.name);
+                seen += usize::from(want.is_some());
+            }
+        }
+        assert!(
+            seen >= 3,
+            "node-init, node-update and node-reconfigure observe the image"
+        );
+        let init = catalog.iter().find(|w| w.name() == "node-init").unwrap();
+        assert_eq!(
+            init.check(&registry).unwrap().poll_interval(),
+            sei_engine::Duration::from_millis(250)
+        );
+    }
+}

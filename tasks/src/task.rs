@@ -206,6 +206,11 @@ pub trait Task: Send + Sync + 'static {
     fn task_type(&self) -> &'static str;
     /// JSON schema of the params (checked by the compiler).
     fn params_schema(&self) -> Value;
+    /// How often a running attempt is polled when the workflow's task declares no `pollInterval`; `None` = the
+    /// plan's interval. A task woken another way (a watch on what it waits for) polls rarely, as a fallback.
+    fn poll_interval(&self) -> Option<sei_engine::Duration> {
+        None
+    }
     /// Starts the attempt `inv.task.key`; must be idempotent.
     fn start<'a>(&'a self, cx: &'a Context, inv: &'a Invocation) -> BoxFuture<'a, Outcome>;
     /// Reports on the attempt in flight.
@@ -258,6 +263,10 @@ impl Registry {
 impl TaskTypeRegistry for Registry {
     fn params_schema(&self, task_type: &str) -> Option<&Value> {
         self.tasks.get(task_type).map(|(_, s)| s)
+    }
+
+    fn default_poll_interval(&self, task_type: &str) -> Option<sei_engine::Duration> {
+        self.tasks.get(task_type).and_then(|(t, _)| t.poll_interval())
     }
 }
 

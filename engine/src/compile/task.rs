@@ -45,7 +45,11 @@ impl Cx<'_> {
             })?;
         let items = self.items(task)?;
         let timeout = self.duration(Some(name), "timeout", task.timeout.as_deref())?;
-        let poll_interval = self.duration(Some(name), "pollInterval", task.poll_interval.as_deref())?;
+        // The task's own, else its type's default (which beats the plan's: a type that declares one, such as a
+        // watch-backed wait, must not be polled at a workflow's short round).
+        let poll_interval = self
+            .duration(Some(name), "pollInterval", task.poll_interval.as_deref())?
+            .or_else(|| registry.default_poll_interval(&task.task_type));
         let retry = self.retry(name, task.retry.as_ref())?;
         let params = self.params(graph, position, task, schema)?;
         let target = self.target(graph, position, task)?;

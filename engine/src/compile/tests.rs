@@ -584,3 +584,22 @@ fn the_deadline_may_name_a_param() {
     .to_string();
     assert!(err.contains("unknown workflow param `nope`"), "{err}");
 }
+
+#[test]
+fn a_task_type_default_poll_interval_applies_unless_the_task_declares_one() {
+    let registry = registry().with_poll_interval("watched", Duration::from_secs(30));
+    let registry = registry.with_any_params("watched");
+    let plan = compile(
+        &def("name: w\npollInterval: 250ms\ntasks:\n  - {name: a, type: watched}\n  - {name: b, type: watched, pollInterval: 5s}\n  - {name: c, type: t}"),
+        &inputs(),
+        &registry,
+    )
+    .unwrap();
+    let intervals: Vec<Option<Duration>> = plan.tasks.iter().map(|t| t.poll_interval).collect();
+    // The type's default beats the plan's 250 ms; the task's own beats the type's; other types keep the plan's.
+    assert_eq!(
+        intervals,
+        [Some(Duration::from_secs(30)), Some(Duration::from_secs(5)), None]
+    );
+    assert_eq!(plan.poll_interval(), Duration::from_millis(250));
+}
