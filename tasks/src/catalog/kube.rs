@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Resource, ResourceExt};
 use schemars::JsonSchema;
 use sei_crds::SeiNode;
@@ -484,9 +484,10 @@ async fn apply_service(cx: &Context, inv: &Invocation) -> Outcome {
 
 /// `replace-pod`: delete the node's pod when it runs an older StatefulSet revision (OnDelete updates), and
 /// output `replaced`: the uids of the pods it deleted, comma-separated (`observe-image` then waits for a pod
-/// that is not one of them). A StatefulSet with no pod yet (a new node) needs no revision: the pod its
-/// controller creates comes from the current template, so this finishes without waiting for the StatefulSet
-/// controller to publish status.
+/// that is not one of them). The pod is `<target>-0` (the StatefulSet has one replica), read from the operator's
+/// pod cache like `observe-image` reads it, not listed: a list per node cost the apiserver a scan of the
+/// namespace's pods for every node. A node with no pod yet (a new node) needs nothing else, not even its
+/// StatefulSet: the pod its controller creates comes from the current template.
 /// Readiness-blind: the new pod's progress is observed by `observe-image`.
 pub struct ReplacePod;
 idempotent_task!(ReplacePod, "replace-pod", NoParams, replace_pod);
@@ -497,6 +498,11 @@ async fn replace_pod(cx: &Context, inv: &Invocation) -> Outcome {
             "replaced".to_owned(),
             Value::String(uids.join(",")),
         )]))
+    };
+    let pod = match cx.pod(&inv.namespace, &format!("{}-0", inv.target())).await {
+        Ok(Some(pod)) => pod,
+        Ok(None) => return replaced(Vec::new()),
+        Err(e) => return api_error("reading the node's pod", &e),
     };
     let sts_api: Api<StatefulSet> = Api::namespaced(cx.client.clone(), &inv.namespace);
     let sts = match sts_api.get_opt(inv.target()).await {
@@ -510,29 +516,12 @@ async fn replace_pod(cx: &Context, inv: &Invocation) -> Outcome {
             "refusing to replace pods of a StatefulSet with several replicas or no selector",
         );
     }
-    let selector = spec
-        .selector
-        .match_labels
-        .unwrap_or_default()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pods: Api<Pod> = Api::namespaced(cx.client.clone(), &inv.namespace);
-    let list = match pods.list(&ListParams::default().labels(&selector)).await {
-        Ok(l) => l,
-        Err(e) => return api_error("listing the node's pods", &e),
-    };
     let sts_uid = sts.metadata.uid.clone().unwrap_or_default();
-    let owned: Vec<Pod> = list
-        .into_iter()
-        .filter(|pod| {
-            pod.owner_references()
-                .iter()
-                .any(|o| o.kind == "StatefulSet" && o.uid == sts_uid)
-        })
-        .collect();
-    if owned.is_empty() {
+    let owned = pod
+        .owner_references()
+        .iter()
+        .any(|o| o.kind == "StatefulSet" && o.uid == sts_uid);
+    if !owned || pod.metadata.deletion_timestamp.is_some() {
         return replaced(Vec::new());
     }
     let status = sts.status.clone().unwrap_or_default();
@@ -542,29 +531,24 @@ async fn replace_pod(cx: &Context, inv: &Invocation) -> Outcome {
     let Some(update) = status.update_revision.filter(|r| !r.is_empty()) else {
         return Outcome::Unavailable("the StatefulSet has no update revision yet".into());
     };
-    if status.current_revision.as_deref() == Some(update.as_str()) {
+    let revision = pod
+        .labels()
+        .get("controller-revision-hash")
+        .cloned()
+        .unwrap_or_default();
+    if status.current_revision.as_deref() == Some(update.as_str()) || revision == update {
         return replaced(Vec::new());
     }
-    let mut deleted = Vec::new();
-    for pod in owned {
-        let revision = pod
-            .labels()
-            .get("controller-revision-hash")
-            .cloned()
-            .unwrap_or_default();
-        if revision == update || pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        match pods
-            .delete(&pod.name_any(), &delete_exactly(&pod, false, true))
-            .await
-        {
-            Ok(_) => deleted.push(pod.metadata.uid.clone().unwrap_or_default()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return api_error("deleting the outdated pod", &e),
-        }
+    // Exactly this pod (its uid); not its resourceVersion, which a cached copy may trail (its status changes).
+    let pods: Api<Pod> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    match pods
+        .delete(&pod.name_any(), &delete_exactly(&*pod, false, false))
+        .await
+    {
+        Ok(_) => replaced(vec![pod.metadata.uid.clone().unwrap_or_default()]),
+        Err(e) if is_not_found(&e) => replaced(Vec::new()),
+        Err(e) => api_error("deleting the outdated pod", &e),
     }
-    replaced(deleted)
 }
 
 /// Params of `observe-image`: the images the plan rolled out (a snapshot taken when the plan was built).
