@@ -29,6 +29,7 @@ use sei_engine::TaskState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::kube::api_error;
 use crate::task::{Context, Invocation, Outcome, Task, schema_of};
 
 /// Field manager of every write the SeiNodeDeployment controller and its tasks make to child SeiNodes and to
@@ -200,16 +201,6 @@ where
 #[must_use]
 pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
-}
-
-/// A failed API call: rejections are terminal, everything else is retried at the next poll.
-fn api_error(action: &str, e: &kube::Error) -> Outcome {
-    match e {
-        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
-            Outcome::terminal(format!("{action}: {} ({})", status.message, status.code))
-        }
-        _ => Outcome::Unavailable(format!("{action}: {e}")),
-    }
 }
 
 /// The peer address of `name` in `namespace`, as the genesis assembler writes it.
