@@ -383,15 +383,63 @@ async fn shutdown_signal() {
     }
 }
 
-/// `run`: the controllers, behind leader election, until SIGTERM/SIGINT.
-#[allow(clippy::too_many_lines)] // startup wiring, read top to bottom
+/// `run`: the controllers, behind leader election, until SIGTERM/SIGINT. Named steps: the process (logs, traces,
+/// failpoints), what the controllers share ([`Parts`]), the HTTP endpoints and the shutdown signal, then the
+/// controllers, behind the lease when leader election is on.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let _telemetry = init_process(&args)?;
+    let parts = Parts::assemble(&args).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    serve_endpoints(&args, &parts, &stop_rx).await?;
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("Shutting down: finishing in-flight reconciles");
+        let _ = stop_tx.send(true);
+    });
+    let lease_ns = args
+        .lease_namespace
+        .clone()
+        .or_else(|| args.namespace.clone())
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let elector = Elector::new(
+        parts.client.clone(),
+        &lease_ns,
+        &args.lease_name,
+        &parts.identity,
+        parts.timings,
+        parts.fence.clone(),
+    );
+    parts.ready.set(true);
+    let controllers = controllers(
+        &args,
+        parts.client,
+        parts.platform,
+        parts.sidecar,
+        parts.registry,
+        parts.catalogs,
+        parts.metrics,
+        stopped(&stop_rx),
+    );
+    if !args.leader_elect {
+        return controllers.await;
+    }
+    tracing::info!(identity = %elector.identity(), lease = %args.lease_name, namespace = %lease_ns, "Waiting for leadership");
+    if !elector.acquire(stopped(&stop_rx)).await {
+        return Ok(());
+    }
+    tracing::info!(identity = %elector.identity(), "Became the leader");
+    lead(&elector, controllers).await
+}
+
+/// Logs and traces (the guard flushes them on drop), and the failpoints of `SEI_FAILPOINTS`.
+fn init_process(args: &RunArgs) -> anyhow::Result<impl Drop> {
     let log_format = match args.log_format.as_str() {
         "json" => LogFormat::Json,
         "text" => LogFormat::Text,
         other => bail!("--log-format must be text or json, not {other:?}"),
     };
-    let _telemetry = sei_observability::init(&TelemetryConfig {
+    let telemetry = sei_observability::init(&TelemetryConfig {
         service_name: "sei-operator".into(),
         otlp_endpoint: args.otlp_endpoint.clone(),
         log_format,
@@ -403,62 +451,94 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::warn!(failpoints = %active.join(";"), "Failpoints are active (SEI_FAILPOINTS): this process may crash on purpose");
         }
     }
-    let timings = Timings {
-        duration: args.lease_duration,
-        renew_deadline: args.lease_renew_deadline,
-        retry: args.lease_retry_period,
-    };
-    if args.leader_elect {
-        timings.validate().map_err(anyhow::Error::msg)?;
-    }
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
-    // Open only while this replica holds the lease (always, without leader election): see `leader`.
-    let fence = if args.leader_elect {
-        Fence::closed()
-    } else {
-        Fence::always_open()
-    };
-    let platform = match PlatformConfig::from_env() {
-        Ok(p) => Arc::new(p),
-        Err(errors) => bail!("invalid platform configuration:\n{errors}"),
-    };
-    if let Err(errors) = platform.check_sidecar_authentication() {
-        bail!("refusing to start:\n{errors}");
-    }
-    let registry = sei_tasks::catalog::registry();
-    let catalog = load_catalog(args.workflows_dir.as_deref())?;
-    validate_catalog(&catalog, &registry)?;
-    let metrics = Arc::new(Metrics::default());
-    let client = client(&args, &metrics, &identity, fence.clone()).await?;
-    check_crds(&client, args.workflow_api)
-        .await
-        .context("(or start with --workflow-api=false to run without WorkflowTemplates and WorkflowRuns)")?;
-    let catalogs = Arc::new(Catalogs::new(catalog));
-    let ready = Readiness::default();
-    let sidecar = {
-        let (fence, refused) = (fence.clone(), Arc::clone(&metrics));
-        sei_tasks::sidecar::Client::new(platform.sidecar_client_config())?
-            .with_write_gate(Arc::new(move || fence.permits_write(&refused)))
-    };
+    Ok(telemetry)
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = {
-        let rx = stop_rx.clone();
-        move || {
-            let mut rx = rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
+/// What the controllers share, checked before anything starts: a bad lease timing, platform configuration,
+/// workflow or missing CRD stops the process with its error.
+struct Parts {
+    identity: String,
+    timings: Timings,
+    /// Open only while this replica holds the lease (always, without leader election): see `leader`.
+    fence: Fence,
+    platform: Arc<PlatformConfig>,
+    registry: Registry,
+    catalogs: Arc<Catalogs>,
+    metrics: Arc<Metrics>,
+    client: kube::Client,
+    sidecar: sei_tasks::sidecar::Client,
+    ready: Readiness,
+}
+
+impl Parts {
+    async fn assemble(args: &RunArgs) -> anyhow::Result<Self> {
+        let timings = Timings {
+            duration: args.lease_duration,
+            renew_deadline: args.lease_renew_deadline,
+            retry: args.lease_retry_period,
+        };
+        if args.leader_elect {
+            timings.validate().map_err(anyhow::Error::msg)?;
         }
-    };
+        let identity = args.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let fence = if args.leader_elect {
+            Fence::closed()
+        } else {
+            Fence::always_open()
+        };
+        let platform = match PlatformConfig::from_env() {
+            Ok(p) => Arc::new(p),
+            Err(errors) => bail!("invalid platform configuration:\n{errors}"),
+        };
+        if let Err(errors) = platform.check_sidecar_authentication() {
+            bail!("refusing to start:\n{errors}");
+        }
+        let registry = sei_tasks::catalog::registry();
+        let catalog = load_catalog(args.workflows_dir.as_deref())?;
+        validate_catalog(&catalog, &registry)?;
+        let metrics = Arc::new(Metrics::default());
+        let client = client(args, &metrics, &identity, fence.clone()).await?;
+        check_crds(&client, args.workflow_api).await.context(
+            "(or start with --workflow-api=false to run without WorkflowTemplates and WorkflowRuns)",
+        )?;
+        let sidecar = {
+            let (fence, refused) = (fence.clone(), Arc::clone(&metrics));
+            sei_tasks::sidecar::Client::new(platform.sidecar_client_config())?
+                .with_write_gate(Arc::new(move || fence.permits_write(&refused)))
+        };
+        Ok(Self {
+            identity,
+            timings,
+            fence,
+            platform,
+            registry,
+            catalogs: Arc::new(Catalogs::new(catalog)),
+            metrics,
+            client,
+            sidecar,
+            ready: Readiness::default(),
+        })
+    }
+}
+
+/// Resolves once the shutdown signal has been received.
+fn stopped(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// The HTTP endpoints (metrics, health, the viewer) and, with `--webhook-addr`, the admission webhook.
+async fn serve_endpoints(args: &RunArgs, parts: &Parts, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
     tokio::spawn(crate::http::serve(
         args.http_addr,
-        Arc::clone(&metrics),
-        ready.clone(),
-        stopped(),
+        Arc::clone(&parts.metrics),
+        parts.ready.clone(),
+        stopped(stop),
     ));
     if let Some(addr) = args.webhook_addr {
         let cert_dir = args
@@ -466,50 +546,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .clone()
             .context("--webhook-addr needs --webhook-cert-dir")?;
         let checker = Arc::new(crate::webhook::Checker {
-            catalogs: Arc::clone(&catalogs),
+            catalogs: Arc::clone(&parts.catalogs),
             registry: sei_tasks::catalog::registry(),
         });
-        tokio::spawn(crate::webhook::serve(addr, cert_dir, checker, stopped()).await?);
+        tokio::spawn(crate::webhook::serve(addr, cert_dir, checker, stopped(stop)).await?);
     }
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("Shutting down: finishing in-flight reconciles");
-        let _ = stop_tx.send(true);
-    });
+    Ok(())
+}
 
-    let lease_ns = args
-        .lease_namespace
-        .clone()
-        .or_else(|| args.namespace.clone())
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| "default".into());
-    let elector = Elector::new(
-        client.clone(),
-        &lease_ns,
-        &args.lease_name,
-        &identity,
-        timings,
-        fence,
-    );
-    ready.set(true);
-    let controllers = controllers(
-        &args,
-        client,
-        platform,
-        sidecar,
-        registry,
-        catalogs,
-        metrics,
-        stopped(),
-    );
-    if !args.leader_elect {
-        return controllers.await;
-    }
-    tracing::info!(identity = %elector.identity(), lease = %args.lease_name, namespace = %lease_ns, "Waiting for leadership");
-    if !elector.acquire(stopped()).await {
-        return Ok(());
-    }
-    tracing::info!(identity = %elector.identity(), "Became the leader");
+/// The controllers while this replica leads; the lease is released after a graceful stop.
+async fn lead(
+    elector: &Elector,
+    controllers: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     tokio::select! {
         // SIGTERM: in-flight reconciles finish (their writes are still fenced), then the lease is released.
         result = controllers => {
