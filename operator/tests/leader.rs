@@ -50,16 +50,7 @@ async fn only_the_leader_reconciles_and_the_standby_takes_over_after_a_sigkill()
     b.wait_log("Waiting for leadership", WAIT).await;
     assert_eq!(holder(&leases).await.as_deref(), Some("op-a"));
 
-    nodes
-        .create(
-            &PostParams::default(),
-            &seinode("first", &full_node_spec("seid:v1")),
-        )
-        .await
-        .unwrap();
-    sei_tests::wait_for(&nodes, "first", in_phase("Running"), WAIT)
-        .await
-        .unwrap();
+    common::create_full_node(&nodes, "first", "Running", WAIT).await;
     assert!(a.node_status_writes().await > 0, "the leader reconciled");
     assert_eq!(b.node_status_writes().await, 0, "the standby wrote nothing");
     assert!(

@@ -320,16 +320,7 @@ async fn fast_sidecar_tasks_finish_in_the_reconcile_that_started_them() {
     let sim = Sim::start(Duration::ZERO, vec![]).await;
     let nodes = ns.api::<SeiNode>();
     let op = Operator::start(ns.env(), ns.name(), &sim, &[("SEI_LEADER_ELECT", "false")]);
-    nodes
-        .create(
-            &PostParams::default(),
-            &seinode("fast", &full_node_spec("seid:v1")),
-        )
-        .await
-        .unwrap();
-    sei_tests::wait_for(&nodes, "fast", in_phase("Running"), WAIT)
-        .await
-        .unwrap();
+    common::create_full_node(&nodes, "fast", "Running", WAIT).await;
     let writes = op.node_status_writes().await;
     assert!(
         writes <= 3,
@@ -352,16 +343,7 @@ async fn one_status_write_per_change_and_none_when_nothing_changed() {
     // Without leader election, every API write the operator counts is the node's (no Lease renewals).
     let op = Operator::start(ns.env(), ns.name(), &sim, &[("SEI_LEADER_ELECT", "false")]);
     let created = Instant::now();
-    nodes
-        .create(
-            &PostParams::default(),
-            &seinode("quiet", &full_node_spec("seid:v1")),
-        )
-        .await
-        .unwrap();
-    sei_tests::wait_for(&nodes, "quiet", in_phase("Running"), WAIT)
-        .await
-        .unwrap();
+    common::create_full_node(&nodes, "quiet", "Running", WAIT).await;
     let to_running = created.elapsed();
     let init_writes = op.node_status_writes().await;
     let init_api_writes = api_writes(&op).await;

@@ -59,16 +59,7 @@ async fn a_failed_node_is_retried_by_annotation_once_per_new_value() {
     .await;
     let nodes = ns.api::<SeiNode>();
     let _op = Operator::start(ns.env(), ns.name(), &sim, &[]);
-    nodes
-        .create(
-            &PostParams::default(),
-            &seinode("phoenix", &full_node_spec("seid:v1")),
-        )
-        .await
-        .unwrap();
-    sei_tests::wait_for(&nodes, "phoenix", in_phase("Failed"), WAIT)
-        .await
-        .unwrap();
+    common::create_full_node(&nodes, "phoenix", "Failed", WAIT).await;
     nodes
         .patch(
             "phoenix",

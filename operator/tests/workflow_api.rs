@@ -542,16 +542,7 @@ async fn a_deleted_run_cancels_its_plan_and_finished_runs_expire() {
         ns.api::<WorkflowRun>(),
         ns.api::<SeiNode>(),
     );
-    nodes
-        .create(
-            &PostParams::default(),
-            &seinode("rpc", &full_node_spec("seid:v1")),
-        )
-        .await
-        .unwrap();
-    sei_tests::wait_for(&nodes, "rpc", in_phase("Running"), WAIT)
-        .await
-        .unwrap();
+    common::create_full_node(&nodes, "rpc", "Running", WAIT).await;
     // A long-running task: config-patch blocked by a slow sidecar (the sim's delay fault).
     templates
         .create(
@@ -789,16 +780,7 @@ async fn a_run_survives_a_crash_between_its_two_writes() {
         ns.api::<SeiNode>(),
     );
     let calm = Operator::start(ns.env(), ns.name(), &sim, &[("SEI_LEADER_ELECT", "false")]);
-    nodes
-        .create(
-            &PostParams::default(),
-            &seinode("rpc", &full_node_spec("seid:v1")),
-        )
-        .await
-        .unwrap();
-    sei_tests::wait_for(&nodes, "rpc", in_phase("Running"), WAIT)
-        .await
-        .unwrap();
+    common::create_full_node(&nodes, "rpc", "Running", WAIT).await;
     templates
         .create(
             &PostParams::default(),

@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use sei_crds::{SeiNode, SeiNodeDeployment, WorkflowRun, WorkflowTemplate};
 use serde_json::{Value, json};
 
-use common::{Operator, Sim, eventually, full_node_spec, genesis_fleet, in_phase, seinode, setup};
+use common::{Operator, Sim, eventually, genesis_fleet, setup};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -100,16 +100,7 @@ async fn upgrade_at_height_and_state_sync_rebootstrap_run_on_a_node() {
         ns.api::<WorkflowRun>(),
         ns.api::<SeiNode>(),
     );
-    nodes
-        .create(
-            &PostParams::default(),
-            &seinode("rpc", &full_node_spec("seid:v1")),
-        )
-        .await
-        .unwrap();
-    sei_tests::wait_for(&nodes, "rpc", in_phase("Running"), WAIT)
-        .await
-        .unwrap();
+    common::create_full_node(&nodes, "rpc", "Running", WAIT).await;
     apply_example(&templates, "upgrade-at-height.yaml").await;
     apply_example(&templates, "state-sync-rebootstrap.yaml").await;
 

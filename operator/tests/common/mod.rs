@@ -566,3 +566,22 @@ pub(crate) async fn wait_node(
     })
     .await
 }
+
+/// Creates the full node `name` (image `seid:v1`) and waits until it is in phase `want`.
+pub(crate) async fn create_full_node(
+    nodes: &kube::Api<sei_crds::SeiNode>,
+    name: &str,
+    want: &'static str,
+    timeout: Duration,
+) {
+    nodes
+        .create(
+            &kube::api::PostParams::default(),
+            &seinode(name, &full_node_spec("seid:v1")),
+        )
+        .await
+        .unwrap();
+    sei_tests::wait_for(nodes, name, in_phase(want), timeout)
+        .await
+        .unwrap();
+}
