@@ -728,6 +728,9 @@ struct LifecycleFilter {
     every_change: bool,
     /// Per uid: the generation and whether deletion had started, as last seen.
     seen: std::collections::HashMap<String, (Option<i64>, bool)>,
+    /// During a relist (`Init` to `InitDone`): the uids listed, so that the objects deleted while the watch was
+    /// down (which get no `Delete` event) are forgotten, and `seen` does not grow for ever.
+    relisted: Option<std::collections::HashSet<String>>,
 }
 
 impl LifecycleFilter {
@@ -741,6 +744,9 @@ impl LifecycleFilter {
             }
             Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                 let key = obj.metadata.uid.clone().unwrap_or_default();
+                if let Some(listed) = &mut self.relisted {
+                    listed.insert(key.clone());
+                }
                 let now = (obj.metadata.generation, obj.metadata.deletion_timestamp.is_some());
                 (self.seen.insert(key, now) != Some(now)).then_some(Ok(obj))
             }
@@ -748,7 +754,16 @@ impl LifecycleFilter {
                 self.seen.remove(obj.metadata.uid.as_deref().unwrap_or_default());
                 Some(Ok(obj))
             }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Ok(watcher::Event::Init) => {
+                self.relisted = Some(std::collections::HashSet::new());
+                None
+            }
+            Ok(watcher::Event::InitDone) => {
+                if let Some(listed) = self.relisted.take() {
+                    self.seen.retain(|uid, _| listed.contains(uid));
+                }
+                None
+            }
             Err(e) => Some(Err(e)),
         }
     }
@@ -906,6 +921,12 @@ mod tests {
             "a relist of a new one"
         );
         assert!(!wakes(&mut f, Event::InitDone));
+        // "a" was not in that relist (deleted while the watch was down): forgotten, so it is new if it comes back.
+        assert_eq!(f.seen.len(), 2, "only the relisted objects are remembered");
+        assert!(
+            wakes(&mut f, Event::Apply(sts("a", 2, "20", false))),
+            "forgotten after a relist without it"
+        );
         let mut every = LifecycleFilter {
             every_change: true,
             ..LifecycleFilter::default()
