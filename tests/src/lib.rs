@@ -237,42 +237,44 @@ impl Drop for TestNamespace {
 /// 32 patches at a time, once the operator is stopped; returns how many it released. Best effort: a kind whose
 /// CRD is not installed is skipped, a failed patch is left.
 pub async fn release_finalizers(client: &Client, namespace: &str) -> usize {
+    release::<sei_crds::SeiNodeDeployment>(client, namespace).await
+        + release::<sei_crds::SeiNode>(client, namespace).await
+        + release::<sei_crds::WorkflowRun>(client, namespace).await
+}
+
+/// [`release_finalizers`] for one kind.
+async fn release<K>(client: &Client, namespace: &str) -> usize
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
     use futures::StreamExt as _;
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
-    let mut released = 0;
-    for (kind, plural) in [
-        ("SeiNodeDeployment", "seinodedeployments"),
-        ("SeiNode", "seinodes"),
-        ("WorkflowRun", "workflowruns"),
-    ] {
-        let resource =
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("sei.io", "v1alpha1", kind), plural);
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-        let Ok(list) = api.list_metadata(&ListParams::default()).await else {
-            continue;
-        };
-        let patch = serde_json::json!({"metadata": {"finalizers": null}});
-        let names: Vec<String> = list
-            .items
-            .into_iter()
-            .filter(|o| o.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()))
-            .filter_map(|o| o.metadata.name)
-            .collect();
-        released += futures::stream::iter(&names)
-            .map(|name| {
-                let (api, patch) = (&api, &patch);
-                async move {
-                    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-                        .await
-                        .is_ok()
-                }
-            })
-            .buffer_unordered(32)
-            .filter(|ok| std::future::ready(*ok))
-            .count()
-            .await;
-    }
-    released
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let Ok(list) = api.list_metadata(&kube::api::ListParams::default()).await else {
+        return 0;
+    };
+    let patch = serde_json::json!({"metadata": {"finalizers": null}});
+    let names: Vec<String> = list
+        .items
+        .into_iter()
+        .filter(|o| o.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()))
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    futures::stream::iter(&names)
+        .map(|name| {
+            let (api, patch) = (&api, &patch);
+            async move {
+                api.patch_metadata(name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .is_ok()
+            }
+        })
+        .buffer_unordered(32)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await
 }
 
 /// Creates a namespace `<prefix>-<random>` for one test, or returns `None` when the test should be skipped.
