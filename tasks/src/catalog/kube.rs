@@ -184,6 +184,93 @@ fn parse_quantity_bytes(q: &Quantity) -> Option<u128> {
         .map(resources::quantity::Parsed::ceil)
 }
 
+/// Why an imported claim or its volume is not usable yet (`Waiting`: the condition says `PVCNotReady`, the task
+/// polls again) or never will be (`Invalid`: `PVCInvalid`, the task fails); `Unchecked`: an API error or a bad
+/// spec stopped the check, reported by its outcome alone (the condition is left as it was).
+enum Unusable {
+    Waiting(String),
+    Invalid(String),
+    Unchecked(Outcome),
+}
+
+/// What the imported claim must be (reference 3.1): Bound, not being deleted, ReadWriteOnce(Pod), with a
+/// capacity of at least `minimum` and a volume name. Returns its capacity and volume.
+fn check_claim(
+    pvc: &PersistentVolumeClaim,
+    name: &str,
+    mode: impl std::fmt::Debug,
+    minimum: &Quantity,
+) -> Result<(Quantity, String), Unusable> {
+    use Unusable::{Invalid, Waiting};
+    if pvc.metadata.deletion_timestamp.is_some() {
+        return Err(Waiting(format!("imported PVC {name} is being deleted")));
+    }
+    let (status, spec) = (pvc.status.as_ref(), pvc.spec.as_ref());
+    match status.and_then(|s| s.phase.as_deref()) {
+        Some("Bound") => {}
+        Some("Lost") => return Err(Invalid(format!("imported PVC {name} is Lost"))),
+        other => {
+            return Err(Waiting(format!(
+                "imported PVC {name} is {} (waiting for Bound)",
+                other.unwrap_or("unbound")
+            )));
+        }
+    }
+    let modes = spec.and_then(|s| s.access_modes.clone()).unwrap_or_default();
+    if !modes
+        .iter()
+        .any(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
+    {
+        return Err(Invalid(format!(
+            "imported PVC {name} has access modes {modes:?}, needs ReadWriteOnce or ReadWriteOncePod"
+        )));
+    }
+    let Some(capacity) = status.and_then(|s| s.capacity.as_ref()?.get("storage")).cloned() else {
+        return Err(Waiting(format!("imported PVC {name} reports no capacity yet")));
+    };
+    let Some(volume) = spec.and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty()) else {
+        return Err(Waiting(format!(
+            "imported PVC {name} is Bound without a volume name yet"
+        )));
+    };
+    if let (Some(have), Some(need)) = (parse_quantity_bytes(&capacity), parse_quantity_bytes(minimum))
+        && have < need
+    {
+        return Err(Invalid(format!(
+            "imported PVC {name} has {} but the {mode:?} mode needs at least {}",
+            capacity.0, minimum.0
+        )));
+    }
+    Ok((capacity, volume))
+}
+
+/// What the imported claim's volume must be: not Failed, and of the capacity the claim reports.
+fn check_volume(
+    pv: &PersistentVolume,
+    name: &str,
+    volume: &str,
+    capacity: &Quantity,
+) -> Result<(), Unusable> {
+    if pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed") {
+        return Err(Unusable::Invalid(format!(
+            "volume {volume} of imported PVC {name} is Failed"
+        )));
+    }
+    let pv_capacity = pv.spec.as_ref().and_then(|s| s.capacity.as_ref()?.get("storage"));
+    if let Some(pv_capacity) = pv_capacity
+        && parse_quantity_bytes(pv_capacity) != parse_quantity_bytes(capacity)
+    {
+        return Err(Unusable::Invalid(format!(
+            "volume {volume} has capacity {} but imported PVC {name} reports {}",
+            pv_capacity.0, capacity.0
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the imported claim and its volume and checks them ([`check_claim`], [`check_volume`]); the
+/// `ImportPVCReady` condition says what was found with the reference's reasons (PVCValidated, PVCNotReady,
+/// PVCInvalid).
 async fn validate_imported_pvc(
     cx: &Context,
     inv: &Invocation,
@@ -191,99 +278,56 @@ async fn validate_imported_pvc(
     api: &Api<PersistentVolumeClaim>,
     name: &str,
 ) -> Outcome {
-    // Reasons as the reference names them: PVCValidated, PVCNotReady, PVCInvalid.
     let set = |status: ConditionStatus, outcome: &str, message: String| {
         let reason = reasons::validation(conditions::IMPORT_PVC_READY, outcome);
         condition(inv, node, conditions::IMPORT_PVC_READY, status, &reason, message);
     };
-    let waiting = |message: String| {
-        set(ConditionStatus::False, reasons::NOT_READY, message.clone());
-        Outcome::Unavailable(message)
-    };
-    let invalid = |message: String| {
-        set(ConditionStatus::False, reasons::INVALID, message.clone());
-        Outcome::terminal(message)
-    };
-    let pvc = match api.get_opt(name).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return waiting(format!("imported PVC {name} does not exist yet")),
-        Err(e) => return api_error("reading the imported PVC", &e),
-    };
-    if pvc.metadata.deletion_timestamp.is_some() {
-        return waiting(format!("imported PVC {name} is being deleted"));
-    }
-    let status = pvc.status.clone().unwrap_or_default();
-    let spec = pvc.spec.clone().unwrap_or_default();
-    match status.phase.as_deref() {
-        Some("Lost") => return invalid(format!("imported PVC {name} is Lost")),
-        Some("Bound") => {}
-        other => {
-            return waiting(format!(
-                "imported PVC {name} is {} (waiting for Bound)",
-                other.unwrap_or("unbound")
-            ));
+    let verdict = async {
+        let pvc = match api.get_opt(name).await {
+            Ok(Some(pvc)) => pvc,
+            Ok(None) => {
+                return Err(Unusable::Waiting(format!(
+                    "imported PVC {name} does not exist yet"
+                )));
+            }
+            Err(e) => return Err(Unusable::Unchecked(api_error("reading the imported PVC", &e))),
+        };
+        let mode = node
+            .spec
+            .mode()
+            .map_err(|e| Unusable::Unchecked(Outcome::terminal(e.to_string())))?;
+        let (capacity, volume) = check_claim(&pvc, name, mode, cx.platform.storage.size_for(mode))?;
+        let pvs: Api<PersistentVolume> = Api::all(cx.client.clone());
+        match pvs.get_opt(&volume).await {
+            Ok(Some(pv)) => check_volume(&pv, name, &volume, &capacity)?,
+            Ok(None) => {
+                let message = format!("volume {volume} of imported PVC {name} does not exist yet");
+                return Err(Unusable::Waiting(message));
+            }
+            Err(e) => {
+                return Err(Unusable::Unchecked(api_error(
+                    "reading the imported PVC's volume",
+                    &e,
+                )));
+            }
         }
-    }
-    let modes = spec.access_modes.clone().unwrap_or_default();
-    if !modes
-        .iter()
-        .any(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
-    {
-        return invalid(format!(
-            "imported PVC {name} has access modes {modes:?}, needs ReadWriteOnce or ReadWriteOncePod"
-        ));
-    }
-    let Some(capacity) = status.capacity.as_ref().and_then(|c| c.get("storage")).cloned() else {
-        return waiting(format!("imported PVC {name} reports no capacity yet"));
+        Ok(format!("imported PVC {name} is Bound to {volume}"))
     };
-    let Some(volume) = spec.volume_name.filter(|v| !v.is_empty()) else {
-        return waiting(format!("imported PVC {name} is Bound without a volume name yet"));
-    };
-    let mode = match node.spec.mode() {
-        Ok(m) => m,
-        Err(e) => return Outcome::terminal(e.to_string()),
-    };
-    let minimum = cx.platform.storage.size_for(mode);
-    if let (Some(have), Some(need)) = (parse_quantity_bytes(&capacity), parse_quantity_bytes(minimum))
-        && have < need
-    {
-        return invalid(format!(
-            "imported PVC {name} has {} but the {mode:?} mode needs at least {}",
-            capacity.0, minimum.0
-        ));
-    }
-    let pvs: Api<PersistentVolume> = Api::all(cx.client.clone());
-    let pv = match pvs.get_opt(&volume).await {
-        Ok(Some(pv)) => pv,
-        Ok(None) => {
-            return waiting(format!(
-                "volume {volume} of imported PVC {name} does not exist yet"
-            ));
+    match verdict.await {
+        Ok(message) => {
+            set(ConditionStatus::True, reasons::VALIDATED, message);
+            Outcome::done()
         }
-        Err(e) => return api_error("reading the imported PVC's volume", &e),
-    };
-    if pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed") {
-        return invalid(format!("volume {volume} of imported PVC {name} is Failed"));
+        Err(Unusable::Waiting(message)) => {
+            set(ConditionStatus::False, reasons::NOT_READY, message.clone());
+            Outcome::Unavailable(message)
+        }
+        Err(Unusable::Invalid(message)) => {
+            set(ConditionStatus::False, reasons::INVALID, message.clone());
+            Outcome::terminal(message)
+        }
+        Err(Unusable::Unchecked(outcome)) => outcome,
     }
-    let pv_capacity = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.capacity.as_ref())
-        .and_then(|c| c.get("storage"));
-    if let Some(pv_capacity) = pv_capacity
-        && parse_quantity_bytes(pv_capacity) != parse_quantity_bytes(&capacity)
-    {
-        return invalid(format!(
-            "volume {volume} has capacity {} but imported PVC {name} reports {}",
-            pv_capacity.0, capacity.0
-        ));
-    }
-    set(
-        ConditionStatus::True,
-        reasons::VALIDATED,
-        format!("imported PVC {name} is Bound to {volume}"),
-    );
-    Outcome::done()
 }
 
 /// Params of `apply-statefulset`: the images the plan was compiled with (a snapshot, so a plan applies the
@@ -954,6 +998,74 @@ pub(crate) fn register(r: crate::task::Registry) -> crate::task::Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn claim(
+        phase: &str,
+        modes: &[&str],
+        capacity: Option<&str>,
+        volume: Option<&str>,
+    ) -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": modes, "volumeName": volume},
+            "status": {"phase": phase, "capacity": capacity.map(|c| serde_json::json!({"storage": c}))},
+        }))
+        .unwrap()
+    }
+
+    fn verdict<T>(result: Result<T, Unusable>) -> (&'static str, String) {
+        match result {
+            Ok(_) => ("usable", String::new()),
+            Err(Unusable::Waiting(m)) => ("waiting", m),
+            Err(Unusable::Invalid(m)) => ("invalid", m),
+            Err(Unusable::Unchecked(_)) => ("unchecked", String::new()),
+        }
+    }
+
+    #[test]
+    fn an_imported_claim_waits_until_bound_with_a_volume_and_is_refused_when_it_never_can_serve() {
+        let min = Quantity("100Gi".into());
+        let check = |c: &PersistentVolumeClaim| verdict(check_claim(c, "data", "FullNode", &min)).0;
+        let rwo = &["ReadWriteOnce"][..];
+        assert_eq!(check(&claim("Bound", rwo, Some("200Gi"), Some("pv-1"))), "usable");
+        assert_eq!(check(&claim("Pending", rwo, None, None)), "waiting");
+        assert_eq!(check(&claim("Bound", rwo, None, Some("pv-1"))), "waiting");
+        assert_eq!(check(&claim("Bound", rwo, Some("200Gi"), None)), "waiting");
+        assert_eq!(check(&claim("Lost", rwo, Some("200Gi"), Some("pv-1"))), "invalid");
+        assert_eq!(
+            check(&claim("Bound", &["ReadOnlyMany"], Some("200Gi"), Some("pv-1"))),
+            "invalid"
+        );
+        let (outcome, message) = verdict(check_claim(
+            &claim("Bound", rwo, Some("50Gi"), Some("pv-1")),
+            "data",
+            "FullNode",
+            &min,
+        ));
+        assert_eq!(outcome, "invalid");
+        assert!(message.contains("50Gi") && message.contains("100Gi"), "{message}");
+        let capacity = Quantity("200Gi".into());
+        let pv = |phase: &str, size: &str| -> PersistentVolume {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "pv-1"},
+                "spec": {"capacity": {"storage": size}},
+                "status": {"phase": phase},
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            verdict(check_volume(&pv("Bound", "200Gi"), "data", "pv-1", &capacity)).0,
+            "usable"
+        );
+        assert_eq!(
+            verdict(check_volume(&pv("Failed", "200Gi"), "data", "pv-1", &capacity)).0,
+            "invalid"
+        );
+        assert_eq!(
+            verdict(check_volume(&pv("Bound", "100Gi"), "data", "pv-1", &capacity)).0,
+            "invalid"
+        );
+    }
 
     #[test]
     fn signing_key_json_needs_address_and_both_keys() {
