@@ -184,13 +184,57 @@ fn parse_quantity_bytes(q: &Quantity) -> Option<u128> {
         .map(resources::quantity::Parsed::ceil)
 }
 
-/// Why an imported claim or its volume is not usable yet (`Waiting`: the condition says `PVCNotReady`, the task
-/// polls again) or never will be (`Invalid`: `PVCInvalid`, the task fails); `Unchecked`: an API error or a bad
-/// spec stopped the check, reported by its outcome alone (the condition is left as it was).
+/// Why what a validation task checks (an imported claim, a key Secret, a keyring) is not usable yet (`Waiting`:
+/// the condition says `<Subject>NotReady`, the task polls again) or never will be (`Invalid`:
+/// `<Subject>Invalid`, the task fails); `Unchecked`: an API error or a bad spec stopped the check, reported by
+/// its outcome alone (the condition is left as it was).
 enum Unusable {
     Waiting(String),
     Invalid(String),
     Unchecked(Outcome),
+}
+
+/// A validation task's verdict (`Ok`: what was found valid) as its condition `condition_type`, with the
+/// reference's reasons (`<Subject>Validated`, `<Subject>NotReady`, `<Subject>Invalid`), and its outcome.
+fn report(
+    inv: &Invocation,
+    node: &SeiNode,
+    condition_type: &str,
+    verdict: Result<String, Unusable>,
+) -> Outcome {
+    let set = |status: ConditionStatus, outcome: &str, message: String| {
+        let reason = reasons::validation(condition_type, outcome);
+        condition(inv, node, condition_type, status, &reason, message);
+    };
+    match verdict {
+        Ok(message) => {
+            set(ConditionStatus::True, reasons::VALIDATED, message);
+            Outcome::done()
+        }
+        Err(Unusable::Waiting(message)) => {
+            set(ConditionStatus::False, reasons::NOT_READY, message.clone());
+            Outcome::Unavailable(message)
+        }
+        Err(Unusable::Invalid(message)) => {
+            set(ConditionStatus::False, reasons::INVALID, message.clone());
+            Outcome::terminal(message)
+        }
+        Err(Unusable::Unchecked(outcome)) => outcome,
+    }
+}
+
+/// Secret `name` (called `label` in messages), waited for while it is absent or being deleted.
+async fn live_secret(api: &Api<Secret>, label: &str, name: &str) -> Result<Secret, Unusable> {
+    match api.get_opt(name).await {
+        Ok(Some(s)) if s.metadata.deletion_timestamp.is_none() => Ok(s),
+        Ok(_) => Err(Unusable::Waiting(format!(
+            "{label} {name} does not exist (or is being deleted)"
+        ))),
+        Err(e) => Err(Unusable::Unchecked(api_error(
+            &format!("reading the {label}"),
+            &e,
+        ))),
+    }
 }
 
 /// What the imported claim must be (reference 3.1): Bound, not being deleted, ReadWriteOnce(Pod), with a
@@ -278,10 +322,6 @@ async fn validate_imported_pvc(
     api: &Api<PersistentVolumeClaim>,
     name: &str,
 ) -> Outcome {
-    let set = |status: ConditionStatus, outcome: &str, message: String| {
-        let reason = reasons::validation(conditions::IMPORT_PVC_READY, outcome);
-        condition(inv, node, conditions::IMPORT_PVC_READY, status, &reason, message);
-    };
     let verdict = async {
         let pvc = match api.get_opt(name).await {
             Ok(Some(pvc)) => pvc,
@@ -313,21 +353,7 @@ async fn validate_imported_pvc(
         }
         Ok(format!("imported PVC {name} is Bound to {volume}"))
     };
-    match verdict.await {
-        Ok(message) => {
-            set(ConditionStatus::True, reasons::VALIDATED, message);
-            Outcome::done()
-        }
-        Err(Unusable::Waiting(message)) => {
-            set(ConditionStatus::False, reasons::NOT_READY, message.clone());
-            Outcome::Unavailable(message)
-        }
-        Err(Unusable::Invalid(message)) => {
-            set(ConditionStatus::False, reasons::INVALID, message.clone());
-            Outcome::terminal(message)
-        }
-        Err(Unusable::Unchecked(outcome)) => outcome,
-    }
+    report(inv, node, conditions::IMPORT_PVC_READY, verdict.await)
 }
 
 /// Params of `apply-statefulset`: the images the plan was compiled with (a snapshot, so a plan applies the
@@ -824,46 +850,22 @@ async fn validate_key(cx: &Context, inv: &Invocation, kind: KeyKind) -> Outcome 
     let Some(secret_name) = secret_name.map(|s| s.secret_name.as_str()) else {
         return Outcome::terminal(format!("the SeiNode declares no Secret for {data_key}"));
     };
-    let set = |status: ConditionStatus, outcome: &str, message: String| {
-        let reason = reasons::validation(condition_type, outcome);
-        condition(inv, &node, condition_type, status, &reason, message);
-    };
     let api: Api<Secret> = Api::namespaced(cx.client.clone(), &inv.namespace);
-    let secret = match api.get_opt(secret_name).await {
-        Ok(Some(s)) if s.metadata.deletion_timestamp.is_none() => s,
-        Ok(_) => {
-            let message = format!("Secret {secret_name} does not exist (or is being deleted)");
-            set(ConditionStatus::False, reasons::NOT_READY, message.clone());
-            return Outcome::Unavailable(message);
-        }
-        Err(e) => return api_error("reading the key Secret", &e),
+    let verdict = async {
+        let secret = live_secret(&api, "Secret", secret_name).await?;
+        let data = (secret.data.as_ref())
+            .and_then(|d| d.get(data_key))
+            .map(|b| b.0.as_slice())
+            .unwrap_or_default();
+        let checked = if data.is_empty() {
+            Err(format!("has no {data_key}"))
+        } else {
+            check_key_json(kind, data).map_err(|e| format!("{data_key} {e}"))
+        };
+        checked.map_err(|problem| Unusable::Invalid(format!("Secret {secret_name} {problem}")))?;
+        Ok(format!("Secret {secret_name} holds a valid {data_key}"))
     };
-    let data = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(data_key))
-        .map(|b| b.0.as_slice())
-        .unwrap_or_default();
-    let result = if data.is_empty() {
-        Err(format!("has no {data_key}"))
-    } else {
-        check_key_json(kind, data).map_err(|e| format!("{data_key} {e}"))
-    };
-    match result {
-        Ok(()) => {
-            set(
-                ConditionStatus::True,
-                reasons::VALIDATED,
-                format!("Secret {secret_name} holds a valid {data_key}"),
-            );
-            Outcome::done()
-        }
-        Err(problem) => {
-            let message = format!("Secret {secret_name} {problem}");
-            set(ConditionStatus::False, reasons::INVALID, message.clone());
-            Outcome::failed(ErrorClass::Terminal, message)
-        }
-    }
+    report(inv, &node, condition_type, verdict.await)
 }
 
 /// What is wrong with a keyring Secret's data, if anything.
@@ -909,78 +911,29 @@ async fn validate_operator_keyring(cx: &Context, inv: &Invocation) -> Outcome {
     let Some(keyring) = node.spec.operator_keyring_secret() else {
         return Outcome::terminal("the SeiNode declares no operator keyring Secret");
     };
-    let set = |status: ConditionStatus, outcome: &str, message: String| {
-        let reason = reasons::validation(conditions::OPERATOR_KEYRING_READY, outcome);
-        condition(
-            inv,
-            &node,
-            conditions::OPERATOR_KEYRING_READY,
-            status,
-            &reason,
-            message,
-        );
-    };
     let api: Api<Secret> = Api::namespaced(cx.client.clone(), &inv.namespace);
-    let read = |name: String| {
-        let api = api.clone();
-        async move {
-            api.get_opt(&name)
-                .await
-                .map(|s| s.filter(|s| s.metadata.deletion_timestamp.is_none()))
+    let verdict = async {
+        let secret = live_secret(&api, "keyring Secret", &keyring.secret_name).await?;
+        let data = secret.data.unwrap_or_default();
+        if let Some(problem) = check_keyring(&data, node.spec.operator_key_name(), &keyring.secret_name) {
+            return Err(Unusable::Invalid(problem));
         }
-    };
-    let secret = match read(keyring.secret_name.clone()).await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            let message = format!(
-                "keyring Secret {} does not exist (or is being deleted)",
-                keyring.secret_name
-            );
-            set(ConditionStatus::False, reasons::NOT_READY, message.clone());
-            return Outcome::Unavailable(message);
-        }
-        Err(e) => return api_error("reading the keyring Secret", &e),
-    };
-    let data = secret.data.unwrap_or_default();
-    let problem = check_keyring(&data, node.spec.operator_key_name(), &keyring.secret_name);
-    if let Some(message) = problem {
-        set(ConditionStatus::False, reasons::INVALID, message.clone());
-        return Outcome::terminal(message);
-    }
-    let pass = &keyring.passphrase_secret_ref;
-    if !pass.secret_name.is_empty() {
-        let secret = match read(pass.secret_name.clone()).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                let message = format!(
-                    "passphrase Secret {} does not exist (or is being deleted)",
-                    pass.secret_name
-                );
-                set(ConditionStatus::False, reasons::NOT_READY, message.clone());
-                return Outcome::Unavailable(message);
+        let pass = &keyring.passphrase_secret_ref;
+        if !pass.secret_name.is_empty() {
+            let secret = live_secret(&api, "passphrase Secret", &pass.secret_name).await?;
+            if (secret.data.as_ref())
+                .and_then(|d| d.get(&pass.key))
+                .is_none_or(|v| v.0.is_empty())
+            {
+                let (name, key) = (&pass.secret_name, &pass.key);
+                return Err(Unusable::Invalid(format!(
+                    "passphrase Secret {name} has no non-empty {key}"
+                )));
             }
-            Err(e) => return api_error("reading the passphrase Secret", &e),
-        };
-        if secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&pass.key))
-            .is_none_or(|v| v.0.is_empty())
-        {
-            let message = format!(
-                "passphrase Secret {} has no non-empty {}",
-                pass.secret_name, pass.key
-            );
-            set(ConditionStatus::False, reasons::INVALID, message.clone());
-            return Outcome::terminal(message);
         }
-    }
-    set(
-        ConditionStatus::True,
-        reasons::VALIDATED,
-        format!("keyring Secret {} is well-formed", keyring.secret_name),
-    );
-    Outcome::done()
+        Ok(format!("keyring Secret {} is well-formed", keyring.secret_name))
+    };
+    report(inv, &node, conditions::OPERATOR_KEYRING_READY, verdict.await)
 }
 
 /// Every Kubernetes-side node task.
