@@ -474,105 +474,143 @@ same_start_and_poll!(
     update_node_template
 );
 
-#[allow(clippy::too_many_lines)] // classify the batch, admit, apply: read top to bottom
-async fn update_node_template(cx: &Context, inv: &Invocation) -> Outcome {
-    let params: UpdateNodeTemplateParams = match inv.params() {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
-    let deployment: SeiNodeDeployment = match serde_json::from_value((*inv.owner_object).clone()) {
-        Ok(d) => d,
-        Err(e) => return Outcome::terminal(format!("the owner is not a SeiNodeDeployment: {e}")),
-    };
-    let sidecar = match params
-        .sidecar
-        .clone()
-        .map(serde_json::from_value::<SidecarConfig>)
-        .transpose()
-    {
-        Ok(s) => s,
-        Err(e) => return Outcome::terminal(format!("params.sidecar: {e}")),
-    };
-    let rolled = Rolled {
-        image: params.image.clone(),
-        sidecar,
-    };
-    let want_sidecar_image = rolled
-        .sidecar
-        .as_ref()
-        .and_then(|s| s.image.clone())
-        .unwrap_or_else(|| cx.platform.images.sidecar.clone());
-    let api: Api<SeiNode> = Api::namespaced(cx.client.clone(), &inv.namespace);
-    // Classify the batch: not started yet (pending), started and not done (waiting), done.
-    let mut waiting = Vec::new();
-    let mut pending: Vec<(String, SeiNode)> = Vec::new();
-    for name in inv.target().split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let node = match api.get_opt(name).await {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(e) => return api_error("reading a SeiNode", &e),
+/// What a rollout batch rolls out: the plan's image and sidecar, and the sidecar image that follows from them.
+struct Rollout {
+    params: UpdateNodeTemplateParams,
+    deployment: SeiNodeDeployment,
+    rolled: Rolled,
+    sidecar_image: String,
+}
+
+impl Rollout {
+    fn read(cx: &Context, inv: &Invocation) -> Result<Self, Outcome> {
+        let params: UpdateNodeTemplateParams = inv.params()?;
+        let deployment: SeiNodeDeployment = serde_json::from_value((*inv.owner_object).clone())
+            .map_err(|e| Outcome::terminal(format!("the owner is not a SeiNodeDeployment: {e}")))?;
+        let sidecar = (params.sidecar.clone())
+            .map(serde_json::from_value::<SidecarConfig>)
+            .transpose()
+            .map_err(|e| Outcome::terminal(format!("params.sidecar: {e}")))?;
+        let rolled = Rolled {
+            image: params.image.clone(),
+            sidecar,
         };
-        if node.phase() == Some(SeiNodePhase::Failed) {
-            return Outcome::terminal(format!("SeiNode {name} is Failed: {}", failure_of(&node)));
-        }
-        if node.spec.image != rolled.image || node.spec.sidecar != rolled.sidecar {
-            pending.push((name.to_owned(), node));
-            continue;
-        }
-        let status = node.status.clone().unwrap_or_default();
-        let done = status.phase == Some(SeiNodePhase::Running)
-            && status.current_image.as_deref() == Some(rolled.image.as_str())
-            && status.current_sidecar_image.as_deref() == Some(want_sidecar_image.as_str())
-            && status.plan.is_none();
-        if !done {
-            waiting.push(name.to_owned());
-        }
+        let sidecar_image = (rolled.sidecar.as_ref())
+            .and_then(|s| s.image.clone())
+            .unwrap_or_else(|| cx.platform.images.sidecar.clone());
+        Ok(Self {
+            params,
+            deployment,
+            rolled,
+            sidecar_image,
+        })
     }
-    // Admit as many pending children as the fleet's availability budget allows.
-    let admitted: BTreeSet<String> = match params.max_unavailable {
-        Some(_) if pending.is_empty() => BTreeSet::new(),
-        None => pending.iter().map(|(n, _)| n.clone()).collect(),
-        Some(max) => {
-            let mut down = match unavailable_children(cx, &inv.namespace, &inv.owner).await {
-                Ok(d) => d,
-                Err(e) => return api_error("reading the fleet's availability", &e),
+
+    /// The batch's children by progress: not given the template yet (`pending`), given it and not done
+    /// (`waiting`); done and deleted children are left out. A Failed child fails the task.
+    async fn classify(&self, api: &Api<SeiNode>, target: &str) -> Result<Batch, Outcome> {
+        let mut batch = Batch::default();
+        for name in target.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let node = match api.get_opt(name).await {
+                Ok(Some(n)) => n,
+                Ok(None) => continue,
+                Err(e) => return Err(api_error("reading a SeiNode", &e)),
             };
-            down.extend(waiting.iter().cloned());
-            let names: Vec<String> = pending.iter().map(|(n, _)| n.clone()).collect();
-            let max = usize::try_from(max.max(1)).unwrap_or(1);
-            let admitted = admit(&names, &mut down, max);
-            if admitted.len() < names.len() {
-                tracing::info!(
-                    ?down,
-                    max_unavailable = max,
-                    held = names.len() - admitted.len(),
-                    "Rollout batch waits: the fleet has no availability budget for the rest of it"
-                );
+            if node.phase() == Some(SeiNodePhase::Failed) {
+                return Err(Outcome::terminal(format!(
+                    "SeiNode {name} is Failed: {}",
+                    failure_of(&node)
+                )));
             }
-            admitted.into_iter().collect()
+            if node.spec.image != self.rolled.image || node.spec.sidecar != self.rolled.sidecar {
+                batch.pending.push((name.to_owned(), node));
+                continue;
+            }
+            let status = node.status.clone().unwrap_or_default();
+            let done = status.phase == Some(SeiNodePhase::Running)
+                && status.current_image.as_deref() == Some(self.rolled.image.as_str())
+                && status.current_sidecar_image.as_deref() == Some(self.sidecar_image.as_str())
+                && status.plan.is_none();
+            if !done {
+                batch.waiting.push(name.to_owned());
+            }
         }
-    };
+        Ok(batch)
+    }
+
+    /// The pending children the fleet's availability budget admits now (all of them without
+    /// `maxUnavailable`).
+    async fn admitted(
+        &self,
+        cx: &Context,
+        inv: &Invocation,
+        batch: &Batch,
+    ) -> Result<BTreeSet<String>, Outcome> {
+        let names: Vec<String> = batch.pending.iter().map(|(n, _)| n.clone()).collect();
+        let max = match self.params.max_unavailable {
+            None => return Ok(names.into_iter().collect()),
+            Some(_) if names.is_empty() => return Ok(BTreeSet::new()),
+            Some(max) => usize::try_from(max.max(1)).unwrap_or(1),
+        };
+        let mut down = unavailable_children(cx, &inv.namespace, &inv.owner)
+            .await
+            .map_err(|e| api_error("reading the fleet's availability", &e))?;
+        down.extend(batch.waiting.iter().cloned());
+        let admitted = admit(&names, &mut down, max);
+        if admitted.len() < names.len() {
+            tracing::info!(
+                ?down,
+                max_unavailable = max,
+                held = names.len() - admitted.len(),
+                "Rollout batch waits: the fleet has no availability budget for the rest of it"
+            );
+        }
+        Ok(admitted.into_iter().collect())
+    }
+}
+
+/// A rollout batch's children by progress ([`Rollout::classify`]).
+#[derive(Default)]
+struct Batch {
+    pending: Vec<(String, SeiNode)>,
+    waiting: Vec<String>,
+}
+
+async fn update_node_template(cx: &Context, inv: &Invocation) -> Outcome {
+    match roll_batch(cx, inv).await {
+        Ok(outcome) | Err(outcome) => outcome,
+    }
+}
+
+/// Classify the batch, admit what the budget allows, give the admitted children the template.
+async fn roll_batch(cx: &Context, inv: &Invocation) -> Result<Outcome, Outcome> {
+    let rollout = Rollout::read(cx, inv)?;
+    let api: Api<SeiNode> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    let batch = rollout.classify(&api, inv.target()).await?;
+    let admitted = rollout.admitted(cx, inv, &batch).await?;
+    let Batch { pending, mut waiting } = batch;
     for (name, node) in pending {
         waiting.push(name.clone());
         if !admitted.contains(&name) {
             continue;
         }
         let Some(ordinal) = ordinal_of(&node) else {
-            return Outcome::terminal(format!(
-                "SeiNode {name} has no {} label",
-                labels::DEPLOYMENT_ORDINAL
-            ));
+            let label = labels::DEPLOYMENT_ORDINAL;
+            return Err(Outcome::terminal(format!("SeiNode {name} has no {label} label")));
         };
-        let desired = desired_child(&deployment, ordinal, Some(&node), Some(&rolled));
+        let desired = desired_child(&rollout.deployment, ordinal, Some(&node), Some(&rollout.rolled));
         if let Err(e) = apply_child(&cx.client, &desired).await {
-            return api_error("applying the SeiNode", &e);
+            return Err(api_error("applying the SeiNode", &e));
         }
     }
     if waiting.is_empty() {
-        Outcome::Done(Map::from_iter([("image".to_owned(), json!(rolled.image))]))
+        Ok(Outcome::Done(Map::from_iter([(
+            "image".to_owned(),
+            json!(rollout.rolled.image),
+        )])))
     } else {
-        tracing::debug!(?waiting, image = %rolled.image, "Rollout batch not done yet");
-        Outcome::Running
+        tracing::debug!(?waiting, image = %rollout.rolled.image, "Rollout batch not done yet");
+        Ok(Outcome::Running)
     }
 }
 
