@@ -457,7 +457,10 @@ fn aggregate(
     status.phase = Some(phase_of(deployment, status, ready, failed));
 }
 
-/// The conditions derived each reconcile (the plans' effects set the rest).
+/// The conditions derived each reconcile (the plans' effects set the rest): each known condition is present
+/// from the first write (`False`, `NotStarted` until something happens), `PlanInProgress` follows the plan,
+/// a running plan's `onStart` effect is applied again (a rollout's `RolloutInProgress`, a ceremony's
+/// `GenesisCeremonyComplete`), `NodesReady` and `Paused` follow the children and the spec.
 fn set_conditions(
     deployment: &SeiNodeDeployment,
     status: &mut SeiNodeDeploymentStatus,
@@ -465,27 +468,26 @@ fn set_conditions(
     failed: i32,
 ) {
     let generation = deployment.metadata.generation;
-    let replicas = deployment.spec.replicas;
-    let active = status.plan.as_ref().map(|p| p.workflow.clone());
     let set = |status: &mut SeiNodeDeploymentStatus, t: &str, s: ConditionStatus, r: &str, m: String| {
         status.set_condition(condition(t, s, r, m, generation));
     };
-    let absent = |status: &SeiNodeDeploymentStatus, t: &str| status.condition(t).is_none();
-    if deployment.spec.genesis.is_some() {
-        // While the ceremony runs, its workflow's onStart says InProgress.
-        if absent(status, conditions::GENESIS_CEREMONY_COMPLETE) {
-            let m = "waiting for every validator SeiNode to exist".to_owned();
+    let not_started = |status: &mut SeiNodeDeploymentStatus, t: &str, m: &str| {
+        if status.condition(t).is_none() {
             set(
                 status,
-                conditions::GENESIS_CEREMONY_COMPLETE,
+                t,
                 ConditionStatus::False,
                 reasons::NOT_STARTED,
-                m,
+                m.to_owned(),
             );
         }
+    };
+    if deployment.spec.genesis.is_some() {
+        let m = "waiting for every validator SeiNode to exist";
+        not_started(status, conditions::GENESIS_CEREMONY_COMPLETE, m);
     }
-    if let Some(workflow) = &active {
-        let m = format!("plan {workflow} is running");
+    if let Some(plan) = &status.plan {
+        let m = format!("plan {} is running", plan.workflow);
         set(
             status,
             conditions::PLAN_IN_PROGRESS,
@@ -493,33 +495,36 @@ fn set_conditions(
             reasons::PLAN_STARTED,
             m,
         );
-    } else if absent(status, conditions::PLAN_IN_PROGRESS) {
-        set(
-            status,
-            conditions::PLAN_IN_PROGRESS,
-            ConditionStatus::False,
-            reasons::NOT_STARTED,
-            String::new(),
-        );
     }
-    // While a rollout runs, its workflow's onStart says so (RolloutInProgress=True, ImageRolling).
+    not_started(status, conditions::PLAN_IN_PROGRESS, "");
     if let Some(plan) = &status.plan {
         let (effect, message) = (plan.on_start.clone(), lifecycle::running_message(plan));
         let _: Option<SeiNodeDeploymentPhase> =
             lifecycle::apply_effect(status, effect.as_ref(), generation, &message);
     }
-    if absent(status, conditions::ROLLOUT_IN_PROGRESS) {
-        set(
-            status,
-            conditions::ROLLOUT_IN_PROGRESS,
-            ConditionStatus::False,
-            reasons::NOT_STARTED,
-            String::new(),
-        );
-    }
-    let initializing = status.replicas - ready - failed;
+    not_started(status, conditions::ROLLOUT_IN_PROGRESS, "");
+    let (cs, reason, message) = nodes_ready(deployment.spec.replicas, status.replicas, ready, failed);
+    set(status, conditions::NODES_READY, cs, reason, message);
+    let (cs, reason, message) = if deployment.spec.paused {
+        let m = "spec.paused is true: propagated to every SeiNode; no plan advances";
+        (ConditionStatus::True, reasons::PAUSED, m.to_owned())
+    } else {
+        (ConditionStatus::False, reasons::NOT_PAUSED, String::new())
+    };
+    set(status, conditions::PAUSED, cs, reason, message);
+}
+
+/// `NodesReady` from the children: `replicas` wanted, `existing` children of which `ready` are Running and
+/// `failed` Failed.
+fn nodes_ready(
+    replicas: i32,
+    existing: i32,
+    ready: i32,
+    failed: i32,
+) -> (ConditionStatus, &'static str, String) {
+    let initializing = existing - ready - failed;
     let message = format!("{ready}/{replicas} nodes ready ({failed} failed, {initializing} initializing)");
-    let (cs, reason) = if status.replicas == 0 {
+    let (cs, reason) = if existing == 0 {
         (ConditionStatus::False, reasons::PENDING)
     } else if failed > 0 {
         (ConditionStatus::False, reasons::NODES_FAILED)
@@ -528,23 +533,7 @@ fn set_conditions(
     } else {
         (ConditionStatus::False, reasons::NODES_INITIALIZING)
     };
-    set(status, conditions::NODES_READY, cs, reason, message);
-    let paused = deployment.spec.paused;
-    set(
-        status,
-        conditions::PAUSED,
-        ConditionStatus::from(paused),
-        if paused {
-            reasons::PAUSED
-        } else {
-            reasons::NOT_PAUSED
-        },
-        if paused {
-            "spec.paused is true: propagated to every SeiNode; no plan advances".to_owned()
-        } else {
-            String::new()
-        },
-    );
+    (cs, reason, message)
 }
 
 /// Creates and updates the children `0..replicas`, deletes the ones above. Returns the children as they now
@@ -805,6 +794,18 @@ mod tests {
     /// The built-in fleet workflows these tests compile (the controller itself names none).
     const CEREMONY_WORKFLOW: &str = fleet::CEREMONY_WORKFLOW;
     const ROLLOUT_WORKFLOW: &str = "fleet-rollout";
+
+    #[test]
+    fn nodes_ready_says_pending_failed_ready_or_initializing_in_that_order() {
+        let reason = |replicas, existing, ready, failed| nodes_ready(replicas, existing, ready, failed).1;
+        assert_eq!(reason(3, 0, 0, 0), reasons::PENDING);
+        assert_eq!(reason(3, 3, 2, 1), reasons::NODES_FAILED);
+        assert_eq!(reason(3, 3, 3, 0), reasons::ALL_NODES_READY);
+        assert_eq!(reason(3, 3, 1, 0), reasons::NODES_INITIALIZING);
+        let (status, _, message) = nodes_ready(3, 3, 1, 1);
+        assert_eq!(status, ConditionStatus::False);
+        assert_eq!(message, "1/3 nodes ready (1 failed, 1 initializing)");
+    }
 
     fn deployment(replicas: i32, max_unavailable: i32) -> SeiNodeDeployment {
         serde_json::from_value(json!({
