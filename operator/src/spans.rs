@@ -72,6 +72,114 @@ fn attempt_span(
     }
 }
 
+/// Each task of `after` with the same task in `before`. Tasks never move after compiling, so the task at the
+/// same position is the one when its name matches (no search: a 1,000-task plan would compare names a million
+/// times); a name search otherwise.
+fn with_prior<'a>(
+    before: Option<&'a Plan>,
+    after: &'a Plan,
+) -> impl Iterator<Item = (&'a PlannedTask, Option<&'a PlannedTask>)> {
+    let sections = |p: &'a Plan| [p.tasks.as_slice(), p.finally.as_slice()];
+    sections(after)
+        .into_iter()
+        .enumerate()
+        .flat_map(move |(s, tasks)| {
+            tasks.iter().enumerate().map(move |(t, task)| {
+                let prior = before.and_then(|b| {
+                    (sections(b)[s].get(t))
+                        .filter(|p| p.name == task.name)
+                        .or_else(|| b.tasks.iter().chain(&b.finally).find(|p| p.name == task.name))
+                });
+                (task, prior)
+            })
+        })
+}
+
+fn in_flight(run: &TaskRun) -> bool {
+    run.state == TaskState::Running || (run.state == TaskState::Pending && run.started_at.is_some())
+}
+
+/// The attempts of one run that ended between `prior` (the run as read) and `run` (as written), with their
+/// start and end; `now` stands in for a time the journal no longer holds.
+fn ended_attempts(
+    prior: Option<&TaskRun>,
+    run: &TaskRun,
+    now: Timestamp,
+) -> Vec<(u32, Timestamp, Timestamp)> {
+    let (b_attempt, b_start) =
+        prior.map_or((0, None), |p| (p.attempt, p.started_at.filter(|_| in_flight(p))));
+    // A skipped run had no attempt: it ends no span.
+    let ended = |state: TaskState| {
+        matches!(
+            state,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+        )
+    };
+    let terminal_now = run.attempt > 0 && ended(run.state) && prior.is_none_or(|p| !ended(p.state));
+    // Every attempt from the one in flight before (or the first new one) up to the last that ended.
+    let first = if b_start.is_some() {
+        b_attempt
+    } else {
+        b_attempt + 1
+    };
+    // The attempt counter moves on when the next attempt starts: a run waiting for its retry still carries
+    // the number of the attempt that just failed.
+    let last = if terminal_now || (!in_flight(run) && !run.state.is_terminal()) {
+        run.attempt
+    } else if in_flight(run) {
+        run.attempt.saturating_sub(1)
+    } else {
+        0
+    };
+    (first.max(1)..=last)
+        .map(|attempt| {
+            let start = match (attempt == b_attempt, b_start) {
+                (true, Some(s)) => s,
+                _ if attempt == run.attempt => run.started_at.unwrap_or(now),
+                _ => now,
+            };
+            let end = if attempt == run.attempt {
+                run.finished_at.unwrap_or(now)
+            } else {
+                now
+            };
+            (attempt, start, end)
+        })
+        .collect()
+}
+
+/// The plan's root span, once `after` finished and `before` had not.
+fn plan_span(before: Option<&Plan>, after: &Plan, root: &TraceParent, now: Timestamp) -> Option<JournalSpan> {
+    if !after.phase.is_terminal() || before.is_some_and(|b| b.phase.is_terminal()) {
+        return None;
+    }
+    let error = (after.phase != sei_engine::PlanPhase::Succeeded).then(|| {
+        after
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", after.phase))
+    });
+    let mut attributes = vec![
+        (fields::WORKFLOW_NAME, after.workflow.clone()),
+        (fields::WORKFLOW_ID, after.id.to_string()),
+        (fields::WORKFLOW_VERSION, after.version.clone()),
+        (fields::OUTCOME, format!("{:?}", after.phase).to_ascii_lowercase()),
+    ];
+    if let Some(task) = &after.failed_task {
+        attributes.push((fields::TASK_NAME, task.clone()));
+    }
+    Some(JournalSpan {
+        trace_id: root.trace_id,
+        span_id: root.span_id,
+        parent: None,
+        name: format!("plan {}", after.workflow),
+        start_ms: after.started_at.unix_millis(),
+        end_ms: after.finished_at.unwrap_or(now).unix_millis(),
+        attributes,
+        error,
+    })
+}
+
 /// The spans that the change from `before` to `after` completes; `now` stands in for times the journal no
 /// longer holds (the start of an attempt that started and failed within one reconcile).
 #[must_use]
@@ -80,94 +188,22 @@ pub fn ended(before: Option<&Plan>, after: &Plan, now: Timestamp) -> Vec<Journal
         return Vec::new();
     };
     let mut spans = Vec::new();
-    for task in after.tasks.iter().chain(&after.finally) {
-        let before_task = before.and_then(|b| b.tasks.iter().chain(&b.finally).find(|t| t.name == task.name));
+    for (task, prior) in with_prior(before, after) {
         for (r, run) in task.runs.iter().enumerate() {
-            let prior = before_task.and_then(|t| t.runs.get(r));
-            let (b_attempt, b_start) = prior.map_or((0, None), |p| {
-                let in_flight = matches!(p.state, TaskState::Running)
-                    || (p.state == TaskState::Pending && p.started_at.is_some());
-                (p.attempt, p.started_at.filter(|_| in_flight))
-            });
-            let terminal_now = run.attempt > 0
-                && matches!(
-                    run.state,
-                    TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
-                )
-                && prior.is_none_or(|p| {
-                    !matches!(
-                        p.state,
-                        TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
-                    )
-                });
-            // Every attempt from the one in flight before (or the first new one) up to the last that ended.
-            let first = if b_start.is_some() {
-                b_attempt
-            } else {
-                b_attempt + 1
-            };
-            let in_flight_now = matches!(run.state, TaskState::Running)
-                || (run.state == TaskState::Pending && run.started_at.is_some());
-            // The attempt counter moves on when the next attempt starts: a run waiting for its retry still
-            // carries the number of the attempt that just failed.
-            let last = if terminal_now || (!in_flight_now && !run.state.is_terminal()) {
-                run.attempt
-            } else if in_flight_now {
-                run.attempt.saturating_sub(1)
-            } else {
-                0
-            };
-            for attempt in first.max(1)..=last {
-                let start = match (attempt == b_attempt, b_start) {
-                    (true, Some(s)) => s,
-                    _ if attempt == run.attempt => run.started_at.unwrap_or(now),
-                    _ => now,
-                };
-                let end = if attempt == run.attempt {
-                    run.finished_at.unwrap_or(now)
-                } else {
-                    now
-                };
+            let prior_run = prior.and_then(|t| t.runs.get(r));
+            for (attempt, start, end) in ended_attempts(prior_run, run, now) {
                 spans.push(attempt_span(after, &root, task, r, run, attempt, start, end));
             }
         }
     }
-    let finished_now = after.phase.is_terminal() && before.is_none_or(|b| !b.phase.is_terminal());
-    if finished_now {
-        let error = (after.phase != sei_engine::PlanPhase::Succeeded).then(|| {
-            after
-                .message
-                .clone()
-                .unwrap_or_else(|| format!("{:?}", after.phase))
-        });
-        let mut attributes = vec![
-            (fields::WORKFLOW_NAME, after.workflow.clone()),
-            (fields::WORKFLOW_ID, after.id.to_string()),
-            (fields::WORKFLOW_VERSION, after.version.clone()),
-            (fields::OUTCOME, format!("{:?}", after.phase).to_ascii_lowercase()),
-        ];
-        if let Some(task) = &after.failed_task {
-            attributes.push((fields::TASK_NAME, task.clone()));
-        }
-        spans.push(JournalSpan {
-            trace_id: root.trace_id,
-            span_id: root.span_id,
-            parent: None,
-            name: format!("plan {}", after.workflow),
-            start_ms: after.started_at.unix_millis(),
-            end_ms: after.finished_at.unwrap_or(now).unix_millis(),
-            attributes,
-            error,
-        });
-    }
+    spans.extend(plan_span(before, after, &root, now));
     spans
 }
 
 /// After a successful status write: task duration metrics for the attempts that ended, and their spans (with
 /// the plan's root span once it finished) exported when an OTLP endpoint is configured.
 pub async fn record(ctx: &crate::context::Context, before: Option<&Plan>, after: &Plan) {
-    for task in after.tasks.iter().chain(&after.finally) {
-        let prior = before.and_then(|b| b.tasks.iter().chain(&b.finally).find(|t| t.name == task.name));
+    for (task, prior) in with_prior(before, after) {
         for (r, run) in task.runs.iter().enumerate() {
             let from = prior.and_then(|t| t.runs.get(r)).map_or(0, |p| p.attempt);
             for attempt in from + 1..=run.attempt {
