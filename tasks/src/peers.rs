@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
-use sei_crds::{Ec2TagsPeerSource, SeiNode};
+use sei_crds::{Ec2TagsPeerSource, LabelPeerSource, SeiNode};
 
 use crate::sidecar;
 
@@ -101,8 +101,6 @@ pub async fn resolve(
     node: &SeiNode,
     prior: &[String],
 ) -> Result<Resolution, kube::Error> {
-    let own_ns = node.namespace().unwrap_or_default();
-    let own_name = node.name_any();
     let mut out = BTreeSet::new();
     let mut problems = Vec::new();
     for source in node.spec.peers.iter().flatten() {
@@ -110,48 +108,9 @@ pub async fn resolve(
             out.extend(s.addresses.iter().cloned());
         }
         if let Some(label) = &source.label {
-            let ns = label.namespace.clone().unwrap_or_else(|| own_ns.clone());
-            let api: Api<SeiNode> = Api::namespaced(client.clone(), &ns);
-            let selector = label
-                .selector
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            let peers = api.list(&ListParams::default().labels(&selector)).await?;
-            for peer in peers.items {
-                let name = peer.name_any();
-                if name == own_name && ns == own_ns {
-                    continue;
-                }
-                let host = label_peer_host(&peer, &ns);
-                let client = sidecars.node(&ns, &name);
-                let id = match tokio::time::timeout(NODE_ID_TIMEOUT, client.node_id()).await {
-                    Ok(Ok(id)) if is_node_id(&id) => Ok(id),
-                    Ok(Ok(id)) => Err(format!("its sidecar answered an invalid node id {id:?}")),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!(
-                        "its sidecar's node-id did not answer within {NODE_ID_TIMEOUT:?}"
-                    )),
-                };
-                match id {
-                    Ok(id) => {
-                        out.insert(format!("{id}@{host}"));
-                    }
-                    Err(why) => {
-                        let kept = prior_with_host(prior, &host);
-                        problems.push(format!(
-                            "peer {ns}/{name}: {why}; {}",
-                            if kept.is_empty() {
-                                "left out"
-                            } else {
-                                "its prior entry is kept"
-                            }
-                        ));
-                        out.extend(kept);
-                    }
-                }
-            }
+            let found = label_peers(client, sidecars, node, label, prior).await?;
+            out.extend(found.peers);
+            problems.extend(found.problems);
         }
         if let Some(tags) = &source.ec2_tags {
             match describe_instances(ec2, tags).await {
@@ -170,6 +129,58 @@ pub async fn resolve(
         peers: out.into_iter().collect(),
         problems,
     })
+}
+
+/// The SeiNodes `label` selects (`node` itself left out) as `<nodeId>@<host>`, each id asked of the peer's
+/// sidecar; a peer whose sidecar does not answer keeps its entry of `prior`, if any.
+async fn label_peers(
+    client: &kube::Client,
+    sidecars: &sidecar::Client,
+    node: &SeiNode,
+    label: &LabelPeerSource,
+    prior: &[String],
+) -> Result<Resolution, kube::Error> {
+    let own_ns = node.namespace().unwrap_or_default();
+    let ns = label.namespace.clone().unwrap_or_else(|| own_ns.clone());
+    let api: Api<SeiNode> = Api::namespaced(client.clone(), &ns);
+    let selector = (label.selector.iter())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut found = Resolution::default();
+    for peer in api.list(&ListParams::default().labels(&selector)).await?.items {
+        let name = peer.name_any();
+        if name == node.name_any() && ns == own_ns {
+            continue;
+        }
+        let host = label_peer_host(&peer, &ns);
+        match node_id(&sidecars.node(&ns, &name)).await {
+            Ok(id) => found.peers.push(format!("{id}@{host}")),
+            Err(why) => {
+                let kept = prior_with_host(prior, &host);
+                let what = if kept.is_empty() {
+                    "left out"
+                } else {
+                    "its prior entry is kept"
+                };
+                found.problems.push(format!("peer {ns}/{name}: {why}; {what}"));
+                found.peers.extend(kept);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A peer's node id as its sidecar reports it, within [`NODE_ID_TIMEOUT`].
+async fn node_id(client: &sidecar::NodeClient) -> Result<String, String> {
+    match tokio::time::timeout(NODE_ID_TIMEOUT, client.node_id()).await {
+        Ok(Ok(id)) if is_node_id(&id) => Ok(id),
+        Ok(Ok(id)) => Err(format!("its sidecar answered an invalid node id {id:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "its sidecar's node-id did not answer within {NODE_ID_TIMEOUT:?}"
+        )),
+    }
 }
 
 /// `host:port` of a label-selected peer: its `spec.externalAddress`, else its pod's stable DNS name.
