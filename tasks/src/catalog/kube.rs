@@ -425,43 +425,15 @@ async fn apply_statefulset(cx: &Context, inv: &Invocation) -> Outcome {
     };
     let name = desired.name_any();
     let api: Api<StatefulSet> = Api::namespaced(cx.client.clone(), &inv.namespace);
-    let tracked = node.status.as_ref().and_then(|s| s.stateful_set.as_ref());
-    if let Some(tracked) = tracked {
-        match api.get_opt(&name).await {
-            Ok(Some(existing)) if existing.metadata.uid.as_deref() != Some(tracked.uid.as_str()) => {
-                if let Err(e) = api.delete(&name, &delete_exactly(&existing, true, false)).await
-                    && !is_not_found(&e)
-                {
-                    return api_error("deleting an impostor StatefulSet", &e);
-                }
-                inv.status.set_field("statefulSet", Value::Null);
-                return Outcome::Unavailable(format!(
-                    "StatefulSet {name} had UID {:?}, not the recorded {}: deleted, it is applied again at the next poll",
-                    existing.metadata.uid, tracked.uid
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => return api_error("reading the StatefulSet", &e),
-        }
+    if let Some(tracked) = node.status.as_ref().and_then(|s| s.stateful_set.as_ref())
+        && let Err(outcome) = remove_impostor(inv, &api, &name, &tracked.uid).await
+    {
+        return outcome;
     }
     // The pod mounts the kube-rbac-proxy ConfigMap when the proxy is rendered: apply it first, so the pod
     // never waits for a volume nothing creates.
-    match resources::rbac_proxy_config_map(&node, &cx.platform) {
-        Ok(Some(config_map)) => {
-            let config_maps: Api<ConfigMap> = Api::namespaced(cx.client.clone(), &inv.namespace);
-            if let Err(e) = config_maps
-                .patch(
-                    &config_map.name_any(),
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&config_map),
-                )
-                .await
-            {
-                return api_error("applying the kube-rbac-proxy ConfigMap", &e);
-            }
-        }
-        Ok(None) => {}
-        Err(e) => return Outcome::terminal(e.to_string()),
+    if let Err(outcome) = apply_rbac_proxy_config(cx, inv, &node).await {
+        return outcome;
     }
     match api
         .patch(
@@ -481,6 +453,49 @@ async fn apply_statefulset(cx: &Context, inv: &Invocation) -> Outcome {
             Outcome::done()
         }
         Err(e) => api_error("applying the StatefulSet", &e),
+    }
+}
+
+/// Deletes StatefulSet `name` when it is not the one the node recorded (`uid`: another object under the same name,
+/// e.g. recreated by hand): `Err` says it was deleted and is applied again at the next poll.
+async fn remove_impostor(
+    inv: &Invocation,
+    api: &Api<StatefulSet>,
+    name: &str,
+    uid: &str,
+) -> Result<(), Outcome> {
+    let existing = match api.get_opt(name).await {
+        Ok(Some(existing)) if existing.metadata.uid.as_deref() != Some(uid) => existing,
+        Ok(_) => return Ok(()),
+        Err(e) => return Err(api_error("reading the StatefulSet", &e)),
+    };
+    if let Err(e) = api.delete(name, &delete_exactly(&existing, true, false)).await
+        && !is_not_found(&e)
+    {
+        return Err(api_error("deleting an impostor StatefulSet", &e));
+    }
+    inv.status.set_field("statefulSet", Value::Null);
+    Err(Outcome::Unavailable(format!(
+        "StatefulSet {name} had UID {:?}, not the recorded {uid}: deleted, it is applied again at the next poll",
+        existing.metadata.uid
+    )))
+}
+
+/// Applies the kube-rbac-proxy ConfigMap when the node's pod renders the proxy.
+async fn apply_rbac_proxy_config(cx: &Context, inv: &Invocation, node: &SeiNode) -> Result<(), Outcome> {
+    let config_map = match resources::rbac_proxy_config_map(node, &cx.platform) {
+        Ok(Some(config_map)) => config_map,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(Outcome::terminal(e.to_string())),
+    };
+    let config_maps: Api<ConfigMap> = Api::namespaced(cx.client.clone(), &inv.namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match config_maps
+        .patch(&config_map.name_any(), &params, &Patch::Apply(&config_map))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(api_error("applying the kube-rbac-proxy ConfigMap", &e)),
     }
 }
 
