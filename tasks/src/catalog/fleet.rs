@@ -300,72 +300,87 @@ async fn collect_and_set_peers(cx: &Context, inv: &Invocation) -> Outcome {
         Ok(p) => p,
         Err(o) => return o,
     };
-    let ns = &inv.namespace;
-    let mut addresses = Vec::with_capacity(params.nodes.len());
-    for name in &params.nodes {
-        let client = cx
-            .sidecar
-            .node(ns, name)
-            .with_traceparent(inv.traceparent.as_deref());
-        match client.node_id().await {
-            Ok(id) => addresses.push((name.clone(), peer_address(&id, ns, name))),
-            Err(e) => return Outcome::Unavailable(format!("node id of {name}: {e}")),
-        }
-    }
-    let api: Api<SeiNode> = Api::namespaced(cx.client.clone(), ns);
+    let addresses = match peer_addresses(cx, inv, &params.nodes).await {
+        Ok(a) => a,
+        Err(o) => return o,
+    };
+    let api: Api<SeiNode> = Api::namespaced(cx.client.clone(), &inv.namespace);
     let manager = task_field_manager("collect-and-set-peers");
     for name in &params.nodes {
-        let mut others: Vec<String> = addresses
-            .iter()
+        let mut others: Vec<String> = (addresses.iter())
             .filter(|(n, _)| n != name)
             .map(|(_, a)| a.clone())
             .collect();
         others.sort();
-        let mut node = match api.get_opt(name).await {
-            Ok(Some(n)) => n,
-            Ok(None) => return Outcome::Unavailable(format!("SeiNode {name} does not exist")),
-            Err(e) => return api_error("reading a SeiNode", &e),
-        };
-        // Both writes are guarded by the resourceVersion just read: a node that changed meanwhile (its own
-        // controller's status write, a user's edit) makes the write fail with 409, and the next poll reads it
-        // again and decides afresh.
-        let want_spec = (!others.is_empty()).then(|| json!([{"static": {"addresses": others}}]));
-        let have_spec = node
-            .spec
-            .peers
-            .as_ref()
-            .and_then(|p| serde_json::to_value(p).ok());
-        if want_spec.is_some() && want_spec != have_spec {
-            let rv = node.resource_version().unwrap_or_default();
-            let patch = json!({"spec": {"peers": want_spec}});
-            match patch_guarded(&api, name, &rv, &manager, false, patch).await {
-                Ok(n) => node = n,
-                Err(e) if is_conflict(&e) => {
-                    return Outcome::Unavailable(format!("SeiNode {name} changed while setting spec.peers"));
-                }
-                Err(e) => return api_error("setting spec.peers", &e),
-            }
-        }
-        let have_status = node
-            .status
-            .as_ref()
-            .map(|s| s.resolved_peers.clone())
-            .unwrap_or_default();
-        if have_status != others {
-            let rv = node.resource_version().unwrap_or_default();
-            let patch = json!({"status": {"resolvedPeers": others}});
-            match patch_guarded(&api, name, &rv, &manager, true, patch).await {
-                Ok(_) => {}
-                Err(e) if is_conflict(&e) => {
-                    return Outcome::Unavailable(format!(
-                        "SeiNode {name} changed while setting status.resolvedPeers"
-                    ));
-                }
-                Err(e) => return api_error("setting status.resolvedPeers", &e),
-            }
+        if let Err(o) = set_peers(&api, &manager, name, others).await {
+            return o;
         }
     }
     Outcome::Done(Map::from_iter([("peers".to_owned(), json!(addresses.len()))]))
+}
+
+/// `(node, <nodeId>@<host>:<port>)` for each of `nodes`, the id asked of its sidecar.
+async fn peer_addresses(
+    cx: &Context,
+    inv: &Invocation,
+    nodes: &[String],
+) -> Result<Vec<(String, String)>, Outcome> {
+    let ns = &inv.namespace;
+    let mut addresses = Vec::with_capacity(nodes.len());
+    for name in nodes {
+        let client = (cx.sidecar.node(ns, name)).with_traceparent(inv.traceparent.as_deref());
+        match client.node_id().await {
+            Ok(id) => addresses.push((name.clone(), peer_address(&id, ns, name))),
+            Err(e) => return Err(Outcome::Unavailable(format!("node id of {name}: {e}"))),
+        }
+    }
+    Ok(addresses)
+}
+
+/// Sets SeiNode `name`'s `spec.peers` to the static list `others` (when there are any) and its
+/// `status.resolvedPeers` to `others`, each only when it differs.
+async fn set_peers(
+    api: &Api<SeiNode>,
+    manager: &str,
+    name: &str,
+    others: Vec<String>,
+) -> Result<(), Outcome> {
+    let mut node = match api.get_opt(name).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return Err(Outcome::Unavailable(format!("SeiNode {name} does not exist"))),
+        Err(e) => return Err(api_error("reading a SeiNode", &e)),
+    };
+    // Both writes are guarded by the resourceVersion just read: a node that changed meanwhile (its own
+    // controller's status write, a user's edit) makes the write fail with 409, and the next poll reads it
+    // again and decides afresh.
+    let write = |node: SeiNode, status: bool, patch: Value, field: &'static str| async move {
+        let rv = node.resource_version().unwrap_or_default();
+        match patch_guarded(api, name, &rv, manager, status, patch).await {
+            Ok(n) => Ok(n),
+            Err(e) if is_conflict(&e) => Err(Outcome::Unavailable(format!(
+                "SeiNode {name} changed while setting {field}"
+            ))),
+            Err(e) => Err(api_error(&format!("setting {field}"), &e)),
+        }
+    };
+    let want_spec = (!others.is_empty()).then(|| json!([{"static": {"addresses": others}}]));
+    let have_spec = (node.spec.peers.as_ref()).and_then(|p| serde_json::to_value(p).ok());
+    if want_spec.is_some() && want_spec != have_spec {
+        node = write(node, false, json!({"spec": {"peers": want_spec}}), "spec.peers").await?;
+    }
+    let have_status = (node.status.as_ref())
+        .map(|s| s.resolved_peers.clone())
+        .unwrap_or_default();
+    if have_status != others {
+        write(
+            node,
+            true,
+            json!({"status": {"resolvedPeers": others}}),
+            "status.resolvedPeers",
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Params of `update-node-template`.
@@ -665,54 +680,38 @@ pub struct AwaitGenesis;
 same_start_and_poll!(AwaitGenesis, "await-genesis", AwaitGenesisParams, await_genesis);
 
 async fn await_genesis(cx: &Context, inv: &Invocation) -> Outcome {
-    let params: AwaitGenesisParams = match inv.params() {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
+    match wait_for_ceremony(cx, inv).await {
+        Ok(outcome) | Err(outcome) => outcome,
+    }
+}
+
+/// Reads the parent deployment's ceremony; once it is done for this node, records the genesis hash and the
+/// node's StatefulSet in the node's status.
+async fn wait_for_ceremony(cx: &Context, inv: &Invocation) -> Result<Outcome, Outcome> {
+    let params: AwaitGenesisParams = inv.params()?;
     let after = params.after.as_deref().unwrap_or("mark-ready");
-    let node: SeiNode = match serde_json::from_value((*inv.owner_object).clone()) {
-        Ok(n) => n,
-        Err(e) => return Outcome::terminal(format!("the owner is not a SeiNode: {e}")),
-    };
+    let node: SeiNode = serde_json::from_value((*inv.owner_object).clone())
+        .map_err(|e| Outcome::terminal(format!("the owner is not a SeiNode: {e}")))?;
     let name = node.name_any();
     let Some(parent) = node.labels().get(labels::DEPLOYMENT).cloned() else {
-        return Outcome::terminal(format!(
-            "SeiNode {name} has a genesis ceremony marker but no {} label",
-            labels::DEPLOYMENT
-        ));
+        let label = labels::DEPLOYMENT;
+        let message = format!("SeiNode {name} has a genesis ceremony marker but no {label} label");
+        return Err(Outcome::terminal(message));
     };
     let api: Api<SeiNodeDeployment> = Api::namespaced(cx.client.clone(), &inv.namespace);
     let deployment = match api.get_opt(&parent).await {
         Ok(Some(d)) => d,
-        Ok(None) => return Outcome::terminal(format!("SeiNodeDeployment {parent} does not exist")),
-        Err(e) => return api_error("reading the SeiNodeDeployment", &e),
-    };
-    let status = deployment.status.clone().unwrap_or_default();
-    let ceremony = status.condition(conditions::GENESIS_CEREMONY_COMPLETE);
-    let complete = ceremony.is_some_and(|c| c.status == ConditionStatus::True.as_str());
-    let plan = status.plan.as_ref().filter(|p| p.workflow == CEREMONY_WORKFLOW);
-    let run = format!("{after}[{name}]");
-    let finished_here = plan
-        .and_then(|p| p.run(&run))
-        .is_some_and(|v| v.run.state == TaskState::Succeeded);
-    if !(complete || finished_here) {
-        if plan.is_none()
-            && let Some(c) = ceremony.filter(|c| c.reason == conditions::reasons::CEREMONY_FAILED)
-        {
-            return Outcome::terminal(format!(
-                "the genesis ceremony of SeiNodeDeployment {parent} failed: {}",
-                c.message
-            ));
+        Ok(None) => {
+            return Err(Outcome::terminal(format!(
+                "SeiNodeDeployment {parent} does not exist"
+            )));
         }
-        return Outcome::Running;
-    }
-    let hash = status.genesis_hash.clone().or_else(|| {
-        plan.and_then(|p| p.run("assemble"))
-            .and_then(|v| v.run.outputs.as_ref())
-            .and_then(|o| o.get("genesisHash"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    });
+        Err(e) => return Err(api_error("reading the SeiNodeDeployment", &e)),
+    };
+    let status = deployment.status.unwrap_or_default();
+    let Ceremony::Done { hash } = ceremony(&status, &parent, &format!("{after}[{name}]"))? else {
+        return Ok(Outcome::Running);
+    };
     let mut outputs = Map::new();
     if let Some(hash) = hash {
         inv.status.set_field("genesisHash", Value::String(hash.clone()));
@@ -725,10 +724,56 @@ async fn await_genesis(cx: &Context, inv: &Invocation) -> Outcome {
             inv.status
                 .set_field("statefulSet", json!({"name": name, "uid": uid}));
         }
-        Ok(None) => return Outcome::Unavailable(format!("StatefulSet {name} does not exist yet")),
-        Err(e) => return api_error("reading the StatefulSet", &e),
+        Ok(None) => {
+            return Err(Outcome::Unavailable(format!(
+                "StatefulSet {name} does not exist yet"
+            )));
+        }
+        Err(e) => return Err(api_error("reading the StatefulSet", &e)),
     }
-    Outcome::Done(outputs)
+    Ok(Outcome::Done(outputs))
+}
+
+/// Where a deployment's genesis ceremony stands for one node.
+enum Ceremony {
+    Running,
+    /// Complete, or this node's step succeeded in the ceremony plan; with the genesis hash when known.
+    Done {
+        hash: Option<String>,
+    },
+}
+
+/// Where deployment `parent`'s ceremony stands for the node whose step is `run`; a ceremony that failed with no
+/// plan left fails the task.
+fn ceremony(
+    status: &sei_crds::SeiNodeDeploymentStatus,
+    parent: &str,
+    run: &str,
+) -> Result<Ceremony, Outcome> {
+    let ceremony = status.condition(conditions::GENESIS_CEREMONY_COMPLETE);
+    let complete = ceremony.is_some_and(|c| c.status == ConditionStatus::True.as_str());
+    let plan = status.plan.as_ref().filter(|p| p.workflow == CEREMONY_WORKFLOW);
+    let finished_here = (plan.and_then(|p| p.run(run))).is_some_and(|v| v.run.state == TaskState::Succeeded);
+    if !(complete || finished_here) {
+        if plan.is_none()
+            && let Some(c) = ceremony.filter(|c| c.reason == conditions::reasons::CEREMONY_FAILED)
+        {
+            let message = format!(
+                "the genesis ceremony of SeiNodeDeployment {parent} failed: {}",
+                c.message
+            );
+            return Err(Outcome::terminal(message));
+        }
+        return Ok(Ceremony::Running);
+    }
+    let hash = status.genesis_hash.clone().or_else(|| {
+        plan.and_then(|p| p.run("assemble"))
+            .and_then(|v| v.run.outputs.as_ref())
+            .and_then(|o| o.get("genesisHash"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    Ok(Ceremony::Done { hash })
 }
 
 /// Every fleet task.
