@@ -95,10 +95,6 @@ fn with_prior<'a>(
         })
 }
 
-fn in_flight(run: &TaskRun) -> bool {
-    run.state == TaskState::Running || (run.state == TaskState::Pending && run.started_at.is_some())
-}
-
 /// The attempts of one run that ended between `prior` (the run as read) and `run` (as written), with their
 /// start and end; `now` stands in for a time the journal no longer holds.
 fn ended_attempts(
@@ -106,8 +102,9 @@ fn ended_attempts(
     run: &TaskRun,
     now: Timestamp,
 ) -> Vec<(u32, Timestamp, Timestamp)> {
-    let (b_attempt, b_start) =
-        prior.map_or((0, None), |p| (p.attempt, p.started_at.filter(|_| in_flight(p))));
+    let (b_attempt, b_start) = prior.map_or((0, None), |p| {
+        (p.attempt, p.started_at.filter(|_| p.lifecycle().in_flight()))
+    });
     // A skipped run had no attempt: it ends no span.
     let ended = |state: TaskState| {
         matches!(
@@ -124,9 +121,10 @@ fn ended_attempts(
     };
     // The attempt counter moves on when the next attempt starts: a run waiting for its retry still carries
     // the number of the attempt that just failed.
-    let last = if terminal_now || (!in_flight(run) && !run.state.is_terminal()) {
+    let in_flight_now = run.lifecycle().in_flight();
+    let last = if terminal_now || (!in_flight_now && !run.state.is_terminal()) {
         run.attempt
-    } else if in_flight(run) {
+    } else if in_flight_now {
         run.attempt.saturating_sub(1)
     } else {
         0

@@ -194,6 +194,13 @@ enum Unusable {
     Unchecked(Outcome),
 }
 
+impl Unusable {
+    /// An API error while `action`: the check could not be made ([`api_error`] decides the outcome).
+    fn api(action: &str, e: &kube::Error) -> Self {
+        Self::Unchecked(api_error(action, e))
+    }
+}
+
 /// A validation task's verdict (`Ok`: what was found valid) as its condition `condition_type`, with the
 /// reference's reasons (`<Subject>Validated`, `<Subject>NotReady`, `<Subject>Invalid`), and its outcome.
 fn report(
@@ -230,10 +237,7 @@ async fn live_secret(api: &Api<Secret>, label: &str, name: &str) -> Result<Secre
         Ok(_) => Err(Unusable::Waiting(format!(
             "{label} {name} does not exist (or is being deleted)"
         ))),
-        Err(e) => Err(Unusable::Unchecked(api_error(
-            &format!("reading the {label}"),
-            &e,
-        ))),
+        Err(e) => Err(Unusable::api(&format!("reading the {label}"), &e)),
     }
 }
 
@@ -330,7 +334,7 @@ async fn validate_imported_pvc(
                     "imported PVC {name} does not exist yet"
                 )));
             }
-            Err(e) => return Err(Unusable::Unchecked(api_error("reading the imported PVC", &e))),
+            Err(e) => return Err(Unusable::api("reading the imported PVC", &e)),
         };
         let mode = node
             .spec
@@ -345,10 +349,7 @@ async fn validate_imported_pvc(
                 return Err(Unusable::Waiting(message));
             }
             Err(e) => {
-                return Err(Unusable::Unchecked(api_error(
-                    "reading the imported PVC's volume",
-                    &e,
-                )));
+                return Err(Unusable::api("reading the imported PVC's volume", &e));
             }
         }
         Ok(format!("imported PVC {name} is Bound to {volume}"))
